@@ -1,0 +1,5 @@
+import sys
+
+from movakit.cli import main
+
+sys.exit(main())
