@@ -1,0 +1,1 @@
+"""Generated protobuf API packages (see proto/)."""
