@@ -1,0 +1,162 @@
+"""Settings shared by the four stage services, read once from `MOVA_<SERVICE>_*` variables and flags.
+
+Every field of a settings dataclass is one environment variable `MOVA_<SERVICE>_<FIELD>` and one flag
+`--<field-with-dashes>`; a flag wins over the variable, the variable over the default. Each service's
+`settings.py` subclasses `StageSettings`, adds its own fields and sets `SERVICE` and the `listen` default.
+This module is the only place the stage services read `os.environ`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+_SECRET_MARKERS = ("secret", "password", "api_key", "token")
+_OTEL_EXPORTERS = ("none", "console", "otlp", "memory")
+
+S = TypeVar("S", bound="StageSettings")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """Deployment settings every stage service has (defaults: the local stack and docker-compose addresses)."""
+
+    SERVICE: ClassVar[str] = ""  # e.g. "encoder" -> variables MOVA_ENCODER_*
+
+    listen: str  # gRPC listen address host:port (each service sets its default port)
+    kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
+    group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
+    s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
+    s3_access_key: str = "movakit"  # S3 access key id
+    s3_secret_key: str = "movakit-secret"  # S3 secret key (redacted in logs)
+    s3_bucket: str = "movakit"  # bucket holding jobs/<job>/...
+    s3_secure: bool = False  # use https for S3
+    s3_region: str = "us-east-1"  # S3 region name
+    checkpoint: str = ""  # MOVA checkpoint folder; "" -> the cached tiny demo checkpoint (random weights)
+    device: str = "cpu"  # torch device for the stage's models
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    otel_exporter: str = "none"  # none | console | otlp | memory
+    otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
+    consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
+    replica_id: str = ""  # name of this replica in logs and events; "" -> <hostname>-<pid>
+
+    # --- reading -------------------------------------------------------------------------------------------------
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return f"MOVA_{cls.SERVICE.upper()}_{field.upper()}"
+
+    @classmethod
+    def env_names(cls) -> list[str]:
+        """Every environment variable this settings class reads."""
+        return [cls.env_name(f.name) for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def load(cls: type[S], argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> S:
+        """Build the settings from flags (argv) over `MOVA_<SERVICE>_*` variables over defaults; validates."""
+        env = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(prog=f"mova-{cls.SERVICE}", description=f"MOVA {cls.SERVICE} stage service")
+        for f in dataclasses.fields(cls):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                                help=f"overrides ${cls.env_name(f.name)}")
+        ns = parser.parse_args(list(argv) if argv is not None else [])
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = getattr(ns, f.name)
+            source = f"--{f.name.replace('_', '-')}"
+            if raw is None:
+                raw = env.get(cls.env_name(f.name))
+                source = cls.env_name(f.name)
+            if raw is None:
+                continue
+            values[f.name] = _convert(raw, f.type, source)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        if not settings.group_id:
+            settings = dataclasses.replace(settings, group_id=f"mova-{cls.SERVICE.replace('_', '-')}")
+        if not settings.replica_id:
+            settings = dataclasses.replace(settings, replica_id=f"{os.uname().nodename}-{os.getpid()}")
+        return settings
+
+    def validate(self) -> None:
+        """Raise ValueError naming the variable of the first bad value."""
+        for name in ("listen", "s3_endpoint"):
+            value = getattr(self, name)
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{self.env_name(name)}: expected host:port, got {value!r}")
+        if not self.kafka_bootstrap:
+            raise ValueError(f"{self.env_name('kafka_bootstrap')}: must not be empty")
+        if self.otel_exporter not in _OTEL_EXPORTERS:
+            raise ValueError(f"{self.env_name('otel_exporter')}: one of {_OTEL_EXPORTERS}, got {self.otel_exporter!r}")
+        if self.otel_exporter == "otlp" and not self.otel_endpoint:
+            raise ValueError(f"{self.env_name('otel_endpoint')}: required when otel_exporter=otlp")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"{self.env_name('dtype')}: one of float32, bfloat16, float16, got {self.dtype!r}")
+        if not self.s3_bucket:
+            raise ValueError(f"{self.env_name('s3_bucket')}: must not be empty")
+
+    def redacted(self) -> dict[str, object]:
+        """The settings as a dict with secrets replaced by '***' (for the startup log line)."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = "***" if any(m in f.name for m in _SECRET_MARKERS) and value else value
+        return out
+
+
+def _convert(raw: str, type_name: object, source: str) -> object:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    if kind == "bool":
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{source}: expected true/false, got {raw!r}")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{source}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{source}: expected a number, got {raw!r}") from None
+    return raw
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = record.__dict__.get("fields")
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_json_logging(level: int = logging.INFO) -> None:
+    """Send every log record to stdout as JSON lines (called once by a service's main)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("kafka").setLevel(logging.WARNING)

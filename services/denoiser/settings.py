@@ -1,0 +1,23 @@
+"""Settings of the denoiser service: `MOVA_DENOISER_*` variables or the matching flags (see StageSettings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from movakit.runtime.stage_settings import StageSettings
+
+DEFAULT_PORT = 50054
+
+
+@dataclass(frozen=True)
+class DenoiserSettings(StageSettings):
+    SERVICE: ClassVar[str] = "denoiser"
+
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"  # gRPC listen address
+    latent_checkpoint_every: int = 5  # write latents + step to jobs/<job>/denoise/checkpoint-<step> every K steps (0: never)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.latent_checkpoint_every < 0:
+            raise ValueError(f"{self.env_name('latent_checkpoint_every')}: must be >= 0, got {self.latent_checkpoint_every}")
