@@ -1,0 +1,96 @@
+"""Wiring shared by the four stage services' main.py: settings -> logging -> telemetry -> models -> gRPC + worker.
+
+A service's main.py only names its settings class, the checkpoint components it loads and how to build its
+handler; `run_stage_service` does the rest:
+  1. JSON logs on stdout and one "settings" line (secrets redacted);
+  2. OpenTelemetry with the configured exporter (service.name = the service);
+  3. the object store (bucket created when missing) and the stage handler (models loaded once, resident);
+  4. the gRPC server (the stage RPC + health + reflection) on `settings.listen`;
+  5. the Kafka worker loop in the main thread (unless `consume` is false);
+  SIGTERM/SIGINT stop the worker after its current task and the server gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+import grpc
+import torch
+
+from movakit.runtime.grpc_server import serve
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.stage_settings import StageSettings, setup_json_logging
+from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from movakit.runtime.worker import StageHandler, StageWorker
+
+log = logging.getLogger("movakit.service")
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_models(settings: StageSettings, components: tuple[str, ...]):
+    """The checkpoint components this service needs, resident on settings.device (tiny demo checkpoint when
+    settings.checkpoint is empty)."""
+    from movakit.loading import MovaCheckpoint
+
+    path = settings.checkpoint
+    if not path:
+        from movakit.testing.tiny import default_demo_checkpoint
+
+        path = str(default_demo_checkpoint())
+    checkpoint = MovaCheckpoint(path)
+    if checkpoint.random_weights:
+        log.warning("checkpoint has RANDOM weights: outputs are noise", extra={"fields": {"checkpoint": path}})
+    models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.dtype])
+    log.info("models loaded", extra={"fields": {"checkpoint": path, "components": list(components)}})
+    return models
+
+
+def make_store(settings: StageSettings) -> ObjectStore:
+    store = ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
+                        secure=settings.s3_secure, region=settings.s3_region)
+    store.ensure_bucket()
+    return store
+
+
+def run_stage_service(
+    settings: StageSettings,
+    service_name: str,
+    build_handler: Callable[[ObjectStore], StageHandler],
+    add_servicers: Callable[[StageHandler], Callable[[grpc.Server], list[str]]],
+) -> int:
+    """Run one stage service until SIGTERM/SIGINT; returns the process exit status."""
+    setup_json_logging()
+    log.info("settings", extra={"fields": {"service": service_name, "settings": settings.redacted()}})
+    setup_telemetry(service_name, settings.otel_exporter, settings.otel_endpoint or None)
+    store = make_store(settings)
+    handler = build_handler(store)
+    server = serve(service_name, add_servicers(handler), settings.listen, handle_signals=False)
+    stopped = threading.Event()
+    worker: StageWorker | None = None
+    if settings.consume:
+        worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
+                             service=service_name, replica_id=settings.replica_id)
+
+    def on_signal(signum, _frame) -> None:
+        log.info("stopping", extra={"fields": {"service": service_name, "signal": signum}})
+        stopped.set()
+        if worker is not None:
+            worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if worker is not None:
+            worker.run_forever()
+        else:
+            while not stopped.wait(0.5):
+                pass
+    finally:
+        server.stop(5.0).wait(10.0)
+        shutdown_telemetry()
+        log.info("stopped", extra={"fields": {"service": service_name}})
+    return 0

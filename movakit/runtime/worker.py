@@ -1,0 +1,291 @@
+"""The stage worker loop shared by the four stage services.
+
+One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group and, for each task:
+
+  1. parses it (a record that does not parse goes to the dead-letter topic; the process keeps running);
+  2. checks the job was not cancelled (the gateway's cancel marker jobs/<job>/control/cancel in S3; checked again
+     between denoise steps);
+  3. skips the work when the stage's result manifest `jobs/<job>/<stage>/result.pb` exists and every object it
+     references is present with the recorded sha256 (a redelivered task): it re-publishes the follow-up only;
+  4. otherwise runs the stage (`StageHandler.run`: read inputs from S3 with checksum checks, compute, write outputs
+     under deterministic keys) and writes the result manifest;
+  5. publishes the events (stage_finished, succeeded, ...) and then the next stage's task, each acknowledged
+     by the broker,
+  6. and only then commits the record's offset (at-least-once; redelivery is harmless because of 3).
+
+A stage error publishes a `failed` event plus a DeadLetter record and commits, so one bad job never blocks the
+partition or kills the process. Every task runs in a span whose parent is the trace context of the Kafka headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata
+from opentelemetry import trace
+
+from movakit.api.v1 import events_pb2
+from movakit.runtime import kafka as mkafka
+from movakit.runtime.object_store import ObjectStore, cancel_marker_key
+from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
+
+log = logging.getLogger("movakit.worker")
+_tracer = trace.get_tracer("movakit.worker")
+
+_BLOB_MAGIC = b"MOVA-BLOB-1\n"
+
+
+class JobCancelled(Exception):
+    """Raised between steps or stages when the job's cancel was requested."""
+
+
+@dataclass
+class TaskContext:
+    """What a stage handler may do besides computing: emit progress events and check for cancellation."""
+
+    job_id: str
+    emit: Callable[[events_pb2.JobEvent], None]  # publishes an event (a no-op for direct gRPC calls)
+    is_cancelled: Callable[[str], bool]
+    source: str
+
+    def check_cancel(self) -> None:
+        if self.is_cancelled(self.job_id):
+            raise JobCancelled(self.job_id)
+
+    def event(self, **kind: Message) -> events_pb2.JobEvent:
+        return make_event(self.job_id, self.source, **kind)
+
+
+class StageHandler(Protocol):
+    """One stage, as the worker and the direct gRPC servicer see it."""
+
+    stage: int  # common_pb2.Stage value
+    stage_name: str  # "enhance" | "encode" | "denoise" | "decode": the jobs/<job>/<stage_name>/ folder
+    inbox: str  # topic of the tasks
+    next_topic: str | None  # topic of the follow-up task; None for the last stage
+    task_type: type[Message]
+    output_type: type[Message]
+
+    def run(self, task: Message, ctx: TaskContext) -> Message:
+        """Read the inputs, run the stage, store the outputs; return the stage's output message."""
+
+    def outputs_valid(self, store: ObjectStore, output: Message) -> bool:
+        """True when every object `output` references exists with its recorded checksum."""
+
+    def follow_up(self, task: Message, output: Message, source: str) -> tuple[Message | None, list[events_pb2.JobEvent]]:
+        """The next stage's task (None for the last stage) and the events that announce the result."""
+
+
+def make_event(job_id: str, source: str, **kind: Message) -> events_pb2.JobEvent:
+    """A JobEvent stamped now, with exactly one oneof member given as keyword, e.g. `failed=Failed(...)`."""
+    (name, value), = kind.items()
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    event = events_pb2.JobEvent(job_id=job_id, time=ts, source=source)
+    getattr(event, name).CopyFrom(value)
+    return event
+
+
+def manifest_key(job_id: str, stage_name: str) -> str:
+    return f"jobs/{job_id}/{stage_name}/result.pb"
+
+
+def write_blob(store: ObjectStore, key: str, payload: bytes, content_type: str) -> None:
+    """Store `payload` prefixed by its own sha256, so a reader can verify it without knowing the digest."""
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    store.put_bytes(key, _BLOB_MAGIC + digest + b"\n" + payload, content_type)
+
+
+def read_blob(store: ObjectStore, key: str) -> bytes | None:
+    """The payload written by `write_blob`, or None when absent, torn or corrupt."""
+    data = store.get_raw(key)
+    if data is None or not data.startswith(_BLOB_MAGIC):
+        return None
+    digest, _, payload = data[len(_BLOB_MAGIC):].partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        return None
+    return payload
+
+
+def write_manifest(store: ObjectStore, job_id: str, stage_name: str, output: Message) -> None:
+    """Record the stage's output message at jobs/<job>/<stage>/result.pb (written after the outputs)."""
+    write_blob(store, manifest_key(job_id, stage_name), output.SerializeToString(deterministic=True),
+               "application/x-protobuf")
+
+
+def read_manifest(store: ObjectStore, job_id: str, stage_name: str, output_type: type[Message]) -> Message | None:
+    """The recorded output message, or None when absent, torn or unparsable."""
+    payload = read_blob(store, manifest_key(job_id, stage_name))
+    if payload is None:
+        return None
+    message = output_type()
+    try:
+        message.ParseFromString(payload)
+    except DecodeError:
+        return None
+    return message
+
+
+def run_or_reuse(handler: StageHandler, store: ObjectStore, task: Message, ctx: TaskContext,
+                 on_start: Callable[[], None] | None = None) -> tuple[Message, bool]:
+    """The stage's output for `task`: the stored one when its manifest and every referenced object are valid
+    (returns skipped=True, nothing recomputed), else computed now by `handler.run` and recorded."""
+    ctx.check_cancel()
+    output = read_manifest(store, task.job_id, handler.stage_name, handler.output_type)
+    if output is not None and handler.outputs_valid(store, output):
+        return output, True
+    if on_start is not None:
+        on_start()
+    output = handler.run(task, ctx)
+    write_manifest(store, task.job_id, handler.stage_name, output)
+    return output, False
+
+
+def direct_context(job_id: str, source: str) -> TaskContext:
+    """Context of a direct gRPC call: no events are published and nothing cancels it."""
+    return TaskContext(job_id=job_id, emit=lambda event: None, is_cancelled=lambda job: False, source=source)
+
+
+@dataclass
+class WorkerStats:
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    dead_letters: int = 0
+    jobs: list[str] = field(default_factory=list)
+
+
+class StageWorker:
+    """The consume → check cancel → skip or run → publish → commit loop of one stage replica."""
+
+    def __init__(self, handler: StageHandler, store: ObjectStore, *, bootstrap: str, group_id: str,
+                 service: str, replica_id: str) -> None:
+        self.handler = handler
+        self.store = store
+        self.service = service
+        self.replica_id = replica_id
+        self.stats = WorkerStats()
+        self._stop = threading.Event()
+        self._producer = mkafka.make_producer(bootstrap)
+        self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id)
+        self._assignment: frozenset[tuple[str, int]] = frozenset()
+
+    def is_cancelled(self, job_id: str) -> bool:
+        """True once the gateway wrote the job's cancel marker (jobs/<job>/control/cancel)."""
+        return self.store.has_key(cancel_marker_key(job_id))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run_forever(self) -> None:
+        log.info("worker started", extra={"fields": {"topic": self.handler.inbox, "replica": self.replica_id}})
+        try:
+            while not self._stop.is_set():
+                batches = self._consumer.poll(timeout_ms=300, max_records=1)
+                self._log_assignment()
+                for records in batches.values():
+                    for record in records:
+                        self.handle_record(record)
+        finally:
+            self._consumer.close()
+            self._producer.flush()
+            self._producer.close()
+            log.info("worker stopped", extra={"fields": {"replica": self.replica_id}})
+
+    def _log_assignment(self) -> None:
+        now = frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
+        if now != self._assignment:
+            self._assignment = now
+            log.info("partitions assigned", extra={"fields": {
+                "replica": self.replica_id, "partitions": sorted(p for _, p in now)}})
+
+    # --- one record ----------------------------------------------------------------------------------------------
+    def handle_record(self, record) -> None:
+        h = self.handler
+        try:
+            task, parent = mkafka.parse(record, h.task_type)
+        except Exception as exc:  # noqa: BLE001 - any undecodable record is dead-lettered
+            self._dead_letter(record, "", f"unparsable {h.task_type.__name__}: {exc}")
+            self._commit(record)
+            return
+        job_id = task.job_id
+        fields = {"job_id": job_id, "stage": h.stage_name, "replica": self.replica_id,
+                  "partition": record.partition, "offset": record.offset}
+        with _tracer.start_as_current_span(f"{self.service}.{h.stage_name}", context=parent) as span:
+            span.set_attribute("mova.job_id", job_id)
+            span.set_attribute("mova.replica", self.replica_id)
+            ctx = TaskContext(job_id=job_id, emit=self._emit, is_cancelled=self.is_cancelled,
+                              source=self.service)
+            started = time.monotonic()
+            try:
+                def announce() -> None:
+                    self._emit(ctx.event(stage_started=events_pb2.StageStarted(stage=h.stage, worker=self.replica_id)))
+                    log.info("stage started", extra={"fields": fields})
+
+                output, skipped = run_or_reuse(h, self.store, task, ctx, on_start=announce)
+                if skipped:
+                    self.stats.skipped += 1
+                    log.info("outputs exist: skipped", extra={"fields": fields})
+                else:
+                    self.stats.processed += 1
+                span.set_attribute("mova.skipped", skipped)
+                next_task, events = h.follow_up(task, output, self.service)
+                finished = events_pb2.StageFinished(stage=h.stage, duration_s=time.monotonic() - started,
+                                                    skipped=skipped)
+                for event in [ctx.event(stage_finished=finished), *events]:
+                    self._emit(event)
+                if next_task is not None and h.next_topic is not None:
+                    mkafka.publish(self._producer, h.next_topic, job_id, next_task)
+                self.stats.jobs.append(job_id)
+                log.info("stage finished", extra={"fields": {**fields, "skipped": skipped,
+                                                             "duration_s": round(time.monotonic() - started, 3)}})
+            except JobCancelled:
+                self.stats.cancelled += 1
+                log.info("job cancelled", extra={"fields": fields})
+                self._report(lambda: self._emit(ctx.event(cancelled=events_pb2.Cancelled(stage=h.stage))))
+            except Exception as exc:  # noqa: BLE001 - the job fails, the worker keeps going
+                self.stats.failed += 1
+                span.record_exception(exc)
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+                reason = f"{h.stage_name} failed: {type(exc).__name__}: {exc}"
+                log.exception("stage failed", extra={"fields": fields})
+                self._report(lambda: self._emit(ctx.event(failed=events_pb2.Failed(stage=h.stage, reason=reason))))
+                self._report(lambda: self._dead_letter(record, job_id, reason))
+        self._commit(record)
+
+    @staticmethod
+    def _report(send: Callable[[], None]) -> None:
+        """Publish a failure/cancel report; if Kafka itself fails, log it and keep the worker alive."""
+        try:
+            send()
+        except Exception:  # noqa: BLE001
+            log.exception("could not publish the report")
+
+    def _emit(self, event: events_pb2.JobEvent) -> None:
+        mkafka.publish(self._producer, TOPIC_EVENTS, event.job_id, event)
+
+    def _dead_letter(self, record, job_id: str, reason: str) -> None:
+        self.stats.dead_letters += 1
+        letter = events_pb2.DeadLetter(job_id=job_id, topic=record.topic, partition=record.partition,
+                                       offset=record.offset, payload=record.value or b"", reason=reason,
+                                       service=self.service)
+        log.error("dead letter", extra={"fields": {"job_id": job_id, "reason": reason, "offset": record.offset}})
+        mkafka.publish(self._producer, TOPIC_DEAD_LETTER, job_id or f"offset-{record.offset}", letter)
+
+    def _commit(self, record) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+        except CommitFailedError as exc:  # the partition moved to another replica: it will redeliver (harmless)
+            log.warning("commit failed", extra={"fields": {"offset": record.offset, "error": str(exc)}})

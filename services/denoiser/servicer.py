@@ -1,0 +1,145 @@
+"""Denoiser service: the flow-matching sampler with both video experts resident, resumable from checkpoints.
+
+`DenoiseHandler.run` reads context / negative_context / y from S3 (sha256 verified), resumes from the newest valid
+checkpoint of the job when one exists (jobs/<job>/denoise/checkpoint-<step>.safetensors, listed in the
+self-checksummed index jobs/<job>/denoise/checkpoints.json), runs `movakit.stages.denoise.denoise` with a step hook
+that publishes a progress event per step, writes a checkpoint every K steps and checks for cancellation, then stores
+video_latents and audio_latents under jobs/<job>/denoise/. The sampler is deterministic after its seeded initial
+noise, so a resumed run ends with the same latents as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grpc
+import torch
+from google.protobuf import json_format
+
+from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_pb2
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
+from movakit.runtime.worker import TaskContext, direct_context, read_blob, run_or_reuse, write_blob
+from movakit.stages.denoise import DenoiseRequest, StepInfo, denoise
+
+COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler", "audio_vae")
+_EXPERT_NAMES = {"video_dit": "high_noise", "video_dit_2": "low_noise"}
+log = logging.getLogger("movakit.denoiser")
+
+
+def checkpoint_index_key(job_id: str) -> str:
+    return f"jobs/{job_id}/denoise/checkpoints.json"
+
+
+class DenoiseHandler:
+    stage = common_pb2.STAGE_DENOISE
+    stage_name = "denoise"
+    inbox = TOPIC_DENOISE
+    next_topic = TOPIC_DECODE
+    task_type = events_pb2.DenoiseTask
+    output_type = denoiser_pb2.DenoiseOutput
+
+    def __init__(self, models, store: ObjectStore, *, checkpoint_every: int) -> None:
+        self.models = models
+        self.store = store
+        self.checkpoint_every = checkpoint_every
+
+    # --- checkpoints ---------------------------------------------------------------------------------------------
+    def _checkpoints(self, job_id: str) -> list[tuple[int, common_pb2.TensorRef]]:
+        data = read_blob(self.store, checkpoint_index_key(job_id))
+        if data is None:
+            return []
+        entries = json.loads(data)["checkpoints"]
+        return [(int(e["step"]), json_format.ParseDict(e["ref"], common_pb2.TensorRef())) for e in entries]
+
+    def _write_checkpoint(self, job_id: str, info: StepInfo, known: list[tuple[int, common_pb2.TensorRef]]) -> None:
+        ref = self.store.put_tensors(f"jobs/{job_id}/denoise/checkpoint-{info.step:04d}.safetensors", {
+            "video_latents": info.video_latents.detach().float().cpu().contiguous(),
+            "audio_latents": info.audio_latents.detach().float().cpu().contiguous(),
+            "step": torch.tensor([info.step], dtype=torch.int64),
+        })
+        known.append((info.step, ref))
+        index = {"checkpoints": [{"step": s, "ref": json_format.MessageToDict(r)} for s, r in known]}
+        write_blob(self.store, checkpoint_index_key(job_id), json.dumps(index).encode(), "application/json")
+
+    def newest_valid_checkpoint(self, job_id: str, total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(step, tensors) of the newest checkpoint whose file verifies, or None."""
+        for step, ref in sorted(self._checkpoints(job_id), key=lambda e: e[0], reverse=True):
+            if not 0 < step < total:
+                continue
+            try:
+                tensors = self.store.get_tensors(ref)
+            except Exception as exc:  # noqa: BLE001 - a missing or corrupt checkpoint is skipped
+                log.warning("checkpoint unusable", extra={"fields": {"job_id": job_id, "step": step, "error": str(exc)}})
+                continue
+            if int(tensors["step"][0]) == step:
+                return step, tensors
+        return None
+
+    # --- the stage -----------------------------------------------------------------------------------------------
+    def run(self, task: events_pb2.DenoiseTask, ctx: TaskContext) -> denoiser_pb2.DenoiseOutput:
+        if not task.job_id:
+            raise ValueError("job_id: must not be empty")
+        p = task.params
+        context = self.store.get_tensors(task.context)["context"]
+        negative = self.store.get_tensors(task.negative_context)["negative_context"]
+        y = self.store.get_tensors(task.y)["y"]
+        total = p.num_inference_steps
+        resume = self.newest_valid_checkpoint(task.job_id, total)
+        start_step, video_noise, audio_noise = 0, None, None
+        known = self._checkpoints(task.job_id) if resume else []
+        if resume is not None:
+            start_step, tensors = resume
+            video_noise, audio_noise = tensors["video_latents"], tensors["audio_latents"]
+            known = [(s, r) for s, r in known if s <= start_step]
+            log.info("resuming from checkpoint", extra={"fields": {"job_id": task.job_id, "step": start_step}})
+
+        def on_step(info: StepInfo) -> None:
+            ctx.emit(ctx.event(denoise_step=events_pb2.DenoiseStep(
+                step=info.step, total=info.total, eta_s=info.eta_s, elapsed_s=info.elapsed_s,
+                expert=_EXPERT_NAMES.get(info.expert, info.expert))))
+            if self.checkpoint_every and info.step % self.checkpoint_every == 0 and info.step < info.total:
+                self._write_checkpoint(task.job_id, info, known)
+            ctx.check_cancel()
+
+        result = denoise(self.models, DenoiseRequest(
+            context=context, negative_context=negative, y=y, height=p.height, width=p.width,
+            num_frames=p.num_frames, fps=p.fps, num_inference_steps=total, guidance_scale=p.guidance_scale,
+            seed=p.seed, video_noise=video_noise, audio_noise=audio_noise, start_step=start_step), on_step=on_step)
+        base = f"jobs/{task.job_id}/denoise"
+        return denoiser_pb2.DenoiseOutput(
+            video_latents=self.store.put_tensors(f"{base}/video_latents.safetensors",
+                                                 {"video_latents": result.video_latents}),
+            audio_latents=self.store.put_tensors(f"{base}/audio_latents.safetensors",
+                                                 {"audio_latents": result.audio_latents}),
+        )
+
+    def outputs_valid(self, store: ObjectStore, output: denoiser_pb2.DenoiseOutput) -> bool:
+        return store.exists(output.video_latents) and store.exists(output.audio_latents)
+
+    def follow_up(self, task, output, source):  # noqa: ARG002
+        return events_pb2.DecodeTask(job_id=task.job_id, params=task.params, video_latents=output.video_latents,
+                                     audio_latents=output.audio_latents), []
+
+
+class DenoiserServicer(denoiser_pb2_grpc.DenoiserServicer):
+    """The stage as a direct RPC: same handler, same keys and checkpoints; no Kafka, no progress events."""
+
+    def __init__(self, handler: DenoiseHandler) -> None:
+        self.handler = handler
+
+    def Denoise(self, request, context):  # noqa: N802 (gRPC method name)
+        try:
+            output, _ = run_or_reuse(self.handler, self.handler.store, request,
+                                     direct_context(request.job_id, "denoiser"))
+            return output
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def add_servicers(handler: DenoiseHandler):
+    def add(server: grpc.Server) -> list[str]:
+        denoiser_pb2_grpc.add_DenoiserServicer_to_server(DenoiserServicer(handler), server)
+        return [denoiser_pb2.DESCRIPTOR.services_by_name["Denoiser"].full_name]
+    return add

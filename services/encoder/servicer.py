@@ -1,0 +1,83 @@
+"""Encoder service: text contexts + first-frame conditioning for a job, stored under jobs/<job>/encode/.
+
+`EncodeHandler` is the stage as the Kafka worker and the direct RPC run it: read the optional first-frame image
+from S3 (sha256 verified), run `movakit.stages.encode.encode`, store context / negative_context / y as one
+safetensors file each, and hand the refs to the denoiser.
+"""
+
+from __future__ import annotations
+
+import io
+
+import grpc
+from PIL import Image
+
+from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
+from movakit.runtime.worker import TaskContext, direct_context, run_or_reuse
+from movakit.stages.encode import EncodeRequest, encode
+
+COMPONENTS = ("text_encoder", "video_vae")
+
+
+class EncodeHandler:
+    stage = common_pb2.STAGE_ENCODE
+    stage_name = "encode"
+    inbox = TOPIC_ENCODE
+    next_topic = TOPIC_DENOISE
+    task_type = events_pb2.EncodeTask
+    output_type = encoder_pb2.EncodeOutput
+
+    def __init__(self, models, store: ObjectStore) -> None:
+        self.models = models
+        self.store = store
+
+    def run(self, task: events_pb2.EncodeTask, ctx: TaskContext) -> encoder_pb2.EncodeOutput:
+        if not task.job_id:
+            raise ValueError("job_id: must not be empty")
+        if not task.prompt:
+            raise ValueError("prompt: must not be empty (the enhancer's output or the original prompt)")
+        image = None
+        if task.HasField("image") and task.image.key:
+            image = Image.open(io.BytesIO(self.store.get_bytes(task.image))).convert("RGB")
+        p = task.params
+        result = encode(self.models, EncodeRequest(
+            prompt=task.prompt, negative_prompt=p.negative_prompt, image=image,
+            height=p.height, width=p.width, num_frames=p.num_frames))
+        ctx.check_cancel()
+        base = f"jobs/{task.job_id}/encode"
+        return encoder_pb2.EncodeOutput(
+            context=self.store.put_tensors(f"{base}/context.safetensors", {"context": result.context}),
+            negative_context=self.store.put_tensors(
+                f"{base}/negative_context.safetensors", {"negative_context": result.negative_context}),
+            y=self.store.put_tensors(f"{base}/y.safetensors", {"y": result.y}),
+        )
+
+    def outputs_valid(self, store: ObjectStore, output: encoder_pb2.EncodeOutput) -> bool:
+        return all(store.exists(ref) for ref in (output.context, output.negative_context, output.y))
+
+    def follow_up(self, task, output, source):  # noqa: ARG002
+        return events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
+                                      negative_context=output.negative_context, y=output.y), []
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
+    """The stage as a direct RPC: same handler, same keys, reuses stored outputs; no Kafka."""
+
+    def __init__(self, handler: EncodeHandler) -> None:
+        self.handler = handler
+
+    def Encode(self, request, context):  # noqa: N802 (gRPC method name)
+        try:
+            output, _ = run_or_reuse(self.handler, self.handler.store, request, direct_context(request.job_id, "encoder"))
+            return output
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+def add_servicers(handler: EncodeHandler):
+    def add(server: grpc.Server) -> list[str]:
+        encoder_pb2_grpc.add_EncoderServicer_to_server(EncoderServicer(handler), server)
+        return [encoder_pb2.DESCRIPTOR.services_by_name["Encoder"].full_name]
+    return add
