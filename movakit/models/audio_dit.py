@@ -1,0 +1,134 @@
+"""MOVA audio DiT (official class ``WanAudioModel``, Wan2.1-1.3B shape with 1-D patching): AudioDiT + AudioDiTConfig.
+
+Input (B, in_dim=128, L) raw DAC latents (50 Hz), one token per latent frame; output the velocity (B, out_dim, L).
+Same block as the video tower; RoPE is plain 1-D over the whole head ("dac" variant). MOVA-SPEC §2.2, §2.7, §5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from movakit.models.layers.config import (config_from_dict, config_from_json, config_to_dict, normalise_fields,
+                                          reject_flag, require_positive)
+from movakit.models.layers.dit_block import DiTTower
+from movakit.models.layers.rope import audio_rope_freqs
+
+_COMPONENT = "audio_dit"
+_ALIASES = {"separated_timestep": "seperated_timestep"}
+
+
+@dataclass(frozen=True)
+class AudioDiTConfig:
+    """Architecture of the audio tower, from audio_dit/config.json (official key names).
+
+    Fields without a default must be in the file; flag defaults are the official constructor's defaults (note
+    vae_type defaults to "oobleck" there, which this implementation does not support: the release says "dac").
+    """
+
+    dim: int
+    in_dim: int
+    ffn_dim: int
+    out_dim: int
+    text_dim: int
+    freq_dim: int
+    eps: float
+    patch_size: tuple[int]
+    num_heads: int
+    num_layers: int
+    has_image_input: bool
+    has_image_pos_emb: bool = False
+    has_ref_conv: bool = False
+    add_control_adapter: bool = False
+    in_dim_control_adapter: int = 24
+    seperated_timestep: bool = False
+    require_vae_embedding: bool = True  # pipeline-side flag; no effect on the module (the release has false)
+    require_clip_embedding: bool = True  # pipeline-side flag; the release uses false
+    fuse_vae_embedding_in_latents: bool = False
+    vae_type: str = "oobleck"
+
+    def __post_init__(self) -> None:
+        normalise_fields(self, component=_COMPONENT)
+        require_positive(self, ("dim", "in_dim", "ffn_dim", "out_dim", "text_dim", "freq_dim", "num_heads",
+                                "num_layers"), component=_COMPONENT)
+        if self.eps <= 0:
+            raise ValueError(f"{_COMPONENT} config: 'eps' must be > 0, got {self.eps!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"{_COMPONENT} config: 'dim' {self.dim} is not divisible by 'num_heads' {self.num_heads}")
+        if (self.dim // self.num_heads) % 2:
+            raise ValueError(f"{_COMPONENT} config: head_dim {self.dim // self.num_heads} must be even for RoPE")
+        for flag in ("has_image_input", "has_image_pos_emb", "has_ref_conv", "add_control_adapter",
+                     "seperated_timestep", "require_clip_embedding", "fuse_vae_embedding_in_latents"):
+            reject_flag(self, flag, False, component=_COMPONENT)
+        reject_flag(self, "vae_type", "dac", component=_COMPONENT)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AudioDiTConfig":
+        return config_from_dict(cls, data, component=_COMPONENT, aliases=_ALIASES)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "AudioDiTConfig":
+        return config_from_json(cls, path, component=_COMPONENT, aliases=_ALIASES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+class AudioDiT(DiTTower):
+    """The audio tower. ``forward`` runs it alone; the dual-tower forward uses the pieces (see DiTTower)."""
+
+    def __init__(self, config: AudioDiTConfig):
+        patch = config.patch_size
+        super().__init__(
+            nn.Conv1d(config.in_dim, config.dim, kernel_size=patch, stride=patch),
+            dim=config.dim, text_dim=config.text_dim, freq_dim=config.freq_dim, ffn_dim=config.ffn_dim,
+            num_heads=config.num_heads, num_layers=config.num_layers, eps=config.eps,
+            out_features=config.out_dim * math.prod(patch),
+        )
+        self.config = config
+
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
+        """x (B, in_dim, L) -> tokens (B, L / p, D), grid (L / p,)."""
+        if x.ndim != 3 or x.shape[1] != self.config.in_dim:
+            raise ValueError(f"audio_x must have shape (B, {self.config.in_dim}, L), got {tuple(x.shape)}")
+        if x.shape[2] % self.config.patch_size[0]:
+            raise ValueError(f"audio_x: L={x.shape[2]} is not divisible by the patch size {self.config.patch_size[0]}")
+        y = self.patch_embedding(x.to(self.dtype))  # (B, D, f)
+        return y.transpose(1, 2), (y.shape[2],)  # (B, f, D)
+
+    def rope_freqs(self, grid: tuple[int], device: torch.device | str | None = None) -> torch.Tensor:
+        """complex128 (f, 1, head_dim/2) 1-D RoPE table (on the model's device by default)."""
+        return audio_rope_freqs(self.head_dim, grid[0], self.device if device is None else device)
+
+    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int]) -> torch.Tensor:
+        """(B, f, p*out_dim) with channel fastest -> (B, out_dim, f*p)."""
+        (f,) = grid
+        p = self.config.patch_size[0]
+        b = tokens.shape[0]
+        x = tokens.reshape(b, f, p, self.config.out_dim).permute(0, 3, 1, 2)  # (B, c, f, p)
+        return x.reshape(b, self.config.out_dim, f * p)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The audio tower alone (no bridge). x (B, in_dim, L), timestep (B,), context (B, L_text, text_dim)
+        -> velocity (B, out_dim, L) float32."""
+        if timestep.shape != (x.shape[0],):
+            raise ValueError(f"timestep must have shape ({x.shape[0]},), got {tuple(timestep.shape)}")
+        # 1. time embeddings in float32, then the model dtype
+        t_emb, t_mod = self.time_embedding_fp32(timestep)
+        t_emb, t_mod = t_emb.to(self.dtype), t_mod.to(self.dtype)
+        # 2. text, 3. patches + RoPE table
+        ctx = self.embed_text(context)
+        tokens, grid = self.patchify(x)
+        freqs = self.rope_freqs(grid)
+        # 4. blocks, 5. head
+        tokens = self.run_blocks(tokens, ctx, t_mod, freqs)
+        return self.unpatchify(self.head(tokens, t_emb), grid).float()

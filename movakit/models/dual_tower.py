@@ -1,0 +1,99 @@
+"""The joint MOVA forward: video DiT + audio DiT + bridge, one velocity prediction for each modality.
+
+Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, MOVA-SPEC §3, §4.3 b):
+1. time embeddings of t_video / t_audio in float32, then cast to the model dtype;
+2. text context embedded by each tower's own text MLP; latents cast to the model dtype and patchified;
+3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps);
+4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
+   audio block i; then the remaining video blocks without bridge;
+5. heads (time_embedding output, not t_mod), unpatchify, float32.
+Every sample of the batch is independent (CFG runs positive and negative as B=2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from movakit.models.audio_dit import AudioDiT
+from movakit.models.bridge import DualTowerBridge
+from movakit.models.video_dit import VideoDiT
+
+
+def check_compatible(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge) -> None:
+    """ValueError naming the mismatch when the three modules cannot run together."""
+    vc, ac, bc = video_dit.config, audio_dit.config, bridge.config
+    pairs = (("visual_hidden_dim", bc.visual_hidden_dim, "video_dit dim", vc.dim),
+             ("audio_hidden_dim", bc.audio_hidden_dim, "audio_dit dim", ac.dim),
+             ("visual_layers", bc.visual_layers, "video_dit num_layers", vc.num_layers),
+             ("audio_layers", bc.audio_layers, "audio_dit num_layers", ac.num_layers))
+    for bridge_name, bridge_value, tower_name, tower_value in pairs:
+        if bridge_value != tower_value:
+            raise ValueError(f"dual_tower_bridge {bridge_name}={bridge_value} does not match {tower_name}={tower_value}")
+    if ac.num_layers > vc.num_layers:
+        raise ValueError(f"audio_dit num_layers={ac.num_layers} > video_dit num_layers={vc.num_layers} is not supported "
+                         "(the official loop would never run the extra audio blocks)")
+    if vc.text_dim != ac.text_dim:
+        raise ValueError(f"video_dit text_dim={vc.text_dim} differs from audio_dit text_dim={ac.text_dim}")
+    params = {"video_dit": video_dit.patch_embedding.weight, "audio_dit": audio_dit.patch_embedding.weight,
+              "dual_tower_bridge": bridge.audio_to_video_conditioners["0"].inner.q.weight}
+    dtypes = {name: p.dtype for name, p in params.items()}
+    devices = {name: p.device for name, p in params.items()}
+    if len(set(dtypes.values())) != 1:
+        raise ValueError(f"the three modules must share one dtype, got {dtypes}")
+    if len(set(devices.values())) != 1:
+        raise ValueError(f"the three modules must be on one device, got {devices}")
+
+
+def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge, *,
+                       video_x: torch.Tensor, audio_x: torch.Tensor, context: torch.Tensor,
+                       t_video: torch.Tensor, t_audio: torch.Tensor, video_fps: float,
+                       a2v_condition_scale: float = 1.0,
+                       v2a_condition_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One joint prediction.
+
+    video_x (B, 36, F, H, W) = noisy latent + mask + image latent; audio_x (B, 128, L); context (B, 512, text_dim);
+    t_video, t_audio (B,) raw timesteps in [0, 1000]; video_fps the real output frame rate (it sets the bridge's time
+    alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
+    direction off). Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
+    """
+    check_compatible(video_dit, audio_dit, bridge)
+    b = video_x.shape[0]
+    if audio_x.ndim != 3 or audio_x.shape[0] != b:
+        raise ValueError(f"audio_x must have shape ({b}, C, L) to match video_x's batch, got {tuple(audio_x.shape)}")
+    if context.ndim != 3 or context.shape[0] != b or context.shape[2] != video_dit.config.text_dim:
+        raise ValueError(f"context must have shape ({b}, L_text, {video_dit.config.text_dim}), got {tuple(context.shape)}")
+    for name, t in (("t_video", t_video), ("t_audio", t_audio)):
+        if t.shape != (b,):
+            raise ValueError(f"{name} must have shape ({b},), got {tuple(t.shape)}")
+    dtype, device = video_dit.dtype, video_dit.device
+
+    # 1. time embeddings: float32 math, then the model dtype
+    v_emb, v_mod = video_dit.time_embedding_fp32(t_video)
+    a_emb, a_mod = audio_dit.time_embedding_fp32(t_audio)
+    v_emb, v_mod, a_emb, a_mod = (t.to(dtype) for t in (v_emb, v_mod, a_emb, a_mod))
+
+    # 2. text context per tower; patches
+    v_ctx = video_dit.embed_text(context)  # (B, L_text, Dv)
+    a_ctx = audio_dit.embed_text(context)  # (B, L_text, Da)
+    v, grid = video_dit.patchify(video_x.to(device))  # (B, f*h*w, Dv)
+    a, a_grid = audio_dit.patchify(audio_x.to(device))  # (B, L, Da)
+
+    # 3. RoPE tables
+    v_freqs = video_dit.rope_freqs(grid)  # complex128 (f*h*w, 1, head_dim/2)
+    a_freqs = audio_dit.rope_freqs(a_grid)  # complex128 (L, 1, head_dim/2)
+    v_rope, a_rope = bridge.build_aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
+
+    # 4. interleaved towers with the bridge before each shared layer, then the remaining video blocks
+    shared = min(len(video_dit.blocks), len(audio_dit.blocks))
+    for i in range(shared):
+        v, a = bridge(i, v, a, video_rope=v_rope, audio_rope=a_rope,
+                      a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
+        v = video_dit.blocks[i](v, v_ctx, v_mod, v_freqs)
+        a = audio_dit.blocks[i](a, a_ctx, a_mod, a_freqs)
+    for i in range(shared, len(video_dit.blocks)):
+        v = video_dit.blocks[i](v, v_ctx, v_mod, v_freqs)
+
+    # 5. heads and unpatchify
+    video_velocity = video_dit.unpatchify(video_dit.head(v, v_emb), grid)
+    audio_velocity = audio_dit.unpatchify(audio_dit.head(a, a_emb), a_grid)
+    return video_velocity.float(), audio_velocity.float()

@@ -1,0 +1,73 @@
+"""Attention layers of the MOVA DiTs: unmasked multi-head SDPA, self-attention with interleaved RoPE, and the text
+cross-attention. Both q and k are RMS-normalised over the whole hidden size (torch.nn.RMSNorm, learnable weight)
+before being split into heads (MOVA-SPEC §2.6, §10.3). No masks anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from movakit.models.layers.rope import apply_rope_interleaved
+
+
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Unmasked attention, scale 1/sqrt(head_dim). q (B, Lq, D), k/v (B, Lk, D) -> (B, Lq, D)."""
+    b, lq, d = q.shape
+    lk = k.shape[1]
+    head_dim = d // num_heads
+    qh = q.view(b, lq, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lq, head_dim)
+    kh = k.view(b, lk, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lk, head_dim)
+    vh = v.view(b, lk, num_heads, head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(qh, kh, vh)  # (B, heads, Lq, head_dim)
+    return out.transpose(1, 2).reshape(b, lq, d)
+
+
+class SelfAttention(nn.Module):
+    """DiT self-attention: q/k RMSNorm over D, interleaved float64 RoPE on q and k, SDPA, output projection."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        # 1. projections (all with bias)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        # 2. qk-norm over the whole hidden size
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        # 1. projections + 2. qk-norm
+        q = self.norm_q(self.q(x))  # (B, L, D)
+        k = self.norm_k(self.k(x))
+        v = self.v(x)
+        # RoPE (complex128 freqs (L, 1, head_dim/2)), then unmasked attention
+        q = apply_rope_interleaved(q, freqs, self.num_heads)
+        k = apply_rope_interleaved(k, freqs, self.num_heads)
+        return self.o(multi_head_attention(q, k, v, self.num_heads))
+
+
+class TextCrossAttention(nn.Module):
+    """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context."""
+
+    def __init__(self, dim: int, num_heads: int, eps: float):
+        super().__init__()
+        self.num_heads = num_heads
+        # 1. projections (all with bias)
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        # 2. qk-norm over the whole hidden size
+        self.norm_q = nn.RMSNorm(dim, eps=eps)
+        self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        # x (B, L, D), context (B, L_text, D): no RoPE, no mask (pad positions of the text are attended to)
+        q = self.norm_q(self.q(x))
+        k = self.norm_k(self.k(context))
+        v = self.v(context)
+        return self.o(multi_head_attention(q, k, v, self.num_heads))

@@ -1,0 +1,119 @@
+"""The Wan DiT block, output head and the parts both MOVA towers share (MOVA-SPEC §2.6, §2.7).
+
+Block, per token stream x (B, L, D), with t_mod (B, 6, D) in the model dtype:
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation (1, 6, D) + t_mod
+    x = x + gate_msa * SelfAttn(LN1(x) * (1 + scale_msa) + shift_msa, RoPE)
+    x = x + TextCrossAttn(LN3(x), context)                     # LN3 has weight and bias; no gate
+    x = x + gate_mlp * FFN(LN2(x) * (1 + scale_mlp) + shift_mlp) # FFN = Linear, GELU(tanh), Linear
+Head: LN(x) * (1 + scale) + shift with (shift, scale) = head.modulation (1, 2, D) + t_emb[:, None] -> (B, 2, D)
+(the per-sample broadcast that keeps batch > 1 correct, MOVA-SPEC §12.1), then Linear(D, out_dim * prod(patch)).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from movakit.models.layers.attention import SelfAttention, TextCrossAttention
+from movakit.models.layers.timestep_embedding import mlp_fp32, sinusoidal_timestep_embedding
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, formed in float32 and rounded once to x's dtype (as the official compiled kernel)."""
+    return (x.float() * (1 + scale.float()) + shift.float()).to(x.dtype)
+
+
+class DiTBlock(nn.Module):
+    """One Wan DiT block; key names self_attn.*, cross_attn.*, norm3.*, ffn.{0,2}.*, modulation."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, eps: float):
+        super().__init__()
+        # 1. self-attention, 2. text cross-attention
+        self.self_attn = SelfAttention(dim, num_heads, eps)
+        self.cross_attn = TextCrossAttention(dim, num_heads, eps)
+        # 3. norms: 1 and 2 are modulated (no affine), 3 (before cross-attention) has weight and bias
+        self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm2 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.norm3 = nn.LayerNorm(dim, eps=eps)
+        # 4. feed-forward
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        # 5. per-block modulation added to the shared t_mod
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        # x (B, L, D); context (B, L_text, D) embedded; t_mod (B, 6, D); freqs complex128 (L, 1, head_dim/2)
+        mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # each (B, 1, D)
+        # 1. self-attention, gated
+        x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), freqs)
+        # 2. text cross-attention, ungated
+        x = x + self.cross_attn(self.norm3(x), context)
+        # 4. feed-forward, gated
+        return x + gate_mlp * self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class Head(nn.Module):
+    """Output head; keys head.head.{weight,bias} and head.modulation (1, 2, D)."""
+
+    def __init__(self, dim: int, out_features: int, eps: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, t_emb: torch.Tensor) -> torch.Tensor:
+        # x (B, L, D); t_emb (B, D) = time_embedding output (not t_mod)
+        mod = self.modulation.to(x.dtype) + t_emb.to(x.dtype)[:, None, :]  # (B, 2, D)
+        shift, scale = mod.chunk(2, dim=1)  # each (B, 1, D)
+        return self.head(self.norm(x) * (1 + scale) + shift)  # (B, L, out_features)
+
+
+class DiTTower(nn.Module):
+    """What the video and audio DiTs share: embeddings, blocks and head, built around a tower-specific patch embedding.
+
+    Registration order (patch_embedding, text_embedding, time_embedding, time_projection, blocks, head) matches the
+    official modules, so state_dict() lists keys in the official order.
+    """
+
+    def __init__(self, patch_embedding: nn.Module, *, dim: int, text_dim: int, freq_dim: int, ffn_dim: int,
+                 num_heads: int, num_layers: int, eps: float, out_features: int):
+        super().__init__()
+        self.dim = dim
+        self.freq_dim = freq_dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        # 1. patch embedding (Conv3d for video, Conv1d for audio)
+        self.patch_embedding = patch_embedding
+        # 2. text embedding: Linear(text_dim, D), GELU(tanh), Linear(D, D)
+        self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        # 3. time embedding: Linear(freq_dim, D), SiLU, Linear(D, D); projection SiLU, Linear(D, 6D)
+        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        # 4. blocks, 5. head
+        self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps) for _ in range(num_layers)])
+        self.head = Head(dim, out_features, eps)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model dtype (that of the patch embedding weight); activations run in it."""
+        return self.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.patch_embedding.weight.device
+
+    def time_embedding_fp32(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """t (B,) -> (t_emb (B, D) float32, t_mod (B, 6, D) float32), computed in float32 whatever the weight dtype."""
+        sinusoid = sinusoidal_timestep_embedding(t.to(self.device), self.freq_dim)  # (B, freq_dim) float32
+        t_emb = mlp_fp32(self.time_embedding, sinusoid)  # (B, D)
+        t_mod = mlp_fp32(self.time_projection, t_emb).unflatten(1, (6, self.dim))  # (B, 6, D)
+        return t_emb, t_mod
+
+    def embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """context (B, L_text, text_dim) -> (B, L_text, D) in the model dtype."""
+        return self.text_embedding(context.to(device=self.device, dtype=self.dtype))
+
+    def run_blocks(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, context, t_mod, freqs)
+        return x

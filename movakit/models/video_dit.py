@@ -1,0 +1,136 @@
+"""MOVA video DiT (official class ``WanModel``, Wan2.2-I2V-A14B architecture): VideoDiT + VideoDiTConfig.
+
+One instance is one expert (``video_dit`` high-noise or ``video_dit_2`` low-noise); which expert runs is the
+sampler's business. Input (B, in_dim=36, F, H, W) = noisy latent (16) + mask (4) + image latent (16); output the
+velocity (B, out_dim=16, F, H, W). Math and key names: MOVA-SPEC §2.1, §2.6, §5.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from movakit.models.layers.config import (config_from_dict, config_from_json, config_to_dict, normalise_fields,
+                                          reject_flag, require_positive)
+from movakit.models.layers.dit_block import DiTTower
+from movakit.models.layers.rope import video_rope_freqs, video_rope_split
+
+_COMPONENT = "video_dit"
+# Alternative spelling used by SGLang's config dataclass for the official (misspelt) "seperated_timestep".
+_ALIASES = {"separated_timestep": "seperated_timestep"}
+
+
+@dataclass(frozen=True)
+class VideoDiTConfig:
+    """Architecture of one video expert, from video_dit/config.json (official key names).
+
+    Fields without a default must be in the file. The flags with defaults carry the official constructor's default
+    (what the official code uses when a key is absent); values the release does not use raise NotImplementedError.
+    """
+
+    dim: int
+    in_dim: int
+    ffn_dim: int
+    out_dim: int
+    text_dim: int
+    freq_dim: int
+    eps: float
+    patch_size: tuple[int, int, int]
+    num_heads: int
+    num_layers: int
+    has_image_input: bool  # CLIP image branch; the release uses false (image enters as latent channels)
+    has_image_pos_emb: bool = False
+    has_ref_conv: bool = False
+    add_control_adapter: bool = False
+    in_dim_control_adapter: int = 24  # only used with add_control_adapter
+    seperated_timestep: bool = False  # official spelling
+    require_vae_embedding: bool = True  # pipeline-side flag; no effect on the module
+    require_clip_embedding: bool = True  # pipeline-side flag; the release uses false
+    fuse_vae_embedding_in_latents: bool = False
+
+    def __post_init__(self) -> None:
+        normalise_fields(self, component=_COMPONENT)
+        require_positive(self, ("dim", "in_dim", "ffn_dim", "out_dim", "text_dim", "freq_dim", "num_heads",
+                                "num_layers"), component=_COMPONENT)
+        if self.eps <= 0:
+            raise ValueError(f"{_COMPONENT} config: 'eps' must be > 0, got {self.eps!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"{_COMPONENT} config: 'dim' {self.dim} is not divisible by 'num_heads' {self.num_heads}")
+        video_rope_split(self.dim // self.num_heads)  # ValueError if the head does not split into even RoPE parts
+        for flag in ("has_image_input", "has_image_pos_emb", "has_ref_conv", "add_control_adapter",
+                     "seperated_timestep", "require_clip_embedding", "fuse_vae_embedding_in_latents"):
+            reject_flag(self, flag, False, component=_COMPONENT)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VideoDiTConfig":
+        return config_from_dict(cls, data, component=_COMPONENT, aliases=_ALIASES)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "VideoDiTConfig":
+        return config_from_json(cls, path, component=_COMPONENT, aliases=_ALIASES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+
+class VideoDiT(DiTTower):
+    """The video tower. ``forward`` runs it alone; the dual-tower forward uses the pieces (see DiTTower)."""
+
+    def __init__(self, config: VideoDiTConfig):
+        patch = config.patch_size
+        super().__init__(
+            nn.Conv3d(config.in_dim, config.dim, kernel_size=patch, stride=patch),
+            dim=config.dim, text_dim=config.text_dim, freq_dim=config.freq_dim, ffn_dim=config.ffn_dim,
+            num_heads=config.num_heads, num_layers=config.num_layers, eps=config.eps,
+            out_features=config.out_dim * math.prod(patch),
+        )
+        self.config = config
+
+    def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """x (B, in_dim, F, H, W) -> tokens (B, f*h*w, D) in (f, h, w) order, grid (f, h, w)."""
+        if x.ndim != 5 or x.shape[1] != self.config.in_dim:
+            raise ValueError(f"video_x must have shape (B, {self.config.in_dim}, F, H, W), got {tuple(x.shape)}")
+        for axis, size, p in zip("FHW", x.shape[2:], self.config.patch_size):
+            if size % p:
+                raise ValueError(f"video_x: {axis}={size} is not divisible by the patch size {p}")
+        y = self.patch_embedding(x.to(self.dtype))  # (B, D, f, h, w)
+        grid = (y.shape[2], y.shape[3], y.shape[4])
+        return y.flatten(2).transpose(1, 2), grid  # (B, f*h*w, D)
+
+    def rope_freqs(self, grid: tuple[int, int, int], device: torch.device | str | None = None) -> torch.Tensor:
+        """complex128 (f*h*w, 1, head_dim/2) 3-D RoPE table for a token grid (on the model's device by default)."""
+        return video_rope_freqs(self.head_dim, grid, self.device if device is None else device)
+
+    def unpatchify(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """(B, f*h*w, pt*ph*pw*out_dim) with channel fastest -> (B, out_dim, f*pt, h*ph, w*pw)."""
+        f, h, w = grid
+        pt, ph, pw = self.config.patch_size
+        b = tokens.shape[0]
+        x = tokens.reshape(b, f, h, w, pt, ph, pw, self.config.out_dim)
+        x = x.permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, c, f, pt, h, ph, w, pw)
+        return x.reshape(b, self.config.out_dim, f * pt, h * ph, w * pw)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The video tower alone (no bridge). x (B, in_dim, F, H, W), timestep (B,), context (B, L_text, text_dim)
+        -> velocity (B, out_dim, F, H, W) float32."""
+        if timestep.shape != (x.shape[0],):
+            raise ValueError(f"timestep must have shape ({x.shape[0]},), got {tuple(timestep.shape)}")
+        # 1. time embeddings in float32, then the model dtype
+        t_emb, t_mod = self.time_embedding_fp32(timestep)
+        t_emb, t_mod = t_emb.to(self.dtype), t_mod.to(self.dtype)
+        # 2. text, 3. patches + RoPE table
+        ctx = self.embed_text(context)
+        tokens, grid = self.patchify(x)
+        freqs = self.rope_freqs(grid)
+        # 4. blocks, 5. head
+        tokens = self.run_blocks(tokens, ctx, t_mod, freqs)
+        return self.unpatchify(self.head(tokens, t_emb), grid).float()
