@@ -186,7 +186,8 @@ class ObjectStore:
 
     # ---- tensors ---------------------------------------------------------------------------------------------
     def put_tensors(self, key: str, tensors: dict[str, torch.Tensor]) -> common_pb2.TensorRef:
-        """Writes `tensors` as one safetensors file under `key`; the ref lists every tensor's shape and dtype."""
+        """Writes `tensors` as one safetensors file under `key`; the ref lists every tensor's name, shape and dtype
+        in the file's storage order."""
         if not tensors:
             raise ValueError(f"{key}: put_tensors needs at least one tensor")
         cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
@@ -194,10 +195,7 @@ class ObjectStore:
         obj = self.put_bytes(key, data, "application/x-safetensors")
         return common_pb2.TensorRef(
             bucket=obj.bucket, key=key, sha256=obj.sha256, size_bytes=obj.size_bytes,
-            tensors=[
-                common_pb2.TensorSpec(name=name, shape=list(t.shape), dtype=_dtype_name(t.dtype))
-                for name, t in cpu.items()
-            ],
+            tensors=_header_specs(data),
         )
 
     def get_tensors(self, ref: common_pb2.TensorRef) -> dict[str, torch.Tensor]:

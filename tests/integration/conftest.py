@@ -1,0 +1,66 @@
+"""Session fixtures: a REAL Tansu broker (Kafka protocol) and a REAL SeaweedFS S3 server on free 127.0.0.1 ports.
+
+Shared by every integration test. Topics are created once; the bucket once. Tests keep apart by using fresh
+job ids (and fresh consumer group ids), never by restarting the servers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from movakit.runtime.localstack import free_port, start_seaweedfs, start_tansu
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.topics import ensure_topics
+
+S3_ACCESS_KEY = "movakit-test"
+S3_SECRET_KEY = "movakit-test-secret"
+S3_BUCKET = "mova-test"
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint: str  # host:port
+    access_key: str
+    secret_key: str
+    bucket: str
+
+    def store(self) -> ObjectStore:
+        return ObjectStore(self.endpoint, self.access_key, self.secret_key, self.bucket)
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory):
+    """A running Tansu broker (memory storage); yields its ManagedProcess."""
+    broker = start_tansu(free_port(), tmp_path_factory.mktemp("tansu"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tansu) -> str:
+    """host:port of the broker, with every topic of movakit.runtime.topics created."""
+    ensure_topics(tansu.address)
+    return tansu.address
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A running SeaweedFS (`weed mini`) whose S3 API needs the test access keys; yields its ManagedProcess."""
+    server = start_seaweedfs(free_port(), tmp_path_factory.mktemp("seaweedfs"), S3_ACCESS_KEY, S3_SECRET_KEY)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_config(seaweedfs) -> S3Config:
+    """Endpoint, keys and bucket (created) of the test S3 server."""
+    config = S3Config(seaweedfs.address, S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET)
+    config.store().ensure_bucket()
+    return config
+
+
+@pytest.fixture()
+def object_store(s3_config) -> ObjectStore:
+    return s3_config.store()
