@@ -1,5 +1,105 @@
-"""Placeholder: replaced by the module that implements `mova stack`."""
+"""`mova stack up|status|down`: the whole service stack on 127.0.0.1 without Docker (movakit.runtime.stack)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from movakit.cli import UsageError
+
+DEFAULT_STATE_DIR = Path(".mova") / "stack"
 
 
-def register(subparsers) -> None:  # noqa: ARG001
-    pass
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("stack", help="run the service stack locally (Tansu, SeaweedFS, five services)")
+    sub = parser.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
+
+    up = sub.add_parser("up", help="start Kafka (Tansu), S3 (SeaweedFS), topics, bucket and the five services")
+    _state_dir(up)
+    up.add_argument("--checkpoint", default="", help="MOVA checkpoint folder (default: the tiny demo checkpoint)")
+    up.add_argument("--kafka-port", type=int, default=9092)
+    up.add_argument("--s3-port", type=int, default=9000)
+    up.add_argument("--gateway-port", type=int, default=50051)
+    up.add_argument("--stage-ports", default="50052,50053,50054,50055",
+                    help="gRPC ports of prompt-enhancer,encoder,denoiser,decoder")
+    up.add_argument("--denoiser-replicas", type=int, default=1)
+    up.add_argument("--access-key", default="movakit", help="S3 access key of the local SeaweedFS")
+    up.add_argument("--secret-key", default="movakit-secret", help="S3 secret key of the local SeaweedFS")
+    up.add_argument("--otel-exporter", default="none", choices=("none", "console", "otlp"))
+    up.add_argument("--otel-endpoint", default="", help="OTLP gRPC endpoint host:port (with --otel-exporter otlp)")
+    up.set_defaults(func=_up)
+
+    st = sub.add_parser("status", help="every address and process of the running stack, alive or not")
+    _state_dir(st)
+    st.set_defaults(func=_status)
+
+    dn = sub.add_parser("down", help="stop every process of the stack and remove its data (logs are kept)")
+    _state_dir(dn)
+    dn.set_defaults(func=_down)
+
+
+def _state_dir(parser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help=f"folder for pids, logs and data (default {DEFAULT_STATE_DIR})")
+
+
+def _up(args) -> int:
+    from movakit.runtime.stack import StackConfig, StackError, up
+
+    try:
+        ports = tuple(int(p) for p in args.stage_ports.split(","))
+    except ValueError:
+        raise UsageError(f"--stage-ports: expected four comma-separated ports, got {args.stage_ports!r}") from None
+    if len(ports) != 4:
+        raise UsageError(f"--stage-ports: expected four ports, got {len(ports)}")
+    if args.otel_exporter == "otlp" and not args.otel_endpoint:
+        raise UsageError("--otel-endpoint: required with --otel-exporter otlp")
+    if args.checkpoint and not Path(args.checkpoint).is_dir():
+        raise UsageError(f"--checkpoint: {args.checkpoint} is not a folder")
+    cfg = StackConfig(state_dir=args.state_dir.resolve(), checkpoint=args.checkpoint, kafka_port=args.kafka_port,
+                      s3_port=args.s3_port, gateway_port=args.gateway_port, stage_ports=ports,  # type: ignore[arg-type]
+                      access_key=args.access_key, secret_key=args.secret_key,
+                      denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,
+                      otel_endpoint=args.otel_endpoint)
+    try:
+        addresses = up(cfg)
+    except StackError as exc:
+        print(f"mova stack up: {exc}")
+        return 1
+    print("stack is up:")
+    for name, address in addresses.items():
+        print(f"  {name:<16} {address}")
+    print(f"stop it with: mova stack down --state-dir {cfg.state_dir}")
+    return 0
+
+
+def _status(args) -> int:
+    from movakit.runtime.stack import StackError, status
+
+    try:
+        addresses, processes = status(args.state_dir.resolve())
+    except StackError as exc:
+        print(f"mova stack status: {exc}")
+        return 1
+    for name, address in addresses.items():
+        print(f"  {name:<16} {address}")
+    print(f"  {'PROCESS':<16} {'PID':>8}  {'ADDRESS':<22} STATE")
+    healthy = True
+    for p in processes:
+        state = "alive" if p.alive else "DEAD"
+        if p.serving is not None and p.alive:
+            state += ", serving" if p.serving else ", NOT SERVING"
+        healthy = healthy and p.alive and p.serving is not False
+        print(f"  {p.name:<16} {p.pid:>8}  {p.address:<22} {state}")
+    return 0 if healthy else 1
+
+
+def _down(args) -> int:
+    from movakit.runtime.stack import StackError, down
+
+    try:
+        names = down(args.state_dir.resolve())
+    except StackError as exc:
+        print(f"mova stack down: {exc}")
+        return 1
+    print(f"stopped: {', '.join(names)}")
+    return 0
