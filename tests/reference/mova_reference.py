@@ -344,12 +344,13 @@ def bridge_conditioner(sd: dict, prefix: str, bdims: BridgeDims, x, y, x_cos_sin
     return linear(sd, inner + ".o", attention(q, k, v, num_heads))
 
 
-def bridge_layer(sd: dict, i: int, bdims: BridgeDims, video, audio, video_cos_sin, audio_cos_sin, scale=1.0):
+def bridge_layer(sd: dict, i: int, bdims: BridgeDims, video, audio, video_cos_sin, audio_cos_sin,
+                 a2v_scale: float = 1.0, v2a_scale: float = 1.0):
     """Parallel update: both directions read the pre-update states."""
-    v_new = video.to(F64) + scale * bridge_conditioner(
+    v_new = video.to(F64) + a2v_scale * bridge_conditioner(
         sd, f"audio_to_video_conditioners.{i}", bdims, video, audio, video_cos_sin, audio_cos_sin
     )
-    a_new = audio.to(F64) + scale * bridge_conditioner(
+    a_new = audio.to(F64) + v2a_scale * bridge_conditioner(
         sd, f"video_to_audio_conditioners.{i}", bdims, audio, video, audio_cos_sin, video_cos_sin
     )
     return v_new, a_new
