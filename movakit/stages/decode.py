@@ -45,6 +45,7 @@ def pixels_to_uint8(pixels: torch.Tensor) -> np.ndarray:
     return (x * 255).round().astype(np.uint8)
 
 
+@torch.no_grad()
 def decode(models: DecoderModels, req: DecodeRequest) -> DecodeResult:
     if models.video_vae is None or models.audio_vae is None:
         raise ValueError("decode: models.video_vae and models.audio_vae must be loaded")
@@ -58,9 +59,9 @@ def decode(models: DecoderModels, req: DecodeRequest) -> DecodeResult:
         raise ValueError(f"fps must be > 0, got {req.fps}")
 
     # --- video: de-normalise + decode (bf16 autocast on CUDA, as official) ---
-    on_cuda = v.device.type == "cuda"
-    with torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext():
-        pixels = vae.decode(v)  # (1, 3, N, H, W) in [-1, 1]
+    vae_device = next(vae.parameters()).device
+    with torch.autocast("cuda", dtype=torch.bfloat16) if vae_device.type == "cuda" else nullcontext():
+        pixels = vae.decode(v.to(device=vae_device, dtype=torch.float32))  # (1, 3, N, H, W) in [-1, 1]
     frames = pixels_to_uint8(pixels)
 
     # --- audio: DAC decode in float32 (official: a float32 autocast region on CUDA) ---

@@ -139,6 +139,7 @@ def _validate(models: DenoiserModels, req: DenoiseRequest) -> None:
         raise ValueError(f"y spatial size {h_lat}x{w_lat} does not match height x width {req.height}x{req.width}")
 
 
+@torch.no_grad()
 def denoise(
     models: DenoiserModels,
     req: DenoiseRequest,

@@ -92,6 +92,7 @@ def first_frame_mask(num_frames: int, latent_height: int, latent_width: int, tem
     return mask.transpose(1, 2)  # (1, temporal_scale, T_lat, h, w)
 
 
+@torch.no_grad()
 def encode(models: EncoderModels, req: EncodeRequest, *, first_frame: FirstFrameSource = first_frame_for) -> EncodeResult:
     """Text contexts for prompt and negative prompt, and `y` from the first frame (see module docstring)."""
     if models.text_encoder is None or models.video_vae is None:

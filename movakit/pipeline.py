@@ -1,0 +1,201 @@
+"""The embedded pipeline: enhance -> encode -> denoise -> decode -> MP4/WAV/PNG, in one process (`mova generate`).
+
+Stages hand tensors over in memory; nothing here touches the network. With the enhancer off (the default of
+`mova generate`) and the default first-frame source, the result follows the official MOVA sampler step for step
+(MOVA-SPEC §4.3): same initial noise for the same seed, same timesteps, expert switch, CFG and Euler update.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from movakit.media import write_outputs
+from movakit.stages.decode import DecodeRequest, decode
+from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, audio_latent_length, denoise
+from movakit.stages.encode import EncodeRequest, encode
+from movakit.stages.first_frame import FirstFrameSource, first_frame_for
+
+# The official short negative prompt (scripts/inference_single.py, MOVA-SPEC §4.1).
+OFFICIAL_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指"
+)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One clip to make. Defaults are the official inference defaults for MOVA-360p (MOVA-SPEC §4.1)."""
+
+    prompt: str
+    image: Image.Image | None = None  # None: the first-frame source (white frame by default)
+    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
+    height: int = 352
+    width: int = 640
+    num_frames: int = 193
+    fps: float = 24.0
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    enhance_s: float
+    encode_s: float
+    denoise_s: float
+    decode_s: float
+    write_s: float
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    mp4: Path
+    wav: Path
+    png: Path
+    prompt_used: str  # the prompt the text encoder saw (enhanced or the user's own)
+    enhance_backend: str  # "disabled" when the enhancer was off
+    latents: DenoiseResult  # final latents, on the CPU
+    times: StageTimes
+
+
+def _to(module: torch.nn.Module | None, device: torch.device | str) -> None:
+    if module is not None:
+        module.to(device)
+
+
+def save_latents(latents: DenoiseResult, path: str | Path) -> Path:
+    """safetensors with `video` (normalised latent as the sampler ends it) and `audio` (raw DAC latent), float32."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {
+            "video": latents.video_latents.detach().float().cpu().contiguous(),
+            "audio": latents.audio_latents.detach().float().cpu().contiguous(),
+        },
+        str(path),
+    )
+    return path
+
+
+@torch.no_grad()
+def generate(
+    models,
+    req: GenerateRequest,
+    output: str | Path,
+    *,
+    enhancer=None,
+    on_step: StepHook | None = None,
+    cfg_batch: bool = True,
+    offload: bool = False,
+    device: str | torch.device | None = None,
+    first_frame: FirstFrameSource = first_frame_for,
+    latents_path: str | Path | None = None,
+) -> GenerateResult:
+    """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
+
+    models: a movakit.loading.MovaModels with every component loaded.
+    enhancer: a movakit.stages.enhance Enhancer, or None to use the prompt as given.
+    offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
+      active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
+    latents_path: also save the final latents (see save_latents).
+    """
+    device = torch.device(device) if device is not None else next(models.audio_dit.parameters()).device
+
+    # --- enhance (optional) ---
+    t0 = time.perf_counter()
+    prompt, backend = req.prompt, "disabled"
+    if enhancer is not None:
+        from movakit.stages.enhance import EnhanceRequest, enhance
+
+        image_bytes = None
+        if req.image is not None:
+            buf = io.BytesIO()
+            req.image.convert("RGB").save(buf, format="PNG")
+            image_bytes = buf.getvalue()
+        result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image_bytes, enabled=True))
+        prompt, backend = result.prompt, result.backend
+    t1 = time.perf_counter()
+
+    # --- encode ---
+    if offload:
+        _to(models.text_encoder, device)
+        _to(models.video_vae, device)
+    enc = encode(
+        models,
+        EncodeRequest(
+            prompt=prompt,
+            negative_prompt=req.negative_prompt,
+            image=req.image,
+            height=req.height,
+            width=req.width,
+            num_frames=req.num_frames,
+        ),
+        first_frame=first_frame,
+    )
+    if offload:
+        _to(models.text_encoder, "cpu")
+        _to(models.video_vae, "cpu")
+    t2 = time.perf_counter()
+
+    # --- denoise ---
+    if offload:
+        _to(models.audio_dit, device)
+        _to(models.bridge, device)
+    latents = denoise(
+        models,
+        DenoiseRequest(
+            context=enc.context,
+            negative_context=enc.negative_context,
+            y=enc.y,
+            height=req.height,
+            width=req.width,
+            num_frames=req.num_frames,
+            fps=req.fps,
+            num_inference_steps=req.num_inference_steps,
+            guidance_scale=req.guidance_scale,
+            seed=req.seed,
+            audio_latent_length=audio_latent_length(
+                models.audio_vae.sample_rate, models.audio_vae.hop_length, req.num_frames, req.fps
+            ),
+        ),
+        on_step=on_step,
+        cfg_batch=cfg_batch,
+        offload=offload,
+    )
+    if offload:
+        for name in ("video_dit", "video_dit_2", "audio_dit", "bridge"):
+            _to(getattr(models, name), "cpu")
+    latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu())
+    if latents_path is not None:
+        save_latents(latents, latents_path)
+    t3 = time.perf_counter()
+
+    # --- decode ---
+    if offload:
+        _to(models.video_vae, device)
+        _to(models.audio_vae, device)
+    clip = decode(models, DecodeRequest(latents.video_latents, latents.audio_latents, fps=req.fps))
+    if offload:
+        _to(models.video_vae, "cpu")
+        _to(models.audio_vae, "cpu")
+    t4 = time.perf_counter()
+
+    mp4, wav, png = write_outputs(clip, output)
+    t5 = time.perf_counter()
+    return GenerateResult(
+        mp4=mp4,
+        wav=wav,
+        png=png,
+        prompt_used=prompt,
+        enhance_backend=backend,
+        latents=latents,
+        times=StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
+    )
