@@ -1,0 +1,75 @@
+"""`mova generate` option validation: every bad option exits 2 with a message naming it, before any model work."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from PIL import Image
+
+from movakit.cli import UsageError, build_parser, main
+from movakit.cli.generate import validate
+from movakit.pipeline import OFFICIAL_NEGATIVE_PROMPT
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["generate", "--prompt", "a dog barks", *argv])
+
+
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["--height", "100"], "--height"),
+        (["--width", "0"], "--width"),
+        (["--num-frames", "16"], "--num-frames"),
+        (["--fps", "0"], "--fps"),
+        (["--steps", "0"], "--steps"),
+        (["--guidance-scale", "-1"], "--guidance-scale"),
+        (["--seed", "-3"], "--seed"),
+        (["--device", "tpu"], "--device"),
+        (["--device", "cuda:7"], "--device"),
+        (["--output", "clip.avi"], "--output"),
+        (["--save-latents", "lat.pt"], "--save-latents"),
+        (["--image", "/nonexistent/frame.png"], "--image"),
+        (["--checkpoint", "/nonexistent/mova"], "--checkpoint"),
+        (["--offload", "--device", "cpu"], "--offload"),
+    ],
+)
+def test_bad_option_exits_2_naming_it_before_any_model_work(argv, option, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVA_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "a dog barks", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"mova: error: {option}:" in err
+    assert not (tmp_path / "cache").exists()  # the demo checkpoint was not even created
+
+
+def test_empty_prompt_and_unreadable_image(tmp_path):
+    with pytest.raises(UsageError, match="--prompt"):
+        validate(build_parser().parse_args(["generate", "--prompt", "  "]), cuda_count=0)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(UsageError, match="--image: not a readable image"):
+        validate(_parse("--image", str(junk)), cuda_count=0)
+
+
+def test_defaults(tmp_path):
+    img = tmp_path / "f.png"
+    Image.new("RGB", (8, 8)).save(img)
+    opts = validate(_parse("--image", str(img)), cuda_count=0)
+    assert opts.negative_prompt == OFFICIAL_NEGATIVE_PROMPT and opts.negative_prompt.startswith("色调艳丽")
+    assert (opts.fps, opts.guidance_scale, opts.seed) == (24.0, 5.0, 42)
+    assert opts.height is None and opts.steps is None  # resolved per checkpoint (tiny demo vs real)
+    assert (opts.device, opts.dtype) == ("cpu", "float32")
+    assert opts.enhance is False and opts.cfg_batch is True and opts.offload is False
+    gpu = validate(_parse(), cuda_count=1)
+    assert (gpu.device, gpu.dtype) == ("cuda", "bfloat16")
+    assert validate(_parse("--device", "cuda:0", "--dtype", "float32"), cuda_count=1).dtype == "float32"
+    assert validate(_parse("--enhance", "--no-cfg-batch"), cuda_count=0).enhance is True
+
+
+def test_dtype_choices_are_enforced_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "x", "--dtype", "float16"])
+    assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err
