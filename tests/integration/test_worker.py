@@ -1,0 +1,197 @@
+"""The stage worker loop against the real Tansu and SeaweedFS: run, redelivery skipped, dead letters, failures,
+cancellation and offset commits.
+
+The stage here is a small real one (reads a tensor from S3, writes 2x it back), on private inbox/next topics so
+no other test's tasks are consumed; its events go to the shared mova.events topic and are found by job id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import torch
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+
+from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
+from movakit.runtime import kafka as mkafka
+from movakit.runtime.object_store import cancel_marker_key
+from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
+from movakit.runtime.worker import StageWorker, TaskContext, manifest_key, read_blob, write_blob
+
+pytestmark = pytest.mark.integration
+
+
+class DoubleHandler:
+    """A real stage: video_latents = 2 * context, stored under jobs/<job>/double/."""
+
+    stage = common_pb2.STAGE_DENOISE
+    stage_name = "double"
+    task_type = events_pb2.DenoiseTask
+    output_type = denoiser_pb2.DenoiseOutput
+
+    def __init__(self, store, inbox: str, next_topic: str) -> None:
+        self.store = store
+        self.inbox = inbox
+        self.next_topic = next_topic
+        self.runs: list[str] = []
+
+    def run(self, task, ctx: TaskContext):
+        self.runs.append(task.job_id)
+        x = self.store.get_tensors(task.context)["context"]
+        ctx.check_cancel()
+        ref = self.store.put_tensors(f"jobs/{task.job_id}/double/out.safetensors", {"video_latents": 2 * x})
+        return denoiser_pb2.DenoiseOutput(video_latents=ref, audio_latents=ref)
+
+    def outputs_valid(self, store, output) -> bool:
+        return store.exists(output.video_latents)
+
+    def follow_up(self, task, output, source):  # noqa: ARG002
+        return events_pb2.DecodeTask(job_id=task.job_id, video_latents=output.video_latents), []
+
+
+@pytest.fixture()
+def worker_env(kafka_bootstrap, object_store):
+    suffix = uuid.uuid4().hex[:8]
+    inbox, next_topic = f"test.worker.in.{suffix}", f"test.worker.next.{suffix}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(inbox, 2, 1), NewTopic(next_topic, 1, 1)])
+    admin.close()
+    handler = DoubleHandler(object_store, inbox, next_topic)
+    group = f"test-worker-{suffix}"
+    worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, service="test-worker",
+                         replica_id=f"r-{suffix}")
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    producer = mkafka.make_producer(kafka_bootstrap)
+    events = Tail(mkafka.make_tail_consumer(kafka_bootstrap, TOPIC_EVENTS), events_pb2.JobEvent)
+    outputs = Tail(mkafka.make_tail_consumer(kafka_bootstrap, next_topic), events_pb2.DecodeTask)
+    yield {"handler": handler, "worker": worker, "producer": producer, "events": events, "outputs": outputs,
+           "store": object_store, "group": group, "inbox": inbox, "bootstrap": kafka_bootstrap}
+    worker.stop()
+    thread.join(timeout=15)
+    assert not thread.is_alive(), "worker did not stop"
+    for tail in (events, outputs):
+        tail.consumer.close()
+    producer.close()
+
+
+def _task(store, job_id: str, value: float) -> events_pb2.DenoiseTask:
+    ref = store.put_tensors(f"jobs/{job_id}/input/x.safetensors", {"context": torch.full((2, 3), value)})
+    return events_pb2.DenoiseTask(job_id=job_id, context=ref)
+
+
+class Tail:
+    """Every message of a topic read so far (from the beginning); `wait` looks through all of them."""
+
+    def __init__(self, consumer, message_type) -> None:
+        self.consumer = consumer
+        self.message_type = message_type
+        self.seen: list = []
+
+    def wait(self, predicate, *, count: int = 1, timeout_s: float = 40.0) -> list:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [m for m in self.seen if predicate(m)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            for records in self.consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    self.seen.append(mkafka.parse(record, self.message_type)[0])
+
+
+def _job_events(env, job_id: str, kind: str, *, count: int = 1):
+    return env["events"].wait(lambda e: e.job_id == job_id and e.WhichOneof("kind") == kind, count=count)
+
+
+def test_runs_stage_publishes_next_task_and_skips_a_redelivered_task(worker_env):
+    env = worker_env
+    job = f"job-{uuid.uuid4().hex[:8]}"
+    task = _task(env["store"], job, 1.5)
+    mkafka.publish(env["producer"], env["inbox"], job, task)
+
+    (decode_task,) = env["outputs"].wait(lambda m: m.job_id == job)
+    out = env["store"].get_tensors(decode_task.video_latents)["video_latents"]
+    assert torch.equal(out, torch.full((2, 3), 3.0))
+    assert _job_events(env, job, "stage_started")[0].stage_started.worker.startswith("r-")
+    (first,) = _job_events(env, job, "stage_finished")
+    assert first.stage_finished.skipped is False
+
+    mtime_key = f"jobs/{job}/double/out.safetensors"
+    before = env["store"].get_raw(mtime_key)
+    mkafka.publish(env["producer"], env["inbox"], job, task)  # the same task delivered again
+    _, second = _job_events(env, job, "stage_finished", count=2)
+    assert second.stage_finished.skipped is True
+    _, again = env["outputs"].wait(lambda m: m.job_id == job, count=2)
+    assert again == decode_task  # the follow-up is re-published from the stored manifest
+    assert env["handler"].runs == [job]  # computed exactly once
+    assert env["store"].get_raw(mtime_key) == before
+
+
+def test_torn_manifest_is_not_trusted_and_the_stage_recomputes(worker_env):
+    env = worker_env
+    store = env["store"]
+    job = f"job-{uuid.uuid4().hex[:8]}"
+    write_blob(store, "probe/blob", b"payload", "application/octet-stream")
+    assert read_blob(store, "probe/blob") == b"payload"
+    store.put_bytes(manifest_key(job, "double"), b"MOVA-BLOB-1\n" + b"0" * 64 + b"\nxx", "application/x-protobuf")
+    mkafka.publish(env["producer"], env["inbox"], job, _task(store, job, 2.0))
+    (finished,) = _job_events(env, job, "stage_finished")
+    assert finished.stage_finished.skipped is False
+    assert env["handler"].runs == [job]
+
+
+def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
+    env = worker_env
+    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
+    try:
+        future = env["producer"].send(env["inbox"], key=b"garbage", value=b"\xff\xff\xff not a protobuf")
+        future.get(timeout=10)
+        (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and not m.job_id)
+        assert letter.payload == b"\xff\xff\xff not a protobuf"
+        assert "DenoiseTask" in letter.reason and letter.service == "test-worker"
+
+        job = f"job-{uuid.uuid4().hex[:8]}"
+        bad = _task(env["store"], job, 1.0)
+        bad.context.sha256 = "0" * 64  # the stored file no longer matches its reference
+        mkafka.publish(env["producer"], env["inbox"], job, bad)
+        (failed,) = _job_events(env, job, "failed")
+        assert "ChecksumError" in failed.failed.reason and failed.failed.stage == common_pb2.STAGE_DENOISE
+        (letter2,) = dead.wait(lambda m: m.job_id == job)
+        assert letter2.topic == env["inbox"]
+    finally:
+        dead.consumer.close()
+
+    job2 = f"job-{uuid.uuid4().hex[:8]}"  # still alive: the next good task is processed
+    mkafka.publish(env["producer"], env["inbox"], job2, _task(env["store"], job2, 4.0))
+    assert env["outputs"].wait(lambda m: m.job_id == job2)
+    assert env["worker"].stats.dead_letters == 2
+
+
+def test_cancelled_job_is_not_run_and_offsets_are_committed(worker_env):
+    env = worker_env
+    job = f"job-{uuid.uuid4().hex[:8]}"
+    env["store"].put_bytes(cancel_marker_key(job), b"", "text/plain")
+    mkafka.publish(env["producer"], env["inbox"], job, _task(env["store"], job, 1.0))
+    (cancelled,) = _job_events(env, job, "cancelled")
+    assert cancelled.cancelled.stage == common_pb2.STAGE_DENOISE
+    assert env["handler"].runs == []
+
+    # the group's committed offsets reach the end of the inbox (read without joining the group)
+    probe = KafkaConsumer(bootstrap_servers=env["bootstrap"], group_id=env["group"], enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(env["inbox"], p) for p in (0, 1)]
+        ends = probe.end_offsets(parts)
+        deadline = time.monotonic() + 20
+        committed = {}
+        while time.monotonic() < deadline:
+            committed = {tp: probe.committed(tp) or 0 for tp in parts}
+            if committed == ends:
+                break
+            time.sleep(0.2)
+        assert committed == ends and sum(ends.values()) == 1
+    finally:
+        probe.close()
