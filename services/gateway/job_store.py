@@ -1,0 +1,192 @@
+"""The gateway's materialised job state: every job, its event history and the idempotency index, in memory.
+
+It is rebuilt at startup from the compacted mova.job-state topic (the latest JobRecord per job) and then from
+mova.events read from the beginning. Applying an event is monotone, so replaying old events over a newer
+snapshot never moves a job backwards: a finished job stays finished, the step count only grows, and
+CANCELLING only ends in a terminal state.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+
+from movakit.api.v1 import common_pb2, events_pb2
+
+TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
+TERMINAL_EVENTS = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class PageTokenError(ValueError):
+    """A List page token this gateway did not issue."""
+
+
+@dataclass
+class _Entry:
+    job: common_pb2.Job
+    events: list[events_pb2.JobEvent]
+
+
+def _copy(job: common_pb2.Job) -> common_pb2.Job:
+    out = common_pb2.Job()
+    out.CopyFrom(job)
+    return out
+
+
+class JobStore:
+    """Thread-safe; readers get copies. `wait_events` blocks until a job has new events."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_key: dict[str, str] = {}
+        self._changed = threading.Condition()
+
+    # ---- writing ---------------------------------------------------------------------------------------------
+    def put(self, job: common_pb2.Job) -> None:
+        """Adds a job, or replaces its snapshot (keeping its event history)."""
+        with self._changed:
+            entry = self._entries.get(job.job_id)
+            if entry is None:
+                self._entries[job.job_id] = _Entry(_copy(job), [])
+            else:
+                entry.job = _copy(job)
+            if job.idempotency_key:
+                self._by_key[job.idempotency_key] = job.job_id
+            self._changed.notify_all()
+
+    def load_record(self, record: events_pb2.JobRecord) -> None:
+        """Takes a snapshot from the job-state topic; a terminal snapshot is never replaced by a running one."""
+        with self._changed:
+            entry = self._entries.get(record.job.job_id)
+            if entry is not None and entry.job.state in TERMINAL and record.job.state not in TERMINAL:
+                return
+        self.put(record.job)
+
+    def apply(self, event: events_pb2.JobEvent) -> common_pb2.Job | None:
+        """Records the event in the job's history and folds it into the job; returns a copy of the job when its
+        snapshot changed, None when it did not (or the job is unknown: events of unknown jobs are dropped)."""
+        with self._changed:
+            entry = self._entries.get(event.job_id)
+            if entry is None:
+                return None
+            entry.events.append(event)
+            before = entry.job.SerializeToString(deterministic=True)
+            _fold(entry.job, event)
+            changed = entry.job.SerializeToString(deterministic=True) != before
+            if changed:
+                entry.job.updated_at.CopyFrom(event.time)
+            self._changed.notify_all()
+            return _copy(entry.job) if changed else None
+
+    def mark_cancel_requested(self, job_id: str) -> common_pb2.Job:
+        """Sets cancel_requested and CANCELLING on a job that is not finished; returns a copy."""
+        with self._changed:
+            job = self._entries[job_id].job
+            job.cancel_requested = True
+            if job.state not in TERMINAL:
+                job.state = common_pb2.JOB_STATE_CANCELLING
+            self._changed.notify_all()
+            return _copy(job)
+
+    # ---- reading ---------------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> common_pb2.Job | None:
+        with self._changed:
+            entry = self._entries.get(job_id)
+            return None if entry is None else _copy(entry.job)
+
+    def by_idempotency_key(self, key: str) -> common_pb2.Job | None:
+        with self._changed:
+            job_id = self._by_key.get(key)
+            return None if job_id is None else _copy(self._entries[job_id].job)
+
+    def active_count(self) -> int:
+        """Jobs not finished yet (queued, running or cancelling)."""
+        with self._changed:
+            return sum(1 for e in self._entries.values() if e.job.state not in TERMINAL)
+
+    def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
+        """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished."""
+        with self._changed:
+            entry = self._entries[job_id]
+            if len(entry.events) <= start and entry.job.state not in TERMINAL:
+                self._changed.wait_for(
+                    lambda: len(entry.events) > start or entry.job.state in TERMINAL, timeout=timeout_s
+                )
+            return list(entry.events[start:]), entry.job.state in TERMINAL
+
+    def page(self, page_size: int, page_token: str, state: int) -> tuple[list[common_pb2.Job], str]:
+        """Jobs newest first (created_at, then job id), optionally of one state; returns the page and the token
+        of the next one ("" on the last page). Tokens stay valid while new jobs arrive."""
+        after = _decode_token(page_token) if page_token else None
+        with self._changed:
+            jobs = [e.job for e in self._entries.values() if state == common_pb2.JOB_STATE_UNSPECIFIED or e.job.state == state]
+            jobs.sort(key=_order, reverse=True)
+            if after is not None:
+                jobs = [j for j in jobs if _order(j) < after]
+            page = [_copy(j) for j in jobs[:page_size]]
+            more = len(jobs) > page_size
+        return page, (_encode_token(_order(page[-1])) if more and page else "")
+
+
+def _order(job: common_pb2.Job) -> tuple[int, str]:
+    return job.created_at.ToNanoseconds(), job.job_id
+
+
+def _encode_token(position: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(f"v1:{position[0]}:{position[1]}".encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, str]:
+    try:
+        version, nanos, job_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
+        if version != "v1":
+            raise ValueError(version)
+        return int(nanos), job_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PageTokenError(f"not a page token of this API: {token[:40]!r}") from exc
+
+
+def _fold(job: common_pb2.Job, event: events_pb2.JobEvent) -> None:
+    """Applies one event to a job, monotonically (see the module docstring)."""
+    kind = event.WhichOneof("kind")
+    if job.state in TERMINAL:
+        return
+    if kind == "succeeded":
+        job.state = common_pb2.JOB_STATE_SUCCEEDED
+        del job.artifacts[:]
+        job.artifacts.extend(event.succeeded.artifacts)
+        if job.total_steps:
+            job.step = job.total_steps
+        job.eta_s = 0.0
+    elif kind == "failed":
+        job.state = common_pb2.JOB_STATE_FAILED
+        job.failure_reason = event.failed.reason
+        if event.failed.stage:
+            job.stage = event.failed.stage
+    elif kind == "cancelled":
+        job.state = common_pb2.JOB_STATE_CANCELLED
+    elif kind == "cancel_requested":
+        job.cancel_requested = True
+        job.state = common_pb2.JOB_STATE_CANCELLING
+    elif kind == "queued":
+        if job.state == common_pb2.JOB_STATE_UNSPECIFIED:
+            job.state = common_pb2.JOB_STATE_QUEUED
+    elif kind in ("stage_started", "stage_finished"):
+        stage = getattr(event, kind).stage
+        if stage >= job.stage:
+            job.stage = stage
+        if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
+            job.state = common_pb2.JOB_STATE_RUNNING
+    elif kind == "denoise_step":
+        step = event.denoise_step
+        if step.step >= job.step:
+            job.step = step.step
+            job.total_steps = step.total
+            job.eta_s = step.eta_s
+        if job.stage < common_pb2.STAGE_DENOISE:
+            job.stage = common_pb2.STAGE_DENOISE
+        if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
+            job.state = common_pb2.JOB_STATE_RUNNING
+    elif kind == "prompt_enhanced":
+        job.effective_prompt = event.prompt_enhanced.prompt

@@ -1,0 +1,91 @@
+"""Gateway entry point: `python -m services.gateway.main [--flag value ...]` (flags and variables: settings.py).
+
+Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
+gRPC server (JobService + health + reflection).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+import grpc
+from kafka import KafkaProducer
+
+from movakit.runtime import kafka as mkafka
+from movakit.runtime.grpc_server import serve
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.settings import SettingsError
+from movakit.runtime.stage_settings import setup_json_logging
+from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from services.gateway.follower import EventFollower, replay_job_state
+from services.gateway.job_store import JobStore
+from services.gateway.servicer import JobServicer, add_servicer
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger("movakit.gateway")
+
+
+@dataclass
+class RunningGateway:
+    address: str  # host:port the job API listens on
+    server: grpc.Server
+    store: JobStore
+    follower: EventFollower
+    producer: KafkaProducer
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.server.stop(grace_s).wait()
+        self.follower.stop()
+        self.producer.flush()
+        self.producer.close()
+
+
+def start_gateway(settings: GatewaySettings, *, handle_signals: bool = False) -> RunningGateway:
+    """Replays the job state from Kafka, starts following events and serves the job API; returns once the
+    state is caught up and the server accepts calls."""
+    objects = ObjectStore(
+        settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
+        secure=settings.s3_secure, region=settings.s3_region,
+    )
+    objects.ensure_bucket()
+    store = JobStore()
+    records = replay_job_state(settings.kafka_bootstrap, store, timeout_s=settings.startup_timeout_s)
+    producer = mkafka.make_producer(settings.kafka_bootstrap)
+    follower = EventFollower(settings.kafka_bootstrap, store, producer, timeout_s=settings.startup_timeout_s)
+    follower.start()
+    if not follower.caught_up.wait(settings.startup_timeout_s):
+        follower.stop()
+        raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
+    servicer = JobServicer(
+        store, objects, producer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
+        presign_expiry_s=settings.presign_expiry_s,
+    )
+    server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)
+    log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
+    return RunningGateway(settings.listen, server, store, follower, producer)
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_json_logging()
+    try:
+        settings = GatewaySettings.load(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"mova-gateway: error: {exc}", file=sys.stderr)
+        return 2
+    log.info("settings", extra={"fields": settings.redacted()})
+    setup_telemetry("gateway", settings.otel_exporter, settings.otel_endpoint or None)
+    gateway = start_gateway(settings, handle_signals=True)
+    try:
+        gateway.server.wait_for_termination()
+    finally:
+        gateway.follower.stop()
+        gateway.producer.close()
+        shutdown_telemetry()
+        log.info("gateway stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

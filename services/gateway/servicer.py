@@ -1,0 +1,192 @@
+"""JobService: the job API. Validates, stores the input image in S3, records the job on mova.job-state,
+publishes the queued event and the first task, and answers from the JobStore the EventFollower keeps current."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from minio.error import S3Error
+
+from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.runtime import kafka as mkafka
+from movakit.runtime import validation
+from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
+from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
+from services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
+
+log = logging.getLogger("movakit.gateway")
+
+SOURCE = "gateway"
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+_WATCH_POLL_S = 0.5
+_IMAGE_SUFFIX = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _event(job_id: str, **kind) -> events_pb2.JobEvent:
+    return events_pb2.JobEvent(job_id=job_id, time=_now(), source=SOURCE, **kind)
+
+
+class JobServicer(gateway_pb2_grpc.JobServiceServicer):
+    def __init__(
+        self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *,
+        limits: validation.Limits, max_active_jobs: int, presign_expiry_s: int,
+    ) -> None:
+        self._jobs = store
+        self._objects = objects
+        self._producer = producer
+        self._limits = limits
+        self._max_active = max_active_jobs
+        self._presign_s = presign_expiry_s
+        self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
+
+    # ---- Submit ----------------------------------------------------------------------------------------------
+    def Submit(self, request: gateway_pb2.SubmitRequest, context: grpc.ServicerContext) -> gateway_pb2.SubmitResponse:
+        try:
+            params = validation.with_defaults(request.params)
+            validation.validate_generation_params(params, limits=self._limits)
+            validation.validate_idempotency_key(request.idempotency_key)
+            if request.image:
+                validation.validate_image(request.image)
+        except validation.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+        with self._submit_lock:
+            if request.idempotency_key:
+                existing = self._jobs.by_idempotency_key(request.idempotency_key)
+                if existing is not None:
+                    return gateway_pb2.SubmitResponse(
+                        job_id=existing.job_id, existing=True, job=self._with_urls(existing)
+                    )
+            active = self._jobs.active_count()
+            if active >= self._max_active:
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{active} jobs are queued or running (limit {self._max_active}); retry later",
+                )
+            try:
+                job = self._create(params, request)
+            except (KafkaError, S3Error, OSError) as exc:
+                log.exception("submit failed")
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {type(exc).__name__}: {exc}")
+        log.info("job submitted", extra={"fields": {"job_id": job.job_id, "key": request.idempotency_key}})
+        return gateway_pb2.SubmitResponse(job_id=job.job_id, existing=False, job=job)
+
+    def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest) -> common_pb2.Job:
+        job_id = uuid.uuid4().hex
+        now = _now()
+        job = common_pb2.Job(
+            job_id=job_id, state=common_pb2.JOB_STATE_QUEUED, params=params,
+            idempotency_key=request.idempotency_key, created_at=now, updated_at=now,
+            stage=common_pb2.STAGE_ENHANCE, total_steps=params.num_inference_steps, effective_prompt=params.prompt,
+        )
+        if request.image:
+            content_type = validation.image_content_type(request.image)
+            key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX.get(content_type, 'bin')}")
+            job.input_image.CopyFrom(self._objects.put_bytes(key, request.image, content_type))
+        self._jobs.put(job)
+        # The record first: once it is in the compacted topic a restarted gateway knows the job (and its key).
+        mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
+        mkafka.publish(self._producer, TOPIC_EVENTS, job_id, _event(job_id, queued=events_pb2.Queued()))
+        task = events_pb2.EnhanceTask(job_id=job_id, params=params)
+        if job.HasField("input_image"):
+            task.image.CopyFrom(job.input_image)
+        mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)
+        return job
+
+    # ---- Get / List ------------------------------------------------------------------------------------------
+    def Get(self, request: gateway_pb2.GetJobRequest, context: grpc.ServicerContext) -> common_pb2.Job:
+        return self._with_urls(self._require(request.job_id, context))
+
+    def List(self, request: gateway_pb2.ListJobsRequest, context: grpc.ServicerContext) -> gateway_pb2.ListJobsResponse:
+        size = request.page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size: {size} is outside 1..{MAX_PAGE_SIZE}")
+        if request.state not in common_pb2.JobState.values():
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown JobState {request.state}")
+        try:
+            jobs, token = self._jobs.page(size, request.page_token, request.state)
+        except PageTokenError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
+        return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in jobs], next_page_token=token)
+
+    # ---- Watch -----------------------------------------------------------------------------------------------
+    def Watch(self, request: gateway_pb2.WatchJobRequest, context: grpc.ServicerContext):
+        self._require(request.job_id, context)
+        sent = 0
+        while context.is_active():
+            events, finished = self._jobs.wait_events(request.job_id, sent, _WATCH_POLL_S)
+            for event in events:
+                sent += 1
+                if event.WhichOneof("kind") == "succeeded":
+                    event = self._event_with_urls(event)
+                yield event
+                if event.WhichOneof("kind") in TERMINAL_EVENTS:
+                    return
+            if finished and not events:
+                # Finished without a terminal event in the history (e.g. its events left the topic's retention).
+                return
+
+    # ---- Cancel ----------------------------------------------------------------------------------------------
+    def Cancel(self, request: gateway_pb2.CancelJobRequest, context: grpc.ServicerContext) -> common_pb2.Job:
+        job = self._require(request.job_id, context)
+        if job.state in TERMINAL:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job_id: job {job.job_id} already finished ({common_pb2.JobState.Name(job.state)})",
+            )
+        # Workers see the cancel through the event / job-state topics and the marker object in S3.
+        self._objects.put_bytes(cancel_marker_key(job.job_id), b"cancel\n", "text/plain")
+        job = self._jobs.mark_cancel_requested(job.job_id)
+        mkafka.publish(self._producer, TOPIC_JOB_STATE, job.job_id, events_pb2.JobRecord(job=job))
+        mkafka.publish(
+            self._producer, TOPIC_EVENTS, job.job_id, _event(job.job_id, cancel_requested=events_pb2.CancelRequested())
+        )
+        log.info("cancel requested", extra={"fields": {"job_id": job.job_id}})
+        return job
+
+    # ---- helpers ---------------------------------------------------------------------------------------------
+    def _require(self, job_id: str, context: grpc.ServicerContext) -> common_pb2.Job:
+        if not job_id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: must not be empty")
+        job = self._jobs.get(job_id)
+        if job is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job_id: no job {job_id!r}")
+        return job
+
+    def _sign(self, artifacts) -> None:
+        for artifact in artifacts:
+            artifact.url = self._objects.presigned_get_url(artifact.ref.key, self._presign_s)
+            artifact.url_expires_in_s = self._presign_s
+
+    def _with_urls(self, job: common_pb2.Job) -> common_pb2.Job:
+        self._sign(job.artifacts)
+        return job
+
+    def _event_with_urls(self, event: events_pb2.JobEvent) -> events_pb2.JobEvent:
+        out = events_pb2.JobEvent()
+        out.CopyFrom(event)
+        self._sign(out.succeeded.artifacts)
+        return out
+
+
+def add_servicer(servicer: JobServicer):
+    """The add_servicers callable for movakit.runtime.grpc_server.serve."""
+
+    def add(server: grpc.Server) -> list[str]:
+        gateway_pb2_grpc.add_JobServiceServicer_to_server(servicer, server)
+        return [gateway_pb2.DESCRIPTOR.services_by_name["JobService"].full_name]
+
+    return add

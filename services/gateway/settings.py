@@ -1,0 +1,92 @@
+"""Settings of the gateway: `MOVA_GATEWAY_<FIELD>` variables or the matching `--<field-with-dashes>` flags.
+
+A flag wins over the variable, the variable over the default. Defaults are the local-stack and docker-compose
+addresses (gateway 127.0.0.1:50051, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and the same S3 bucket and keys
+as the stage services. Read once at startup by main.py; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from movakit.runtime import settings as s
+from movakit.runtime.telemetry import EXPORTERS
+from movakit.runtime.validation import Limits
+
+PREFIX = "MOVA_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
+    kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
+    s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
+    s3_access_key: str = "movakit"  # S3 access key id (redacted in logs)
+    s3_secret_key: str = "movakit-secret"  # S3 secret key (redacted in logs)
+    s3_bucket: str = "movakit"  # bucket holding jobs/<job>/...
+    s3_secure: bool = False  # use https for S3
+    s3_region: str = "us-east-1"  # S3 region name
+    presign_expiry_s: int = 3600  # lifetime of artifact download URLs, 60 .. 604800 s
+    max_active_jobs: int = 64  # Submit answers RESOURCE_EXHAUSTED while this many jobs are queued or running
+    any_size: bool = False  # accept any multiple-of-16 size up to 1280 (tiny test checkpoints), not only MOVA's four
+    startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
+    otel_exporter: str = "none"  # none | console | otlp | memory
+    otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
+
+    @staticmethod
+    def env_name(field: str) -> str:
+        return PREFIX + field.upper()
+
+    @classmethod
+    def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        """Flags over MOVA_GATEWAY_* variables over defaults; raises SettingsError naming the variable or flag."""
+        parser = argparse.ArgumentParser(prog="mova-gateway", description="MOVA job API gateway")
+        for field in dataclasses.fields(cls):
+            parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
+                                help=f"overrides ${cls.env_name(field.name)}")
+        flags = parser.parse_args(list(argv or []))
+        env = dict(environ) if environ is not None else None
+        values: dict[str, object] = {}
+        for field in dataclasses.fields(cls):
+            flag = getattr(flags, field.name)
+            name = cls.env_name(field.name)
+            source_env = {name: flag} if flag is not None else env
+            label = f"--{field.name.replace('_', '-')}" if flag is not None else name
+            try:
+                if field.type in ("bool", bool):
+                    values[field.name] = s.env_bool(name, field.default, env=source_env)
+                elif field.type in ("int", int):
+                    values[field.name] = s.env_int(name, field.default, env=source_env)
+                elif field.type in ("float", float):
+                    values[field.name] = s.env_float(name, field.default, env=source_env)
+                else:
+                    values[field.name] = s.env_str(name, field.default, env=source_env)
+            except s.SettingsError as exc:
+                raise s.SettingsError(label, str(exc).split(": ", 1)[1]) from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        s.check_address(self.env_name("listen"), self.listen)
+        s.check_address(self.env_name("s3_endpoint"), self.s3_endpoint)
+        if not self.kafka_bootstrap:
+            raise s.SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
+        if not self.s3_bucket:
+            raise s.SettingsError(self.env_name("s3_bucket"), "must not be empty")
+        s.check_range(self.env_name("presign_expiry_s"), self.presign_expiry_s, 60, 7 * 24 * 3600)
+        s.check_range(self.env_name("max_active_jobs"), self.max_active_jobs, 1, 1_000_000)
+        s.check_range(self.env_name("startup_timeout_s"), self.startup_timeout_s, 1, 3600)
+        if self.otel_exporter not in EXPORTERS:
+            raise s.SettingsError(self.env_name("otel_exporter"), f"one of {', '.join(EXPORTERS)}, got {self.otel_exporter!r}")
+        if self.otel_exporter == "otlp" and not self.otel_endpoint:
+            raise s.SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
+
+    def limits(self) -> Limits:
+        return Limits(any_size=self.any_size)
+
+    def redacted(self) -> dict[str, object]:
+        return s.redacted(self)
