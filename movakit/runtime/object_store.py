@@ -16,15 +16,17 @@ import json
 import struct
 from datetime import timedelta
 
-import torch
+from typing import TYPE_CHECKING
+
 from minio import Minio
 from minio.error import S3Error
 from opentelemetry.trace import SpanKind
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from movakit.api.v1 import common_pb2
 from movakit.runtime.telemetry import tracer
+
+if TYPE_CHECKING:  # torch is imported on first tensor use: the gateway never needs it
+    import torch
 
 _SHA_META = "sha256"  # user metadata key; S3 returns it as x-amz-meta-sha256
 _TRACER_NAME = "movakit.object_store"
@@ -50,10 +52,6 @@ def cancel_marker_key(job_id: str) -> str:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 class ObjectStore:
@@ -190,6 +188,8 @@ class ObjectStore:
         in the file's storage order."""
         if not tensors:
             raise ValueError(f"{key}: put_tensors needs at least one tensor")
+        from safetensors.torch import save as save_safetensors
+
         cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
         data = save_safetensors(cpu)
         obj = self.put_bytes(key, data, "application/x-safetensors")
@@ -204,6 +204,8 @@ class ObjectStore:
         bucket = ref.bucket or self.bucket
         data = self._get(bucket, ref.key)
         _verify(bucket, ref.key, data, ref.sha256)
+        from safetensors.torch import load as load_safetensors
+
         tensors = load_safetensors(data)
         listed = {spec.name: spec for spec in ref.tensors}
         if set(listed) != set(tensors):
@@ -212,9 +214,10 @@ class ObjectStore:
             )
         for name, spec in listed.items():
             t = tensors[name]
-            if list(t.shape) != list(spec.shape) or _dtype_name(t.dtype) != spec.dtype:
+            dtype = str(t.dtype).removeprefix("torch.")
+            if list(t.shape) != list(spec.shape) or dtype != spec.dtype:
                 raise ValueError(
-                    f"s3://{bucket}/{ref.key}: tensor {name!r} is {list(t.shape)} {_dtype_name(t.dtype)}, "
+                    f"s3://{bucket}/{ref.key}: tensor {name!r} is {list(t.shape)} {dtype}, "
                     f"the reference says {list(spec.shape)} {spec.dtype}"
                 )
         return tensors
