@@ -11,6 +11,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from PIL import Image
@@ -98,6 +99,7 @@ def generate(
     device: str | torch.device | None = None,
     first_frame: FirstFrameSource = first_frame_for,
     latents_path: str | Path | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> GenerateResult:
     """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
 
@@ -106,13 +108,16 @@ def generate(
     offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
       active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
     latents_path: also save the final latents (see save_latents).
+    on_stage: called with "enhance" (only when enhancing), "encode", "denoise", "decode", "write" as each stage starts.
     """
+    stage = on_stage if on_stage is not None else (lambda name: None)
     device = torch.device(device) if device is not None else next(models.audio_dit.parameters()).device
 
     # --- enhance (optional) ---
     t0 = time.perf_counter()
     prompt, backend = req.prompt, "disabled"
     if enhancer is not None:
+        stage("enhance")
         from movakit.stages.enhance import EnhanceRequest, enhance
 
         image_bytes = None
@@ -125,6 +130,7 @@ def generate(
     t1 = time.perf_counter()
 
     # --- encode ---
+    stage("encode")
     if offload:
         _to(models.text_encoder, device)
         _to(models.video_vae, device)
@@ -146,6 +152,7 @@ def generate(
     t2 = time.perf_counter()
 
     # --- denoise ---
+    stage("denoise")
     if offload:
         _to(models.audio_dit, device)
         _to(models.bridge, device)
@@ -179,6 +186,7 @@ def generate(
     t3 = time.perf_counter()
 
     # --- decode ---
+    stage("decode")
     if offload:
         _to(models.video_vae, device)
         _to(models.audio_vae, device)
@@ -188,6 +196,7 @@ def generate(
         _to(models.audio_vae, "cpu")
     t4 = time.perf_counter()
 
+    stage("write")
     mp4, wav, png = write_outputs(clip, output)
     t5 = time.perf_counter()
     return GenerateResult(

@@ -212,11 +212,18 @@ def run(args: argparse.Namespace) -> int:
     _say(f"loading {path} ...")
     models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
 
-    bar = tqdm(total=steps, desc="denoise", unit="step", file=sys.stderr)
+    bars = []  # the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only
+
+    def on_stage(name: str) -> None:
+        if name == "denoise":
+            bars.append(tqdm(total=steps, desc="denoise", unit="step", file=sys.stderr))
+        elif bars:
+            bars.pop().close()
+        _say(f"{name} ...")
 
     def on_step(info) -> None:
-        bar.update(1)
-        bar.set_postfix_str(info.expert)
+        bars[-1].update(1)
+        bars[-1].set_postfix_str(info.expert)
 
     req = GenerateRequest(
         prompt=opts.prompt, image=image, negative_prompt=opts.negative_prompt, height=height, width=width,
@@ -226,10 +233,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = generate(
             models, req, opts.output, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
-            offload=opts.offload, device=opts.device, latents_path=opts.save_latents,
+            offload=opts.offload, device=opts.device, latents_path=opts.save_latents, on_stage=on_stage,
         )
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(f"prompt used ({result.enhance_backend}): {result.prompt_used}")
     t = result.times
     _say(f"times: encode {t.encode_s:.1f}s, denoise {t.denoise_s:.1f}s, decode {t.decode_s:.1f}s, "
