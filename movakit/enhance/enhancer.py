@@ -44,7 +44,13 @@ class Enhancer:
             events = list(rules_only.notes)
             if req.image is not None:
                 events.append("a first frame was given but the rules backend cannot look at images")
-            return EnhanceResult(rules_only.text, req.prompt, "rules", None, events=tuple(events))
+            return EnhanceResult(
+                prompt=rules_only.text,
+                original_prompt=req.prompt,
+                backend="rules",
+                fallback_reason=None,
+                events=tuple(events),
+            )
 
         llm = self.llm
         key = CacheKey.of(llm.name, llm.model, req.prompt, req.image)
@@ -67,7 +73,15 @@ class Enhancer:
             caption = clean_answer(answer.text)
             verdict = validate_caption(caption, req.prompt, visual_description=visual)
             if verdict.ok:
-                result = EnhanceResult(caption, req.prompt, llm.name, None, llm.model, visual, tuple(events))
+                result = EnhanceResult(
+                    prompt=caption,
+                    original_prompt=req.prompt,
+                    backend=llm.name,
+                    fallback_reason=None,
+                    model=llm.model,
+                    visual_description=visual,
+                    events=tuple(events),
+                )
                 self._cache.put(key, result)
                 return result
             events.append(f"{llm.name} answer {attempt}/{LLM_ATTEMPTS} rejected: {verdict.summary()}")
@@ -77,7 +91,14 @@ class Enhancer:
         fallback = rule_rewrite(req.prompt, visual)
         events.extend(fallback.notes)
         events.append(f"fell back to the rule-based rewrite ({reason})")
-        return EnhanceResult(fallback.text, req.prompt, "rules", reason, "", visual, tuple(events))
+        return EnhanceResult(
+            prompt=fallback.text,
+            original_prompt=req.prompt,
+            backend="rules",
+            fallback_reason=reason,
+            visual_description=visual,
+            events=tuple(events),
+        )
 
     def _describe(self, image: bytes | None, events: list[str]) -> str | None:
         """The first frame's visual elements from the vision model, or None (with an event saying why)."""

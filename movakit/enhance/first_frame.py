@@ -81,6 +81,8 @@ def _image_bytes(reply: dict, url: str, timeout_s: float) -> bytes:
         except (binascii.Error, ValueError):
             raise FirstFrameError(f"reply from {url}: data[0].b64_json is not base64") from None
     if isinstance(item.get("url"), str):
+        if not item["url"].startswith(("http://", "https://")):
+            raise FirstFrameError(f"reply from {url}: data[0].url is not an http(s) URL")
         try:
             with urllib.request.urlopen(item["url"], timeout=timeout_s) as response:
                 return response.read()

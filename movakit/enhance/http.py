@@ -6,6 +6,7 @@ HTTP 429 and 5xx are retried; any other HTTP status, or a reply that is not JSON
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import time
@@ -60,8 +61,8 @@ def post_json(
                 problem = f"no answer from {url} within {policy.timeout_s:g} s"
             else:
                 problem = f"cannot reach {url}: {exc.reason}"
-        except (ConnectionError, OSError) as exc:
-            problem = f"connection to {url} failed: {exc}"
+        except (OSError, http.client.HTTPException) as exc:
+            problem = f"connection to {url} failed: {exc!r}"
         else:
             try:
                 decoded = json.loads(raw)

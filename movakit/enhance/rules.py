@@ -251,11 +251,11 @@ def _trim(pieces: list[_Piece], has_speech: bool, mentions_sound: bool, max_word
         return count_words(_assemble(pieces, has_speech, mentions_sound))
 
     before = total()
+    first_audio = next((p for p in pieces if p.section == "audio"), None)
     order = (
         [p for p in reversed(pieces) if p.section == "progression" and not p.has_quote]
         + [p for p in reversed(pieces[1:]) if p.section == "frame"]
-        + [p for p in reversed(pieces) if p.section == "audio"][:-1]
-        + [p for p in reversed(pieces) if p.section == "opening" and not p.has_quote][:-1]
+        + [p for p in reversed(pieces) if p.section == "audio" and p is not first_audio and not p.has_quote]
     )
     dropped = 0
     for piece in order:

@@ -15,8 +15,8 @@
 | MOVA_ENHANCER_MAX_TOKENS         | 600      | both LLM backends: most tokens in one answer                       |
 | MOVA_ENHANCER_MODEL_PATH         |          | transformers: folder with config, weights and tokenizer            |
 | MOVA_ENHANCER_DEVICE             | cpu      | transformers: torch device                                         |
-| MOVA_ENHANCER_CACHE_SIZE         | 256      | answers kept in memory, keyed by (backend, model, prompt, image hash); 0 = off |
-| MOVA_FIRST_FRAME_BASE_URL        |          | OpenAI-compatible image endpoint base URL; empty = no generated first frame |
+| MOVA_ENHANCER_CACHE_SIZE         | 256      | cached answers, keyed by (backend, model, prompt, image hash); 0 = off |
+| MOVA_FIRST_FRAME_BASE_URL        |          | OpenAI-compatible image endpoint base URL; empty = white frame |
 | MOVA_FIRST_FRAME_MODEL           |          | image model name                                                   |
 | MOVA_FIRST_FRAME_API_KEY         |          | bearer token (never logged)                                        |
 | MOVA_FIRST_FRAME_TIMEOUT_S       | 120      | seconds per image request                                          |
@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,12 +114,9 @@ class EnhancerSettings:
 
     def describe(self) -> dict[str, object]:
         """The settings as a flat dict for a startup log line, with API keys redacted."""
-        out: dict[str, object] = {}
-        for name in self.__dataclass_fields__:
-            if name == "first_frame":
-                continue
-            value = getattr(self, name)
-            out[name] = ("***" if value else "") if name == "api_key" else value
+        out: dict[str, object] = dataclasses.asdict(self)
+        del out["first_frame"]
+        out["api_key"] = "***" if self.api_key else ""
         ff = self.first_frame
         out.update(
             first_frame_base_url=ff.base_url,

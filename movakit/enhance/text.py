@@ -139,8 +139,9 @@ def _without_quotes(norm: NormalisedText) -> str:
 
 
 def paragraphs(text: str) -> list[str]:
-    """Non-empty paragraphs separated by one or more blank lines, stripped."""
-    return [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    """Non-empty paragraphs, stripped. Any line break separates paragraphs (captions use a blank line, but a
+    model that puts each paragraph on its own line means the same)."""
+    return [p.strip() for p in re.split(r"\n+", text.strip()) if p.strip()]
 
 
 # Sentence ends: . ! ? (and their CJK forms) outside quotes, followed by space or end of text.

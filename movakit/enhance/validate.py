@@ -22,7 +22,9 @@ from movakit.enhance.text import MAX_WORDS, count_words, normalise_quotes, parag
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE_RE = re.compile(r"^```[a-zA-Z]*\s*\n(.*?)\n```\s*$", re.DOTALL)
-_LEAD_LABEL_RE = re.compile(r"^\s*(?:\*\*)?(?:rewritten(?: prompt)?|caption|video description|output)(?:\*\*)?\s*:\s*", re.I)
+_LEAD_LABEL_RE = re.compile(
+    r"^\s*(?:\*\*)?(?:rewritten(?: prompt)?|caption|video description|output)(?:\*\*)?\s*:\s*", re.IGNORECASE
+)
 _AUDIO_START_RE = re.compile(r"^(?:\*\*)?The audio\b")
 
 

@@ -45,7 +45,8 @@ class FakeOpenAI:
 
 
 def chat_reply(content: str) -> Reply:
-    return Reply(200, {"id": "x", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]})
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    return Reply(200, {"id": "x", "object": "chat.completion", "choices": [choice]})
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (32, 24)) -> bytes:

@@ -59,6 +59,12 @@ def test_a_reply_that_is_not_an_image_is_an_error(fake_openai):
         generate_first_frame(settings_for(fake_openai), CAPTION, 352, 640)
 
 
+def test_only_http_image_urls_are_downloaded(fake_openai):
+    fake_openai.script(Reply(200, {"data": [{"url": "file:///etc/hostname"}]}))
+    with pytest.raises(FirstFrameError, match="not an http"):
+        generate_first_frame(settings_for(fake_openai), CAPTION, 352, 640)
+
+
 def test_timeout_is_an_error(fake_openai):
     fake_openai.script(Reply(200, {"data": []}, delay_s=2.0))
     s = settings_for(fake_openai)

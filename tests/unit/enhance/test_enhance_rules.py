@@ -66,7 +66,8 @@ def test_sound_sentences_and_audio_label_go_to_the_final_paragraph():
 
 def test_no_sound_or_speech_requested_invents_none():
     out = paragraphs(rule_rewrite(PROMPTS["no_speech"]).text)
-    assert out == [PROMPTS["no_speech"], "The audio carries the natural sounds of the scene, with no speech and no music requested."]
+    no_sound = "The audio carries the natural sounds of the scene, with no speech and no music requested."
+    assert out == [PROMPTS["no_speech"], no_sound]
 
 
 def test_static_wording_is_removed_and_reported():
@@ -78,7 +79,10 @@ def test_static_wording_is_removed_and_reported():
 
 
 def test_first_frame_description_opens_the_caption_and_keeps_on_screen_text():
-    visual = 'Style: warm cinematic realism.\nCamera: wide shot at eye level.\nElements: stalls with lanterns; a sign reads "MERCADO".\nText: "MERCADO"'
+    visual = (
+        "Style: warm cinematic realism.\nCamera: wide shot at eye level.\n"
+        'Elements: stalls with lanterns; a sign reads "MERCADO".\nText: "MERCADO"'
+    )
     out = rule_rewrite("A busy market at dusk. A vendor waves.", visual)
     first = paragraphs(out.text)[0]
     assert first.startswith("Warm cinematic realism. Wide shot at eye level.")
@@ -126,3 +130,12 @@ def test_long_chinese_speech_is_kept_and_description_trimmed():
 def test_empty_prompt_is_rejected():
     with pytest.raises(ValueError, match="prompt"):
         rule_rewrite("   ")
+
+
+def test_quoted_lines_in_the_sound_section_survive_trimming():
+    prompt = " ".join(f"Dancer {i} spins across the stage." for i in range(80))
+    prompt += ' Audio: a crowd cheers. A singer belts "Encore, encore!" The bass drops.'
+    out = rule_rewrite(prompt)
+    assert count_words(out.text) <= 250
+    assert '"Encore, encore!"' in paragraphs(out.text)[-1]
+    assert validate_caption(out.text, prompt).ok

@@ -81,3 +81,7 @@ def test_clean_answer_strips_wrappers_but_not_words():
     raw = "<think>plan the caption</think>\n```text\nRewritten: " + GOOD + "\n```"
     assert clean_answer(raw) == GOOD
     assert clean_answer("  " + GOOD + "\n") == GOOD
+
+
+def test_paragraphs_on_single_lines_are_accepted():
+    assert codes(GOOD.replace("\n\n", "\n")) == []
