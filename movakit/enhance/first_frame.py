@@ -2,7 +2,8 @@
 
 MOVA always needs a first frame; without a user image the pipeline falls back to a white frame
 (`movakit/stages/first_frame.py`, MOVA-SPEC §1.3), which often yields flat colour. When MOVA_FIRST_FRAME_BASE_URL
-is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the caption's opening paragraph.
+is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the caption's opening paragraph;
+`first_frame_source(settings)` wraps that as a drop-in replacement for the pipeline's white-frame source.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.text import paragraphs
+from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 _MAX_PROMPT_CHARS = 1000  # image endpoints commonly cap prompts around here
 
@@ -89,3 +91,35 @@ def _image_bytes(reply: dict, url: str, timeout_s: float) -> bytes:
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise FirstFrameError(f"cannot download the image at {item['url']}: {exc}") from None
     raise FirstFrameError(f"reply from {url}: data[0] has neither b64_json nor url")
+
+
+def first_frame_source(
+    settings: EnhancerSettings, *, fallback: FirstFrameSource = first_frame_for, events: list[str] | None = None
+) -> FirstFrameSource:
+    """A `FirstFrameSource` (what `movakit.pipeline.generate(first_frame=...)` takes) that draws the frame with
+    the configured image endpoint, centre-cropped and resized to exactly width x height, and uses `fallback`
+    (the spec's white frame) when no endpoint is configured or the endpoint fails; failures and retries are
+    appended to `events` when given."""
+    sink: list[str] = [] if events is None else events
+
+    def source(prompt: str, height: int, width: int) -> Image.Image:
+        try:
+            data = generate_first_frame(settings, prompt, height, width, notes=sink)
+        except FirstFrameError as exc:
+            sink.append(f"{exc}; using the default first frame")
+            return fallback(prompt, height, width)
+        if data is None:
+            return fallback(prompt, height, width)
+        with Image.open(io.BytesIO(data)) as im:
+            return _fit(im.convert("RGB"), width, height)
+
+    return source
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Centre-crop to the target aspect ratio, then resize to width x height."""
+    w, h = image.size
+    scale = max(width / w, height / h)
+    crop_w, crop_h = round(width / scale), round(height / scale)
+    left, top = (w - crop_w) // 2, (h - crop_h) // 2
+    return image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.BICUBIC)
