@@ -1,0 +1,242 @@
+"""The whole local stack, as `mova stack up` runs it: real Tansu, real SeaweedFS, every service its own process,
+on the tiny random-weight checkpoint and on private ports (a user's stack on the default ports is untouched).
+
+One module-scoped stack (two denoiser replicas, every service exporting OTLP to a collector this test runs on
+127.0.0.1) serves all tests: a job end to end with its MP4 checked by ffprobe, its trace spanning every service,
+two denoiser replicas sharing jobs, a redelivered task skipped, and `status` / `down`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from kafka.partitioner.default import murmur2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.media import probe
+from movakit.runtime import kafka as mkafka
+from movakit.runtime import stack
+from movakit.runtime.localstack import free_port, port_open
+from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.topics import TOPIC_DENOISE, TOPICS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVICES = {"gateway", "prompt-enhancer", "encoder", "denoiser", "decoder"}
+TINY_PARAMS = dict(prompt="A cat plays a tiny piano. The audio has soft piano notes.", height=32, width=32,
+                   num_frames=5, fps=8.0, num_inference_steps=2, guidance_scale=2.0)
+
+
+class SpanCollector(trace_service_pb2_grpc.TraceServiceServicer):
+    """A minimal OTLP/gRPC trace receiver: keeps (service, trace_id, span name, attributes) of every span."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str, str, dict[str, str]]] = []
+        self._lock = threading.Lock()
+
+    def Export(self, request, context):  # noqa: N802 (OTLP method name)
+        with self._lock:
+            for resource_spans in request.resource_spans:
+                attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                service = attrs.get("service.name", "")
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        span_attrs = {a.key: a.value.string_value for a in span.attributes}
+                        self.spans.append((service, span.trace_id.hex(), span.name, span_attrs))
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def snapshot(self):
+        with self._lock:
+            return list(self.spans)
+
+
+@pytest.fixture(scope="module")
+def collector():
+    spans = SpanCollector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(spans, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield spans, f"127.0.0.1:{port}"
+    server.stop(1)
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory, collector):
+    _, otlp = collector
+    ports = [free_port() for _ in range(7)]
+    while len(set(ports)) < 7:
+        ports = [free_port() for _ in range(7)]
+    cfg = stack.StackConfig(
+        state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
+        stage_ports=tuple(ports[3:]), access_key="stack-test", secret_key="stack-test-secret",
+        denoiser_replicas=2, otel_exporter="otlp", otel_endpoint=otlp,
+        extra_env={"MOVA_GATEWAY_ANY_SIZE": "true", "MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})
+    addresses = stack.up(cfg, log=lambda *_: None)
+    channel = grpc.insecure_channel(addresses["gateway"])
+    yield cfg, addresses, gateway_pb2_grpc.JobServiceStub(channel)
+    channel.close()
+    if (cfg.state_dir / stack.STATE_FILE).exists():
+        stack.down(cfg.state_dir)
+
+
+def _store(cfg: stack.StackConfig, addresses) -> ObjectStore:
+    return ObjectStore(addresses["s3"], cfg.access_key, cfg.secret_key, cfg.bucket)
+
+
+def _submit(stub, **overrides) -> str:
+    params = common_pb2.GenerationParams(**{**TINY_PARAMS, **overrides})
+    return stub.Submit(gateway_pb2.SubmitRequest(params=params), timeout=30).job_id
+
+
+def _watch(stub, job_id: str, timeout_s: float = 150.0) -> list[events_pb2.JobEvent]:
+    events = []
+    for event in stub.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=timeout_s):
+        events.append(event)
+        if event.WhichOneof("kind") in ("succeeded", "failed", "cancelled"):
+            break
+    return events
+
+
+def _partition(job_id: str) -> int:
+    return (murmur2(job_id.encode()) & 0x7FFFFFFF) % TOPICS[TOPIC_DENOISE].partitions
+
+
+def _latest_assignment(log_path: str) -> list[int]:
+    latest: list[int] = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        if '"partitions assigned"' in line:
+            latest = json.loads(line)["partitions"]
+    return latest
+
+
+def test_job_end_to_end_mp4_and_trace(local_stack, collector):
+    cfg, addresses, stub = local_stack
+    job_id = _submit(stub, seed=11)
+    events = _watch(stub, job_id)
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert kinds[0] == "queued" and kinds[-1] == "succeeded", kinds
+    started = [e.stage_started.stage for e in events if e.WhichOneof("kind") == "stage_started"]
+    finished = [e.stage_finished.stage for e in events if e.WhichOneof("kind") == "stage_finished"]
+    order = [common_pb2.STAGE_ENHANCE, common_pb2.STAGE_ENCODE, common_pb2.STAGE_DENOISE, common_pb2.STAGE_DECODE]
+    assert started == order and finished == order
+    steps = [e.denoise_step for e in events if e.WhichOneof("kind") == "denoise_step"]
+    assert [(s.step, s.total) for s in steps] == [(1, 2), (2, 2)]
+    assert steps[0].eta_s > 0 and steps[-1].eta_s == 0
+
+    artifacts = {a.kind: a for a in events[-1].succeeded.artifacts}
+    assert set(artifacts) == {"video", "audio", "preview"}
+    assert artifacts["video"].ref.key == f"jobs/{job_id}/output/video.mp4"
+    assert artifacts["video"].url.startswith("http://")
+    mp4 = _store(cfg, addresses).get_bytes(artifacts["video"].ref)  # checksum-verified download
+    path = cfg.state_dir / f"{job_id}.mp4"
+    path.write_bytes(mp4)
+    info = probe(path)
+    assert (info.video_codec, info.audio_codec, info.sample_rate) == ("h264", "aac", 48000)
+    assert (info.width, info.height) == (32, 32)
+    assert stub.Get(gateway_pb2.GetJobRequest(job_id=job_id)).state == common_pb2.JOB_STATE_SUCCEEDED
+
+    spans, _ = collector
+    deadline = time.monotonic() + 40
+    services_in_trace: set[str] = set()
+    while time.monotonic() < deadline:
+        snapshot = spans.snapshot()
+        trace_ids = {t for _, t, _, attrs in snapshot if attrs.get("mova.job_id") == job_id}
+        assert len(trace_ids) <= 1, f"job {job_id} spans {len(trace_ids)} traces"
+        services_in_trace = {svc for svc, t, _, _ in snapshot if t in trace_ids}
+        names = {name for _, t, name, _ in snapshot if t in trace_ids}
+        if services_in_trace >= SERVICES and any(n.startswith("s3.") for n in names):
+            break
+        time.sleep(1.0)
+    assert services_in_trace >= SERVICES
+
+
+def test_two_denoiser_replicas_share_jobs(local_stack):
+    cfg, addresses, stub = local_stack
+    logs = {name: str(cfg.state_dir / "logs" / f"{name}.log") for name in ("denoiser-1", "denoiser-2")}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the group has settled: each replica owns a disjoint, non-empty share
+        owned = {name: set(_latest_assignment(path)) for name, path in logs.items()}
+        if all(owned.values()) and not owned["denoiser-1"] & owned["denoiser-2"]:
+            break
+        time.sleep(0.5)
+    assert all(owned.values()), owned
+
+    jobs: list[str] = []
+    while len(jobs) < 8 and not all(any(_partition(j) in part for j in jobs) for part in owned.values()):
+        jobs.append(_submit(stub, seed=100 + len(jobs)))
+    workers = {}
+    for job_id in jobs:
+        events = _watch(stub, job_id)
+        assert events[-1].WhichOneof("kind") == "succeeded", events[-1]
+        (denoise_start,) = [e for e in events if e.WhichOneof("kind") == "stage_started"
+                            and e.stage_started.stage == common_pb2.STAGE_DENOISE]
+        workers[job_id] = denoise_start.stage_started.worker
+    assert set(workers.values()) == {"denoiser-1", "denoiser-2"}, workers
+
+
+def test_redelivered_denoise_task_is_skipped(local_stack):
+    cfg, addresses, stub = local_stack
+    job_id = _submit(stub, seed=5)
+    assert _watch(stub, job_id)[-1].WhichOneof("kind") == "succeeded"
+    store = _store(cfg, addresses)
+    latents_key = f"jobs/{job_id}/denoise/video_latents.safetensors"
+    before = store._client.stat_object(cfg.bucket, latents_key).last_modified
+    checkpoints = store.get_raw(f"jobs/{job_id}/denoise/checkpoints.json")
+    assert checkpoints is not None and b'"step": 1' in checkpoints  # K=1: a checkpoint after step 1 of 2
+
+    # deliver the job's DenoiseTask again, exactly as the encoder published it
+    tail = mkafka.make_tail_consumer(addresses["kafka"], TOPIC_DENOISE)
+    producer = mkafka.make_producer(addresses["kafka"])
+    events_tail = mkafka.make_tail_consumer(addresses["kafka"], "mova.events")
+    try:
+        task = None
+        deadline = time.monotonic() + 20
+        while task is None and time.monotonic() < deadline:
+            for records in tail.poll(timeout_ms=300).values():
+                for record in records:
+                    if record.key == job_id.encode():
+                        task = mkafka.parse(record, events_pb2.DenoiseTask)[0]
+        assert task is not None
+        marks = events_tail.end_offsets(sorted(events_tail.assignment()))
+        mkafka.publish(producer, TOPIC_DENOISE, job_id, task)
+        after: list[events_pb2.JobEvent] = []  # this job's events published after the redelivery
+        skipped: dict[int, bool] = {}
+        deadline = time.monotonic() + 60
+        while len(skipped) < 2 and time.monotonic() < deadline:
+            for tp, records in events_tail.poll(timeout_ms=300).items():
+                for record in records:
+                    event = mkafka.parse(record, events_pb2.JobEvent)[0]
+                    if event.job_id != job_id or record.offset < marks[tp]:
+                        continue
+                    after.append(event)
+                    if event.WhichOneof("kind") == "stage_finished":
+                        skipped[event.stage_finished.stage] = event.stage_finished.skipped
+        assert not [e for e in after if e.WhichOneof("kind") in ("denoise_step", "stage_started")]
+        assert skipped == {common_pb2.STAGE_DENOISE: True, common_pb2.STAGE_DECODE: True}
+    finally:
+        for c in (tail, events_tail):
+            c.close()
+        producer.close()
+    assert store._client.stat_object(cfg.bucket, latents_key).last_modified == before
+
+
+def test_status_then_down_stops_everything(local_stack):
+    cfg, addresses, _ = local_stack
+    _, processes = stack.status(cfg.state_dir)
+    assert {p.name for p in processes} == {"tansu", "seaweedfs", "gateway", "prompt-enhancer", "encoder",
+                                          "denoiser-1", "denoiser-2", "decoder"}
+    assert all(p.alive for p in processes)
+    assert all(p.serving for p in processes if p.serving is not None)
+    stack.down(cfg.state_dir)
+    ports = [cfg.kafka_port, cfg.s3_port, cfg.gateway_port, *cfg.stage_ports]
+    assert not any(port_open(p) for p in ports)
+    with pytest.raises(stack.StackError):
+        stack.status(cfg.state_dir)
