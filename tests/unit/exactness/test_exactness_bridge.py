@@ -112,3 +112,25 @@ def test_dual_tower_forward_cfg_batch_two_equals_per_sample_reference(fam):
                                         video_fps=24.0)
         es.assert_rel_close(gv[b:b + 1], rv, F32_REL, f"video velocity, batch sample {b}")
         es.assert_rel_close(ga[b:b + 1], ra, F32_REL, f"audio velocity, batch sample {b}")
+
+
+def test_release_head_dim_128_joint_forward():
+    """head_dim 128 as in the release: video RoPE split 44/42/42, audio 1-D over 64 pairs, bridge 64 pairs."""
+    fam = es.make_family(head_dim=128, video_heads=1, audio_heads=1, video_layers=2, audio_layers=1, seed=128)
+    video, audio, bridge = _modules(fam, torch.float32)
+    grid = (3, 2, 4)
+    angles = ref.video_rope_angles(128, (3, 1, 2))
+    freqs = video.rope_freqs((3, 1, 2)).reshape(angles.shape)
+    assert torch.allclose(freqs, torch.polar(torch.ones_like(angles), angles), rtol=0, atol=1e-12)
+    vx = es.randn(1, 36, *grid, seed=130)
+    ax = es.randn(1, 128, 19, seed=131)
+    ctx = es.randn(1, 5, fam.video_cfg["text_dim"], seed=132)
+    t = torch.tensor([900.5])
+    with torch.no_grad():
+        gv, ga = dual_tower_forward(video, audio, bridge, video_x=vx.float(), audio_x=ax.float(), context=ctx.float(),
+                                    t_video=t, t_audio=t, video_fps=24.0)
+    rv, ra = ref.dual_tower_forward(fam.video_sd, fam.video_cfg, fam.audio_sd, fam.audio_cfg, fam.bridge_sd,
+                                    fam.bridge_cfg, video_x=vx, audio_x=ax, context=ctx, t_video=t, t_audio=t,
+                                    video_fps=24.0)
+    es.assert_rel_close(gv, rv, F32_REL, "video velocity, head_dim 128")
+    es.assert_rel_close(ga, ra, F32_REL, "audio velocity, head_dim 128")

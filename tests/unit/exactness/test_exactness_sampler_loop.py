@@ -145,3 +145,13 @@ def test_resume_across_the_switch_matches_reference(fam):
     assert experts == ["video_dit"] + ["video_dit_2"] * 6
     es.assert_rel_close(out.video_latents, v_ref, 1e-6, "video latents, resumed at 3 of 10")
     es.assert_rel_close(out.audio_latents, a_ref, 1e-6, "audio latents, resumed at 3 of 10")
+
+
+def test_cpu_global_seed_and_seeded_generator_give_the_same_noise():
+    """The two official versions (global torch.manual_seed vs a seeded CPU Generator) agree on CPU."""
+    with torch.random.fork_rng():
+        torch.manual_seed(42)
+        v_global = torch.randn(1, 16, *GRID)
+        a_global = torch.randn(1, 128, AUDIO_LEN)
+    v, a = initial_noise(42, (1, 16, *GRID), (1, 128, AUDIO_LEN))
+    assert torch.equal(v, v_global) and torch.equal(a, a_global)
