@@ -1,5 +1,294 @@
-"""Placeholder: replaced by the module that implements `mova jobs`."""
+"""`mova submit` and `mova jobs get|watch|cancel|list`: the job API of a running gateway, from the command line.
+
+`mova submit` prints the job id (first line of stdout), then follows the job with a progress bar on stderr
+until it ends and prints the artifact URLs; `--detach` returns right after the id. The exit status is 0 when
+the job was accepted, except with `--wait`: then 0 only when the job succeeded (1 failed, 3 cancelled).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToJson
+
+from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.cli import UsageError
+from movakit.runtime.settings import SettingsError, check_address
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+EXIT_FAILED = 1
+EXIT_CANCELLED = 3
+_STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items()
+           if value != common_pb2.JOB_STATE_UNSPECIFIED}
+_BAR_WIDTH = 30
 
 
-def register(subparsers) -> None:  # noqa: ARG001
-    pass
+def register(subparsers) -> None:
+    submit = subparsers.add_parser("submit", help="submit a job to the gateway and follow it")
+    _gateway_option(submit)
+    submit.add_argument("prompt", help="text prompt (used verbatim unless --enhance-prompt)")
+    submit.add_argument("--image", type=Path, help="first-frame image (PNG/JPEG/WebP)")
+    submit.add_argument("--negative-prompt", default="", help="negative prompt (default: the model's)")
+    submit.add_argument("--height", type=int, default=0, help="pixels, multiple of 16 (gateway default 352)")
+    submit.add_argument("--width", type=int, default=0, help="pixels, multiple of 16 (gateway default 640)")
+    submit.add_argument("--num-frames", type=int, default=0, help="frames, N %% 4 == 1 (gateway default 193)")
+    submit.add_argument("--fps", type=float, default=0.0, help="frames per second (gateway default 24)")
+    submit.add_argument("--steps", type=int, default=0, help="denoising steps (gateway default 50)")
+    submit.add_argument("--guidance-scale", type=float, default=0.0, help="CFG scale (gateway default 5.0)")
+    submit.add_argument("--seed", type=int, default=None, help="noise seed (default: drawn by the gateway)")
+    submit.add_argument("--enhance-prompt", action="store_true", help="let the prompt enhancer rewrite the prompt")
+    submit.add_argument("--lora", default="", help="LoRA adapter name")
+    submit.add_argument("--lora-scale", type=float, default=0.0, help="LoRA strength (default 1.0)")
+    submit.add_argument("--priority", type=int, default=0, help="0 (default) .. 9")
+    submit.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
+    mode = submit.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="exit 0 only when the job succeeded")
+    mode.add_argument("--detach", action="store_true", help="print the job id and return at once")
+    submit.set_defaults(func=_submit)
+
+    jobs = subparsers.add_parser("jobs", help="inspect, follow, cancel and list jobs of the gateway")
+    sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    get = sub.add_parser("get", help="show one job")
+    _gateway_option(get)
+    get.add_argument("job_id")
+    get.add_argument("--json", action="store_true", help="print the Job message as JSON")
+    get.set_defaults(func=_get)
+    watch = sub.add_parser("watch", help="follow a job to its end (exit 0 only on success)")
+    _gateway_option(watch)
+    watch.add_argument("job_id")
+    watch.set_defaults(func=_watch)
+    cancel = sub.add_parser("cancel", help="cancel a job at its next step or stage boundary")
+    _gateway_option(cancel)
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=_cancel)
+    listing = sub.add_parser("list", help="list jobs, newest first")
+    _gateway_option(listing)
+    listing.add_argument("--state", choices=sorted(_STATES), help="only jobs in this state")
+    listing.add_argument("--page-size", type=int, default=20, help="jobs per page, 1..100")
+    listing.add_argument("--page-token", default="", help="token printed by the previous page")
+    listing.add_argument("--all", action="store_true", help="follow every page")
+    listing.set_defaults(func=_list)
+
+
+def _gateway_option(parser) -> None:
+    parser.add_argument("--gateway", default=DEFAULT_GATEWAY, help=f"gateway host:port (default {DEFAULT_GATEWAY})")
+
+
+def _stub(args) -> tuple[grpc.Channel, gateway_pb2_grpc.JobServiceStub]:
+    try:
+        check_address("--gateway", args.gateway)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    channel = grpc.insecure_channel(
+        args.gateway, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+    )
+    return channel, gateway_pb2_grpc.JobServiceStub(channel)
+
+
+def _rpc_error(exc: grpc.RpcError) -> int:
+    print(f"mova: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    return 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+
+
+# ---- submit ----------------------------------------------------------------------------------------------------
+def build_request(args) -> gateway_pb2.SubmitRequest:
+    """The SubmitRequest for parsed `mova submit` options (UsageError for options the client can judge)."""
+    image = b""
+    if args.image is not None:
+        if not args.image.is_file():
+            raise UsageError(f"--image: no such file: {args.image}")
+        image = args.image.read_bytes()
+    for flag, value in (("--height", args.height), ("--width", args.width), ("--num-frames", args.num_frames),
+                        ("--steps", args.steps), ("--priority", args.priority)):
+        if value < 0:
+            raise UsageError(f"{flag}: must not be negative, got {value}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed: must not be negative, got {args.seed}")
+    if args.lora_scale and not args.lora:
+        raise UsageError("--lora-scale: needs --lora")
+    params = common_pb2.GenerationParams(
+        prompt=args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
+        num_frames=args.num_frames, fps=args.fps, num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale, enhance_prompt=args.enhance_prompt, priority=args.priority,
+    )
+    if args.seed is not None:
+        params.seed = args.seed
+    if args.lora:
+        params.lora.name = args.lora
+        params.lora.scale = args.lora_scale
+    return gateway_pb2.SubmitRequest(params=params, image=image, idempotency_key=args.idempotency_key)
+
+
+def _submit(args) -> int:
+    request = build_request(args)
+    channel, stub = _stub(args)
+    with channel:
+        try:
+            response = stub.Submit(request, timeout=60)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+        print(response.job_id, flush=True)
+        if response.existing:
+            print(f"(idempotency key already used: job {response.job_id})", file=sys.stderr)
+        if args.detach:
+            return 0
+        try:
+            outcome = follow(stub, response.job_id)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+    return outcome if args.wait else 0
+
+
+# ---- following -------------------------------------------------------------------------------------------------
+def follow(stub: gateway_pb2_grpc.JobServiceStub, job_id: str, *, out=None, err=None) -> int:
+    """Streams the job's events, drawing progress on `err` (stderr); prints the artifact URLs on `out` (stdout)
+    when it succeeds. Returns 0 on success, EXIT_FAILED on failure, EXIT_CANCELLED when cancelled."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    bar = _Progress(err)
+    outcome = EXIT_FAILED
+    for event in stub.Watch(gateway_pb2.WatchJobRequest(job_id=job_id)):
+        kind = event.WhichOneof("kind")
+        if kind == "denoise_step":
+            bar.step(event.denoise_step)
+            continue
+        bar.line(describe(event))
+        if kind == "succeeded":
+            for artifact in event.succeeded.artifacts:
+                print(f"{artifact.kind}: {artifact.url}", file=out, flush=True)
+            outcome = 0
+        elif kind == "cancelled":
+            outcome = EXIT_CANCELLED
+    bar.close()
+    return outcome
+
+
+def describe(event: events_pb2.JobEvent) -> str:
+    """One human line for an event."""
+    kind = event.WhichOneof("kind")
+    if kind in ("stage_started", "stage_finished"):
+        info = getattr(event, kind)
+        stage = common_pb2.Stage.Name(info.stage).removeprefix("STAGE_").lower()
+        if kind == "stage_started":
+            return f"{stage}: started" + (f" on {info.worker}" if info.worker else "")
+        return f"{stage}: finished in {info.duration_s:.1f} s" + (" (outputs existed, skipped)" if info.skipped else "")
+    if kind == "prompt_enhanced":
+        note = f" (kept the original: {event.prompt_enhanced.fallback_reason})" if event.prompt_enhanced.fallback_reason else ""
+        return f"prompt: {event.prompt_enhanced.prompt}{note}"
+    if kind == "failed":
+        return f"FAILED: {event.failed.reason}"
+    if kind == "succeeded":
+        return f"succeeded: {len(event.succeeded.artifacts)} artifacts"
+    if kind == "denoise_step":
+        s = event.denoise_step
+        return f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s"
+    return kind.replace("_", " ")
+
+
+class _Progress:
+    """A one-line bar redrawn in place on a terminal; plain lines otherwise."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._open = False
+
+    def step(self, s: events_pb2.DenoiseStep) -> None:
+        if not self._tty:
+            self.line(f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s")
+            return
+        filled = round(_BAR_WIDTH * s.step / max(s.total, 1))
+        self._stream.write(f"\rdenoise [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {s.step}/{s.total} "
+                           f"eta {s.eta_s:.0f} s ")
+        self._stream.flush()
+        self._open = True
+
+    def line(self, text: str) -> None:
+        self.close()
+        print(text, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        if self._open:
+            self._stream.write("\n")
+            self._open = False
+
+
+# ---- jobs get|watch|cancel|list --------------------------------------------------------------------------------
+def format_job(job: common_pb2.Job) -> str:
+    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    stage = common_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower()
+    p = job.params
+    lines = [
+        f"job       {job.job_id}",
+        f"state     {state}" + (" (cancel requested)" if job.cancel_requested and state != "cancelled" else ""),
+        f"stage     {stage}" + (f"  step {job.step}/{job.total_steps}, eta {job.eta_s:.0f} s" if job.step else ""),
+        f"params    {p.height}x{p.width}, {p.num_frames} frames @ {p.fps:g} fps, {p.num_inference_steps} steps, "
+        f"cfg {p.guidance_scale:g}, seed {p.seed}",
+        f"prompt    {job.effective_prompt or p.prompt}",
+        f"created   {job.created_at.ToJsonString()}",
+    ]
+    if job.idempotency_key:
+        lines.append(f"key       {job.idempotency_key}")
+    if job.failure_reason:
+        lines.append(f"reason    {job.failure_reason}")
+    lines.extend(f"{a.kind:<9} {a.url or a.ref.key}" for a in job.artifacts)
+    return "\n".join(lines)
+
+
+def _get(args) -> int:
+    channel, stub = _stub(args)
+    with channel:
+        try:
+            job = stub.Get(gateway_pb2.GetJobRequest(job_id=args.job_id), timeout=30)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+    print(MessageToJson(job) if args.json else format_job(job))
+    return 0
+
+
+def _watch(args) -> int:
+    channel, stub = _stub(args)
+    with channel:
+        try:
+            return follow(stub, args.job_id)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+
+
+def _cancel(args) -> int:
+    channel, stub = _stub(args)
+    with channel:
+        try:
+            job = stub.Cancel(gateway_pb2.CancelJobRequest(job_id=args.job_id), timeout=30)
+        except grpc.RpcError as exc:
+            return _rpc_error(exc)
+    print(format_job(job))
+    return 0
+
+
+def _list(args) -> int:
+    if not 1 <= args.page_size <= 100:
+        raise UsageError(f"--page-size: {args.page_size} is outside 1..100")
+    state = _STATES[args.state] if args.state else common_pb2.JOB_STATE_UNSPECIFIED
+    channel, stub = _stub(args)
+    token = args.page_token
+    with channel:
+        while True:
+            try:
+                page = stub.List(gateway_pb2.ListJobsRequest(page_size=args.page_size, page_token=token, state=state),
+                                 timeout=30)
+            except grpc.RpcError as exc:
+                return _rpc_error(exc)
+            for job in page.jobs:
+                name = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+                progress = f"{job.step}/{job.total_steps}" if job.total_steps else "-"
+                print(f"{job.job_id}  {name:<10} {progress:>7}  {job.created_at.ToJsonString()}  "
+                      f"{(job.effective_prompt or job.params.prompt)[:60]}")
+            token = page.next_page_token
+            if not token or not args.all:
+                break
+    if token:
+        print(f"next page: --page-token {token}", file=sys.stderr)
+    return 0

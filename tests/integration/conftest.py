@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from movakit.runtime import kafka as mkafka
 from movakit.runtime.localstack import free_port, start_seaweedfs, start_tansu
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
+from services.gateway.main import start_gateway
+from services.gateway.settings import GatewaySettings
 
 S3_ACCESS_KEY = "movakit-test"
 S3_SECRET_KEY = "movakit-test-secret"
@@ -64,3 +67,45 @@ def s3_config(seaweedfs) -> S3Config:
 @pytest.fixture()
 def object_store(s3_config) -> ObjectStore:
     return s3_config.store()
+
+
+# ---- a gateway on its own broker (module scope) -------------------------------------------------------------------
+# Gateway tests queue tasks that no stage worker should pick up, so they get a broker of their own.
+@pytest.fixture(scope="module")
+def gateway_kafka(tmp_path_factory):
+    broker = start_tansu(free_port(), tmp_path_factory.mktemp("gateway-tansu"))
+    ensure_topics(broker.address)
+    yield broker.address
+    broker.stop()
+
+
+def gateway_settings(kafka: str, s3_config, **overrides) -> GatewaySettings:
+    """Gateway settings for the test servers: a free port, any multiple-of-16 size, a generous queue bound."""
+    values = dict(
+        listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
+        s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
+        any_size=True, max_active_jobs=1000, startup_timeout_s=30.0,
+    )
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+@pytest.fixture(scope="module")
+def gateway_config(gateway_kafka, s3_config):
+    """A factory: gateway_config(**overrides) -> GatewaySettings on the module's broker and the test S3."""
+    return lambda **overrides: gateway_settings(gateway_kafka, s3_config, **overrides)
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_kafka, s3_config):
+    """A running in-process gateway (RunningGateway: .address, .store, .stop())."""
+    running = start_gateway(gateway_settings(gateway_kafka, s3_config))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def producer(gateway_kafka):
+    p = mkafka.make_producer(gateway_kafka)
+    yield p
+    p.close()

@@ -19,40 +19,13 @@ from PIL import Image
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.localstack import free_port, start_tansu
 from movakit.runtime.object_store import cancel_marker_key, job_key
-from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, ensure_topics
+from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS
 from services.gateway.main import start_gateway
-from services.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.integration
 
 TINY = dict(prompt="a red ball bounces", height=32, width=48, num_frames=5, fps=24, num_inference_steps=2)
-
-
-@pytest.fixture(scope="module")
-def gateway_kafka(tmp_path_factory):
-    broker = start_tansu(free_port(), tmp_path_factory.mktemp("gateway-tansu"))
-    ensure_topics(broker.address)
-    yield broker.address
-    broker.stop()
-
-
-def gateway_settings(kafka: str, s3_config, **overrides) -> GatewaySettings:
-    values = dict(
-        listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
-        s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
-        any_size=True, max_active_jobs=1000, startup_timeout_s=30.0,
-    )
-    values.update(overrides)
-    return GatewaySettings(**values)
-
-
-@pytest.fixture(scope="module")
-def gateway(gateway_kafka, s3_config):
-    running = start_gateway(gateway_settings(gateway_kafka, s3_config))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +37,6 @@ def channel(gateway):
 @pytest.fixture(scope="module")
 def jobs(channel) -> gateway_pb2_grpc.JobServiceStub:
     return gateway_pb2_grpc.JobServiceStub(channel)
-
-
-@pytest.fixture(scope="module")
-def producer(gateway_kafka):
-    p = mkafka.make_producer(gateway_kafka)
-    yield p
-    p.close()
 
 
 def submit(jobs, image: bytes = b"", key: str = "", **params) -> gateway_pb2.SubmitResponse:
@@ -136,8 +102,8 @@ def test_absurd_image_dimensions_are_refused(jobs):
     assert err.value.details().startswith("image:")
 
 
-def test_production_sizes_only_without_any_size(gateway_kafka, s3_config):
-    strict = start_gateway(gateway_settings(gateway_kafka, s3_config, any_size=False))
+def test_production_sizes_only_without_any_size(gateway_config):
+    strict = start_gateway(gateway_config(any_size=False))
     try:
         with grpc.insecure_channel(strict.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
@@ -267,8 +233,8 @@ def test_list_pages_newest_first_without_gaps(jobs):
     assert err.value.details().startswith("page_size:")
 
 
-def test_queue_bound_answers_resource_exhausted(gateway_kafka, s3_config):
-    bounded = start_gateway(gateway_settings(gateway_kafka, s3_config, max_active_jobs=1))
+def test_queue_bound_answers_resource_exhausted(gateway_config):
+    bounded = start_gateway(gateway_config(max_active_jobs=1))
     try:
         with grpc.insecure_channel(bounded.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
