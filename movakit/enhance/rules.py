@@ -21,7 +21,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from movakit.enhance.text import MAX_WORDS, count_words, normalise_quotes, split_sentences, truncate_words
+from movakit.enhance.text import (
+    MAX_WORDS,
+    count_words,
+    flatten_lines,
+    normalise_quotes,
+    split_sentences,
+    truncate_words,
+)
 
 
 class PromptTooLongError(ValueError):
@@ -91,7 +98,7 @@ def rule_rewrite(prompt: str, visual_description: str | None = None, *, max_word
     if not prompt.strip():
         raise ValueError("prompt: must not be empty")
     notes: list[str] = []
-    norm = normalise_quotes(prompt)
+    norm = normalise_quotes(flatten_lines(prompt))
     if norm.dropped_marks:
         notes.append(f"removed {len(norm.dropped_marks)} unmatched quotation mark(s): {' '.join(norm.dropped_marks)}")
     quote_words = sum(count_words(q.content) for q in norm.quotes)

@@ -64,7 +64,8 @@ class NormalisedText:
 def normalise_quotes(text: str) -> NormalisedText:
     """Rewrite every paired quotation mark to ASCII `"`, keeping the quoted words exactly.
 
-    White space just inside the marks is dropped (`« Bonjour »` -> `"Bonjour"`). An opening mark with no
+    White space just inside the marks is dropped (`« Bonjour »` -> `"Bonjour"`) and runs of white space inside
+    are collapsed to one space (so a line break in speech compares equal to a space). An opening mark with no
     closing mark is removed and reported in `dropped_marks`; stray closing marks are left as they are.
     """
     out: list[str] = []
@@ -86,7 +87,7 @@ def normalise_quotes(text: str) -> NormalisedText:
             pos = i + 1
             i += 1
             continue
-        content = text[i + 1 : close_at].strip()
+        content = " ".join(text[i + 1 : close_at].split())
         start = sum(len(s) for s in out)
         rendered = f'"{content}"'
         out.append(rendered)
@@ -100,6 +101,28 @@ def normalise_quotes(text: str) -> NormalisedText:
 def _find_any(text: str, chars: str, start: int) -> int:
     hits = [j for j in (text.find(c, start) for c in chars) if j >= 0]
     return min(hits) if hits else -1
+
+
+_ITEM_ENDS = (".", "!", "?", ":", "\u3002", "\uff01", "\uff1f", '"', "\u201c", "\u201d", "\u300d", "\u300f", "\u00bb", "\uff02")
+_BULLET_RE = re.compile(r"^\s*(?:[-*\u2022\u00b7]|\d{1,2}[.)])\s+")
+
+
+def flatten_lines(text: str) -> str:
+    """One line of text: bulleted items (`- `, `* `, `• `, `1. `, continued on following unbulleted lines) lose
+    the marker and end with a full stop when they had no closing punctuation; white space runs become one space."""
+    lines = text.splitlines()
+    if any(_BULLET_RE.match(line) for line in lines):
+        items: list[str] = []
+        for line in lines:
+            if _BULLET_RE.match(line) or not items:
+                items.append(_BULLET_RE.sub("", line).strip())
+            else:
+                items[-1] = f"{items[-1]} {line.strip()}"
+        for k, item in enumerate(items):
+            if item and not item.endswith(_ITEM_ENDS):
+                items[k] = item + ("\u3002" if re.match(rf"[{_CJK}]", item[-1]) else ".")
+        text = " ".join(items)
+    return " ".join(text.split())
 
 
 def count_words(text: str) -> int:

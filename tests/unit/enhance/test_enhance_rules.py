@@ -20,6 +20,8 @@ PROMPTS = {
     "approach. Audio: upbeat 1990s-style Euro-dance with roomy reverb, ending in a sudden buzz.",
     "static_words": "A static shot of a cat that sits perfectly still on a windowsill. The camera is motionless.",
     "only_sound": "Sound: distant church bells.",
+    "bullets": "- a boy opens a gift box\n- he gasps and says “Wow,\n  a puppy!”\n* the puppy licks his face",
+    "multiline": "A kite rises over the dunes\nas the wind picks up. Flapping fabric sounds fill the air.",
 }
 
 
@@ -139,3 +141,9 @@ def test_quoted_lines_in_the_sound_section_survive_trimming():
     assert count_words(out.text) <= 250
     assert '"Encore, encore!"' in paragraphs(out.text)[-1]
     assert validate_caption(out.text, prompt).ok
+
+
+def test_bulleted_lines_become_sentences_and_line_breaks_in_speech_become_spaces():
+    out = paragraphs(rule_rewrite(PROMPTS["bullets"]).text)
+    assert out[0] == "a boy opens a gift box."
+    assert out[1] == 'he gasps and says "Wow, a puppy!" the puppy licks his face.'
