@@ -124,6 +124,8 @@ def rule_rewrite(prompt: str, visual_description: str | None = None, *, max_word
     removed: list[str] = []
     for piece in pieces:
         piece.text = _remove_static_wording(piece.text, removed)
+        if piece.section != "audio" and piece.text[:1].islower():  # sentence case; quotes start with '"'
+            piece.text = piece.text[0].upper() + piece.text[1:]
     if removed:
         notes.append("removed static-implying wording: " + ", ".join(removed))
 

@@ -145,5 +145,5 @@ def test_quoted_lines_in_the_sound_section_survive_trimming():
 
 def test_bulleted_lines_become_sentences_and_line_breaks_in_speech_become_spaces():
     out = paragraphs(rule_rewrite(PROMPTS["bullets"]).text)
-    assert out[0] == "a boy opens a gift box."
-    assert out[1] == 'he gasps and says "Wow, a puppy!" the puppy licks his face.'
+    assert out[0] == "A boy opens a gift box."
+    assert out[1] == 'He gasps and says "Wow, a puppy!" the puppy licks his face.'
