@@ -102,7 +102,10 @@ class VideoDiT(DiTTower):
         for axis, size, p in zip("FHW", x.shape[2:], self.config.patch_size):
             if size % p:
                 raise ValueError(f"video_x: {axis}={size} is not divisible by the patch size {p}")
-        y = self.patch_embedding(x.to(self.dtype))  # (B, D, f, h, w)
+        x = x.to(self.dtype)
+        if x.is_cuda:  # channels-last input keeps cuDNN off PyTorch's slow conv3d path (the official code does this)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        y = self.patch_embedding(x)  # (B, D, f, h, w)
         grid = (y.shape[2], y.shape[3], y.shape[4])
         return y.flatten(2).transpose(1, 2), grid  # (B, f*h*w, D)
 

@@ -15,12 +15,18 @@ import torch
 from torch import nn
 
 from movakit.models.layers.attention import SelfAttention, TextCrossAttention
+from movakit.models.layers.pointwise import map_token_chunks, opmath_dtype
 from movakit.models.layers.timestep_embedding import mlp_fp32, sinusoidal_timestep_embedding
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """x * (1 + scale) + shift, formed in float32 and rounded once to x's dtype (as the official compiled kernel)."""
-    return (x.float() * (1 + scale.float()) + shift.float()).to(x.dtype)
+    """x * (1 + scale) + shift. For bf16/fp16, formed in float32 and rounded once (as the official compiled kernel
+    does); in float32/float64 the plain formula. x (B, L, D), shift/scale (B, 1, D)."""
+    wide = opmath_dtype(x.dtype)
+    if wide == x.dtype:
+        return x * (1 + scale) + shift
+    one_plus_scale, shift_w = 1 + scale.to(wide), shift.to(wide)
+    return map_token_chunks(x, lambda xs, _s, _e: (xs.to(wide) * one_plus_scale + shift_w).to(x.dtype))
 
 
 class DiTBlock(nn.Module):
@@ -103,7 +109,7 @@ class DiTTower(nn.Module):
         return self.patch_embedding.weight.device
 
     def time_embedding_fp32(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """t (B,) -> (t_emb (B, D) float32, t_mod (B, 6, D) float32), computed in float32 whatever the weight dtype."""
+        """t (B,) -> (t_emb (B, D), t_mod (B, 6, D)), float32 whatever the weight dtype (float64 for a float64 model)."""
         sinusoid = sinusoidal_timestep_embedding(t.to(self.device), self.freq_dim)  # (B, freq_dim) float32
         t_emb = mlp_fp32(self.time_embedding, sinusoid)  # (B, D)
         t_mod = mlp_fp32(self.time_projection, t_emb).unflatten(1, (6, self.dim))  # (B, 6, D)

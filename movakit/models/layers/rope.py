@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from movakit.models.layers.pointwise import map_token_chunks, opmath_dtype
+
 ROPE_THETA = 10000.0
 VIDEO_ROPE_MAX_POSITIONS = 1024  # length of the official video tables (per axis)
 AUDIO_ROPE_MAX_POSITIONS = 16384  # length of the official audio table
@@ -67,9 +69,15 @@ def audio_rope_freqs(head_dim: int, length: int, device: torch.device | str | No
 def apply_rope_interleaved(x: torch.Tensor, freqs: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Rotate interleaved channel pairs of x (B, L, heads*head_dim) by freqs (L, 1, head_dim//2), in float64."""
     b, n, d = x.shape
-    pairs = x.to(torch.float64).reshape(b, n, num_heads, d // num_heads // 2, 2)  # (B, L, heads, head_dim/2, 2)
-    rotated = torch.view_as_real(torch.view_as_complex(pairs) * freqs)  # freqs broadcasts over B and heads
-    return rotated.flatten(2).to(x.dtype)  # (B, L, D)
+    if freqs.shape[0] != n:
+        raise ValueError(f"RoPE table has {freqs.shape[0]} positions for {n} tokens")
+
+    def rotate(xs: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        pairs = xs.to(torch.float64).reshape(b, end - start, num_heads, d // num_heads // 2, 2)
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * freqs[start:end])  # broadcast over B, heads
+        return rotated.flatten(2).to(x.dtype)  # (B, n, D)
+
+    return map_token_chunks(x, rotate)
 
 
 # ---------------------------------------------------------------- 2. rotate-half RoPE (bridge cross-attention)
@@ -101,13 +109,22 @@ def rotate_half_cos_sin(positions: torch.Tensor, head_dim: int, dtype: torch.dty
 def apply_rope_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin per head; x (B, L, heads*head_dim), cos/sin (L, head_dim) in x's dtype.
 
-    The product is formed in float32 and rounded once (the official code runs this under torch.compile, which fuses
-    it the same way); identical to the plain formula in float32.
+    For bf16/fp16 the product is formed in float32 and rounded once (the official code runs this under
+    torch.compile, which fuses it the same way); in float32/float64 it is the plain formula.
     """
     b, n, d = x.shape
-    xh = x.reshape(b, n, num_heads, d // num_heads).float()  # (B, L, heads, head_dim)
-    x1, x2 = xh.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    c = cos.to(x.dtype).float()[None, :, None, :]  # (1, L, 1, head_dim)
-    s = sin.to(x.dtype).float()[None, :, None, :]
-    return (xh * c + rotated * s).reshape(b, n, d).to(x.dtype)
+    if cos.shape[0] != n:
+        raise ValueError(f"RoPE table has {cos.shape[0]} positions for {n} tokens")
+    wide = opmath_dtype(x.dtype)
+    c_all = cos.to(x.dtype).to(wide)
+    s_all = sin.to(x.dtype).to(wide)
+
+    def rotate(xs: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        xh = xs.reshape(b, end - start, num_heads, d // num_heads).to(wide)  # (B, n, heads, head_dim)
+        x1, x2 = xh.chunk(2, dim=-1)
+        rotated = torch.cat([-x2, x1], dim=-1)
+        c = c_all[start:end][None, :, None, :]  # (1, n, 1, head_dim)
+        s = s_all[start:end][None, :, None, :]
+        return (xh * c + rotated * s).reshape(b, end - start, d).to(x.dtype)
+
+    return map_token_chunks(x, rotate)

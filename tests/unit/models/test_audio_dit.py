@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import REAL_AUDIO_DIT, build, key_listing, read_key_listing, tiny_audio_dit
+from tiny_model_configs import REAL_AUDIO_DIT, build, key_listing, read_key_listing, tiny_audio_dit
 
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.layers.rope import apply_rope_interleaved

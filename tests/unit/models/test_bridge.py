@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REAL_BRIDGE, build, key_listing, read_key_listing, tiny_bridge
+from tiny_model_configs import REAL_BRIDGE, build, key_listing, read_key_listing, tiny_bridge
 
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build, tiny_audio_dit, tiny_bridge, tiny_video_dit
+from tiny_model_configs import build, tiny_audio_dit, tiny_bridge, tiny_video_dit
 
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
@@ -131,3 +131,15 @@ def test_rejects_modules_that_do_not_fit_together():
         _run((video, audio, wrong), **_inputs())
     with pytest.raises(ValueError, match="one dtype"):
         _run((video, audio.to(torch.bfloat16), _family()[2]), **_inputs())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_tracks_cpu_float32():
+    cpu = tuple(m.to(torch.bfloat16).float() for m in _family())  # bf16-rounded weights, float32 math
+    gpu = tuple(m.to("cuda", torch.bfloat16) for m in _family())
+    v32, a32 = _run(cpu, **_inputs())
+    v16, a16 = _run(gpu, **_inputs())
+    assert v16.device.type == "cuda" and v16.dtype == a16.dtype == torch.float32
+    assert (v16.cpu() - v32).abs().max() <= 0.05 * v32.abs().max()
+    assert (a16.cpu() - a32).abs().max() <= 0.05 * a32.abs().max()

@@ -128,3 +128,32 @@ def test_rotate_half_application_matches_the_formula_and_keeps_dtype():
     out16 = rope.apply_rope_rotate_half(x.bfloat16(), cos.bfloat16(), sin.bfloat16(), num_heads=2)
     assert out16.dtype == torch.bfloat16
     torch.testing.assert_close(out16.float(), expected, atol=0.05, rtol=0.02)
+
+
+def test_long_sequences_are_processed_in_token_slices_with_identical_values():
+    from movakit.models.layers.dit_block import modulate
+    from movakit.models.layers.pointwise import TOKEN_CHUNK, map_token_chunks
+
+    n = TOKEN_CHUNK + 77  # two slices, the second one short
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, n, 24, generator=gen)
+    freqs = rope.audio_rope_freqs(12, n)
+    pairs = torch.view_as_complex(x.double().reshape(2, n, 2, 6, 2))
+    one_shot = torch.view_as_real(pairs * freqs).flatten(2).float()
+    assert torch.equal(rope.apply_rope_interleaved(x, freqs, num_heads=2), one_shot)
+
+    cos, sin = rope.rotate_half_cos_sin(torch.arange(n, dtype=torch.float32) * 0.37, 12, torch.bfloat16)
+    xb = x.bfloat16()
+    xh = xb.float().view(2, n, 2, 12)
+    rotated = torch.cat([-xh[..., 6:], xh[..., :6]], dim=-1)
+    expected = (xh * cos.float()[None, :, None] + rotated * sin.float()[None, :, None]).view(2, n, 24).bfloat16()
+    assert torch.equal(rope.apply_rope_rotate_half(xb, cos, sin, num_heads=2), expected)
+
+    shift, scale = torch.randn(2, 1, 24, generator=gen).bfloat16(), torch.randn(2, 1, 24, generator=gen).bfloat16()
+    expected = (xb.float() * (1 + scale.float()) + shift.float()).bfloat16()
+    assert torch.equal(modulate(xb, shift, scale), expected)
+
+    seen = []
+    out = map_token_chunks(torch.zeros(1, 10, 1), lambda xs, s, e: seen.append((s, e)) or xs + s, chunk=4)
+    assert seen == [(0, 4), (4, 8), (8, 10)]
+    assert out[0, :, 0].tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import REAL_VIDEO_DIT, build, key_listing, read_key_listing, tiny_video_dit
+from tiny_model_configs import REAL_VIDEO_DIT, build, key_listing, read_key_listing, tiny_video_dit
 
 from movakit.models.layers.timestep_embedding import sinusoidal_timestep_embedding
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
