@@ -126,6 +126,7 @@ def rule_rewrite(prompt: str, visual_description: str | None = None, *, max_word
         piece.text = _remove_static_wording(piece.text, removed)
         if piece.section != "audio" and piece.text[:1].islower():  # sentence case; quotes start with '"'
             piece.text = piece.text[0].upper() + piece.text[1:]
+    pieces = [p for p in pieces if count_words(p.text) > 0 or p.has_quote]  # e.g. "Static." emptied
     if removed:
         notes.append("removed static-implying wording: " + ", ".join(removed))
 

@@ -147,3 +147,8 @@ def test_bulleted_lines_become_sentences_and_line_breaks_in_speech_become_spaces
     out = paragraphs(rule_rewrite(PROMPTS["bullets"]).text)
     assert out[0] == "A boy opens a gift box."
     assert out[1] == 'He gasps and says "Wow, a puppy!" the puppy licks his face.'
+
+
+def test_a_sentence_emptied_by_static_removal_disappears():
+    out = rule_rewrite("Static. A heron wades through the shallows.")
+    assert paragraphs(out.text)[0] == "A heron wades through the shallows."
