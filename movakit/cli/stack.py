@@ -1,4 +1,4 @@
-"""`mova stack up|status|down`: the whole service stack on 127.0.0.1 without Docker (movakit.runtime.stack)."""
+"""`mova stack up|status|down|init`: the whole service stack on 127.0.0.1 without Docker (movakit.runtime.stack)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def register(subparsers) -> None:
     st = sub.add_parser("status", help="every address and process of the running stack, alive or not")
     _state_dir(st)
     st.set_defaults(func=_status)
+
+    it = sub.add_parser("init", help="create the topics and the bucket on running servers (docker-compose's init)")
+    it.add_argument("--kafka", default="127.0.0.1:9092", help="Kafka bootstrap host:port")
+    it.add_argument("--s3", default="127.0.0.1:9000", help="S3 endpoint host:port")
+    it.add_argument("--bucket", default="movakit")
+    it.add_argument("--access-key", default="movakit")
+    it.add_argument("--secret-key", default="movakit-secret")
+    it.set_defaults(func=_init)
 
     dn = sub.add_parser("down", help="stop every process of the stack and remove its data (logs are kept)")
     _state_dir(dn)
@@ -91,6 +99,14 @@ def _status(args) -> int:
         healthy = healthy and p.alive and p.serving is not False
         print(f"  {p.name:<16} {p.pid:>8}  {p.address:<22} {state}")
     return 0 if healthy else 1
+
+
+def _init(args) -> int:
+    from movakit.runtime.stack import init_backends
+
+    created = init_backends(args.kafka, args.s3, args.bucket, args.access_key, args.secret_key)
+    print(f"topics created: {', '.join(created) or 'none (all existed)'}; bucket {args.bucket} ready")
+    return 0
 
 
 def _down(args) -> int:

@@ -132,6 +132,15 @@ def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
     return state["addresses"], [ProcessEntry(**e) for e in state["processes"]]
 
 
+def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key: str, *,
+                  timeout_s: float = 60.0) -> list[str]:
+    """Create every topic of movakit.runtime.topics and the bucket on running servers (idempotent); returns the
+    topics created. Used by `up` and by docker-compose's one-shot `init` service (`mova stack init`)."""
+    created = ensure_topics(kafka, timeout_s=timeout_s)
+    ObjectStore(s3, access_key, secret_key, bucket).ensure_bucket()
+    return created
+
+
 def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
     """Start everything, wait until every service answers gRPC health; returns the addresses.
 
@@ -160,8 +169,7 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
                                     str(weed.log_path), "infra"))
         _write_state(cfg, entries, addresses)
         log(f"kafka (tansu) on {tansu.address}, s3 (seaweedfs) on {weed.address}")
-        ensure_topics(addresses["kafka"])
-        ObjectStore(addresses["s3"], cfg.access_key, cfg.secret_key, cfg.bucket).ensure_bucket()
+        init_backends(addresses["kafka"], addresses["s3"], cfg.bucket, cfg.access_key, cfg.secret_key)
 
         checkpoint = cfg.checkpoint
         if not checkpoint:  # resolved once here so the services do not race to build the cache

@@ -1,0 +1,89 @@
+"""docker-compose.yml cannot run here (no Docker): check that it parses and agrees with what the code reads."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from movakit.runtime.stack import STAGE_SERVICES
+from services.decoder.settings import DecoderSettings
+from services.denoiser.settings import DenoiserSettings
+from services.encoder.settings import EncoderSettings
+from services.gateway.settings import GatewaySettings
+from services.prompt_enhancer.settings import PromptEnhancerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = {"gateway": GatewaySettings, "prompt-enhancer": PromptEnhancerSettings, "encoder": EncoderSettings,
+            "denoiser": DenoiserSettings, "decoder": DecoderSettings}
+MODULES = {"gateway": "gateway", **{name: module for name, module in STAGE_SERVICES}}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _env_names(cls) -> set[str]:
+    return {cls.env_name(f.name) for f in dataclasses.fields(cls)}
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def test_services_and_infra_images(compose):
+    services = compose["services"]
+    assert set(SETTINGS) <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["minio"]["image"].startswith("minio/minio:")
+    assert services["redis"]["image"].startswith("redis:")
+    assert "opentelemetry-collector" in services["otel-collector"]["image"]
+    assert (ROOT / services["gateway"]["build"]["dockerfile"]).is_file()
+    builds = {services[name]["build"]["dockerfile"] for name in SETTINGS}
+    assert builds == {"services/Dockerfile"}  # one Dockerfile for every service
+
+
+def test_host_addresses_match_the_local_stack_defaults(compose):
+    services = compose["services"]
+    assert "127.0.0.1:9092:9092" in services["kafka"]["ports"]
+    assert "127.0.0.1:9000:9000" in services["minio"]["ports"]
+    for name, cls in SETTINGS.items():
+        default_port = _port(cls.load([], {}).listen)
+        listen = services[name]["environment"][cls.env_name("listen")]
+        assert _port(listen) == default_port, name
+        assert f"127.0.0.1:{default_port}:{default_port}" in services[name]["ports"], name
+        for published in services[name]["ports"]:
+            assert published.startswith("127.0.0.1:"), f"{name} publishes {published} beyond loopback"
+
+
+def test_environment_names_are_what_the_settings_read(compose):
+    for name, cls in SETTINGS.items():
+        env = compose["services"][name]["environment"]
+        own = {k for k in env if k.startswith(cls.env_name(""))}
+        unknown = own - _env_names(cls)
+        assert not unknown, f"{name}: compose sets variables its settings never read: {sorted(unknown)}"
+        for key in ("listen", "kafka_bootstrap", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket"):
+            assert cls.env_name(key) in env, f"{name}: {cls.env_name(key)} missing"
+        assert env[cls.env_name("kafka_bootstrap")] == "kafka:19092"
+        assert env[cls.env_name("s3_endpoint")] == "minio:9000"
+
+
+def test_s3_keys_match_minio_and_settings_load_from_compose_env(compose):
+    minio = compose["services"]["minio"]["environment"]
+    for name, cls in SETTINGS.items():
+        env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
+        assert env[cls.env_name("s3_access_key")] == minio["MINIO_ROOT_USER"]
+        assert env[cls.env_name("s3_secret_key")] == minio["MINIO_ROOT_PASSWORD"]
+        settings = cls.load([], env)  # every value compose sets parses and validates
+        assert settings.listen == env[cls.env_name("listen")]
+
+
+def test_commands_start_the_right_modules(compose):
+    for name, module in MODULES.items():
+        command = compose["services"][name]["command"]
+        assert command == ["python", "-m", f"services.{module}.main"]
+        assert (ROOT / "services" / module / "main.py").is_file()
+    assert compose["services"]["init"]["command"][:3] == ["mova", "stack", "init"]
