@@ -13,6 +13,7 @@ from movakit.enhance.http import BackendError
 from movakit.enhance.rules import rule_rewrite
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.stage_types import EnhanceRequest, EnhanceResult
+from movakit.enhance.text import normalise_quotes
 from movakit.enhance.validate import clean_answer, validate_caption
 
 LLM_ATTEMPTS = 2  # the first answer and one retry after an invalid answer
@@ -74,7 +75,7 @@ class Enhancer:
             verdict = validate_caption(caption, req.prompt, visual_description=visual)
             if verdict.ok:
                 result = EnhanceResult(
-                    prompt=caption,
+                    prompt=normalise_quotes(caption).text,  # “…”/「…」 speech marks -> "…", words unchanged
                     original_prompt=req.prompt,
                     backend=llm.name,
                     fallback_reason=None,

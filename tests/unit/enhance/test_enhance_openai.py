@@ -177,3 +177,8 @@ def test_malformed_reply_falls_back(fake_openai):
     fake_openai.script(Reply(200, b"<html>gateway</html>"))
     result = enhance(make_enhancer(fake_openai, max_retries=2, sleeps=[]), EnhanceRequest(PROMPT))
     assert result.backend == "rules" and "not JSON" in result.fallback_reason
+
+
+def test_accepted_answer_has_its_speech_marks_normalised(fake_openai):
+    fake_openai.script(chat_reply(GOOD.replace('"Mine is winning!"', "\u201cMine is winning!\u201d")))
+    assert enhance(make_enhancer(fake_openai), EnhanceRequest(PROMPT)).prompt == GOOD
