@@ -48,7 +48,7 @@ def test_matmul_flops_match_torch_flop_counter():
 
 
 def test_smoke_run_prints_the_ratio(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench", "--tiny", "--steps", "1", "--height", "32", "--width", "48", "--num-frames", "5"])
+    monkeypatch.setattr(sys, "argv", ["bench", "--tiny", "--steps", "1", "--height", "32", "--width", "48", "--num-frames", "5", "--peak-size", "256"])
     assert bench.main() == 0
     out = capsys.readouterr().out
     assert "seconds per denoise step" in out and "fraction of matmul peak:" in out
