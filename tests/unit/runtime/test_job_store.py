@@ -1,0 +1,124 @@
+"""The gateway's JobStore: monotone event folding (replay-safe), idempotency index, paging, waiting."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from movakit.api.v1 import common_pb2 as c
+from movakit.api.v1 import events_pb2 as e
+from services.gateway.job_store import JobStore, PageTokenError
+
+
+def job(job_id: str, created_s: int = 1, key: str = "") -> c.Job:
+    return c.Job(job_id=job_id, state=c.JOB_STATE_QUEUED, created_at=Timestamp(seconds=created_s),
+                 idempotency_key=key, total_steps=4)
+
+
+def ev(job_id: str, second: int = 10, **kind) -> e.JobEvent:
+    return e.JobEvent(job_id=job_id, time=Timestamp(seconds=second), source="t", **kind)
+
+
+HISTORY = [
+    dict(queued=e.Queued()),
+    dict(stage_started=e.StageStarted(stage=c.STAGE_ENHANCE)),
+    dict(prompt_enhanced=e.PromptEnhanced(prompt="better")),
+    dict(stage_started=e.StageStarted(stage=c.STAGE_DENOISE)),
+    dict(denoise_step=e.DenoiseStep(step=1, total=4, eta_s=3)),
+    dict(denoise_step=e.DenoiseStep(step=4, total=4, eta_s=0)),
+    dict(stage_finished=e.StageFinished(stage=c.STAGE_DECODE)),
+    dict(succeeded=e.Succeeded(artifacts=[c.Artifact(kind="video", ref=c.ObjectRef(key="jobs/a/output/video.mp4"))])),
+]
+
+
+def test_a_full_history_folds_into_a_succeeded_job():
+    store = JobStore()
+    store.put(job("a"))
+    states = []
+    for second, kind in enumerate(HISTORY):
+        store.apply(ev("a", second, **kind))
+        states.append(store.get("a").state)
+    assert states[0] == c.JOB_STATE_QUEUED and states[1] == c.JOB_STATE_RUNNING
+    final = store.get("a")
+    assert final.state == c.JOB_STATE_SUCCEEDED and final.stage == c.STAGE_DECODE
+    assert (final.step, final.total_steps, final.effective_prompt) == (4, 4, "better")
+    assert final.artifacts[0].ref.key == "jobs/a/output/video.mp4"
+    assert final.updated_at.seconds == len(HISTORY) - 1
+
+
+def test_replaying_old_events_never_moves_a_job_backwards():
+    store = JobStore()
+    store.put(job("a"))
+    for kind in HISTORY:
+        store.apply(ev("a", **kind))
+    snapshot = store.get("a")
+    for kind in HISTORY[:-1]:  # a restarted gateway reads the topic from the beginning again
+        assert store.apply(ev("a", **kind)) is None
+    assert store.get("a") == snapshot
+    assert store.apply(ev("a", failed=e.Failed(reason="late"))) is None  # terminal is final
+
+
+def test_steps_only_grow_and_cancelling_survives_progress():
+    store = JobStore()
+    store.put(job("a"))
+    store.apply(ev("a", denoise_step=e.DenoiseStep(step=3, total=4)))
+    store.apply(ev("a", denoise_step=e.DenoiseStep(step=2, total=4)))  # a redelivered task restarts counting
+    assert store.get("a").step == 3
+    store.mark_cancel_requested("a")
+    store.apply(ev("a", stage_started=e.StageStarted(stage=c.STAGE_DECODE)))
+    assert store.get("a").state == c.JOB_STATE_CANCELLING
+    store.apply(ev("a", cancelled=e.Cancelled(stage=c.STAGE_DECODE)))
+    assert store.get("a").state == c.JOB_STATE_CANCELLED
+
+
+def test_snapshots_and_idempotency_keys():
+    store = JobStore()
+    store.put(job("a", key="k1"))
+    assert store.by_idempotency_key("k1").job_id == "a" and store.by_idempotency_key("k2") is None
+    store.apply(ev("a", succeeded=e.Succeeded()))
+    stale = e.JobRecord(job=job("a", key="k1"))  # an older record read back from the job-state topic
+    store.load_record(stale)
+    assert store.get("a").state == c.JOB_STATE_SUCCEEDED
+    assert store.apply(ev("unknown", queued=e.Queued())) is None
+    assert store.get("unknown") is None
+    assert store.active_count() == 0
+
+
+def test_copies_do_not_leak_internal_state():
+    store = JobStore()
+    store.put(job("a"))
+    copy = store.get("a")
+    copy.state = c.JOB_STATE_FAILED
+    assert store.get("a").state == c.JOB_STATE_QUEUED
+
+
+def test_pages_are_newest_first_and_stable_when_jobs_arrive():
+    store = JobStore()
+    for i in range(5):
+        store.put(job(f"j{i}", created_s=i))
+    first, token = store.page(2, "", c.JOB_STATE_UNSPECIFIED)
+    assert [j.job_id for j in first] == ["j4", "j3"] and token
+    store.put(job("j9", created_s=9))  # a new job does not shift the next page
+    second, token = store.page(2, token, c.JOB_STATE_UNSPECIFIED)
+    third, last = store.page(2, token, c.JOB_STATE_UNSPECIFIED)
+    assert [j.job_id for j in second] == ["j2", "j1"] and [j.job_id for j in third] == ["j0"] and last == ""
+    store.apply(ev("j1", failed=e.Failed()))
+    failed, _ = store.page(10, "", c.JOB_STATE_FAILED)
+    assert [j.job_id for j in failed] == ["j1"]
+    with pytest.raises(PageTokenError):
+        store.page(2, "bm9wZQ==", c.JOB_STATE_UNSPECIFIED)
+
+
+def test_wait_events_wakes_on_a_new_event():
+    store = JobStore()
+    store.put(job("a"))
+    timer = threading.Timer(0.05, lambda: store.apply(ev("a", queued=e.Queued())))
+    timer.start()
+    events, finished = store.wait_events("a", 0, timeout_s=10)
+    timer.join()
+    assert [x.WhichOneof("kind") for x in events] == ["queued"] and not finished
+    store.apply(ev("a", cancelled=e.Cancelled()))
+    events, finished = store.wait_events("a", 1, timeout_s=10)
+    assert [x.WhichOneof("kind") for x in events] == ["cancelled"] and finished

@@ -1,0 +1,70 @@
+"""Settings helpers and the gateway settings: types, ranges, flag over variable over default, redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from movakit.runtime import settings as s
+from services.gateway.settings import GatewaySettings
+
+
+def test_typed_reads():
+    env = {"A": " 7 ", "B": "2.5", "C": "Yes", "D": "", "E": "red"}
+    assert s.env_int("A", 1, env=env) == 7
+    assert s.env_float("B", 0.0, env=env) == 2.5
+    assert s.env_bool("C", False, env=env) is True
+    assert s.env_str("D", "default", env=env) == "default"  # empty counts as unset
+    assert s.env_choice("E", "blue", ("red", "blue"), env=env) == "red"
+    assert s.env_int("MISSING", 3, env=env) == 3
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: s.env_int("N", 0, env={"N": "x"}), "N: expected an integer"),
+        (lambda: s.env_int("N", 0, minimum=1, env={"N": "0"}), "N: must be >= 1"),
+        (lambda: s.env_float("F", 0, maximum=1, env={"F": "2"}), "F: must be <= 1"),
+        (lambda: s.env_bool("B", False, env={"B": "maybe"}), "B: expected one of"),
+        (lambda: s.env_choice("C", "a", ("a", "b"), env={"C": "z"}), "C: expected one of a, b"),
+        (lambda: s.check_address("ADDR", "localhost"), "ADDR: expected host:port"),
+        (lambda: s.check_address("ADDR", "h:99999"), "ADDR: expected host:port"),
+    ],
+)
+def test_errors_name_the_variable(call, message):
+    with pytest.raises(s.SettingsError, match=message):
+        call()
+
+
+def test_gateway_defaults_match_the_stack_addresses():
+    settings = GatewaySettings.load([], {})
+    assert (settings.listen, settings.kafka_bootstrap, settings.s3_endpoint) == (
+        "127.0.0.1:50051", "127.0.0.1:9092", "127.0.0.1:9000"
+    )
+    assert settings.limits().any_size is False
+
+
+def test_gateway_flag_beats_variable_beats_default():
+    env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": "5", "MOVA_GATEWAY_S3_BUCKET": "b1", "MOVA_GATEWAY_ANY_SIZE": "1"}
+    settings = GatewaySettings.load(["--s3-bucket", "b2"], env)
+    assert (settings.max_active_jobs, settings.s3_bucket, settings.any_size) == (5, "b2", True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        ([], {"MOVA_GATEWAY_PRESIGN_EXPIRY_S": "10"}, "MOVA_GATEWAY_PRESIGN_EXPIRY_S: must be >= 60"),
+        (["--max-active-jobs", "lots"], {}, "--max-active-jobs: expected an integer"),
+        ([], {"MOVA_GATEWAY_OTEL_EXPORTER": "zipkin"}, "MOVA_GATEWAY_OTEL_EXPORTER: one of"),
+        ([], {"MOVA_GATEWAY_OTEL_EXPORTER": "otlp"}, "MOVA_GATEWAY_OTEL_ENDPOINT: required"),
+        ([], {"MOVA_GATEWAY_LISTEN": "50051"}, "MOVA_GATEWAY_LISTEN: expected host:port"),
+    ],
+)
+def test_gateway_bad_settings(argv, env, message):
+    with pytest.raises(s.SettingsError, match=message):
+        GatewaySettings.load(argv, env)
+
+
+def test_secrets_are_redacted():
+    shown = GatewaySettings.load([], {"MOVA_GATEWAY_S3_SECRET_KEY": "hunter2"}).redacted()
+    assert shown["s3_secret_key"] == "***" and shown["s3_access_key"] == "***"
+    assert shown["s3_bucket"] == "movakit" and "hunter2" not in repr(shown)
