@@ -48,19 +48,18 @@ _AUDIO_LABEL_RE = re.compile(
     r"(?:^|(?<=[\s.;,(]))(audio|sounds?|sound effects|sfx|music|soundtrack)\s*[:\uff1a]\s*", re.IGNORECASE
 )
 # Words that make a sentence about the sound track when they appear in its first words.
-_SOUND_NOUN_RE = re.compile(
-    r"\b(audio|sounds?|soundtrack|music|musical|song|melody|tune|noises?|ambien(?:ce|t)|reverb|echo(?:es|ing)?|"
-    r"silence|heard|hears?|hearing|tempo|volume|voice-?over|narrat(?:ion|or))\b",
-    re.IGNORECASE,
+_SOUND_NOUNS = (
+    r"audio|sounds?|soundtrack|music|musical|song|melody|tune|noises?|ambien(?:ce|t)|reverb|echo(?:es|ing)?|"
+    r"silence|heard|hears?|hearing|tempo|volume|voice-?over|narrat(?:ion|or)"
 )
-# Any mention of sound at all (sound nouns plus sound-making verbs and instruments).
-_ANY_SOUND_RE = re.compile(
-    _SOUND_NOUN_RE.pattern[:-3]
-    + r"|sings?|singing|laughs?|laughing|shouts?|shouting|screams?|whispers?|barks?|meows?|chirps?|"
+# Sound-making verbs and instruments: a prompt with any of these (or a sound noun) asked for some sound.
+_SOUND_MAKERS = (
+    r"sings?|singing|laughs?|laughing|shouts?|shouting|screams?|whispers?|barks?|meows?|chirps?|"
     r"rings?|ringing|claps?|hums?|humming|buzz(?:es|ing)?|roars?|rumbles?|crackles?|beeps?|knocks?|"
-    r"drums?|guitar|piano|violin|synth|bass|orchestra|choir|thunder|says|asks|replies|speaks|talks)\b",
-    re.IGNORECASE,
+    r"drums?|guitar|piano|violin|synth|bass|orchestra|choir|thunder|says|asks|replies|speaks|talks"
 )
+_SOUND_NOUN_RE = re.compile(rf"\b({_SOUND_NOUNS})\b", re.IGNORECASE)
+_ANY_SOUND_RE = re.compile(rf"\b({_SOUND_NOUNS}|{_SOUND_MAKERS})\b", re.IGNORECASE)
 _SOUND_SENTENCE_LEAD_WORDS = 6
 _CJK_SOUND_RE = re.compile(r"声|音乐|音效|音響|音楽|歌")
 _CJK_CHAR_RE = re.compile(r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
