@@ -3,6 +3,7 @@ Runs the real entry point (`python -m services.gateway.main`) as a subprocess, s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -16,18 +17,18 @@ from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import check_health
 from movakit.runtime.localstack import free_port, start_tansu
-from movakit.runtime.topics import TOPIC_EVENTS, ensure_topics
+from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, ensure_topics
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_process(kafka: str, s3_config, port: int, log_path: Path) -> subprocess.Popen:
+def start_process(kafka: str, s3_config, port: int, log_path: Path, *extra: str) -> subprocess.Popen:
     argv = [
         sys.executable, "-m", "services.gateway.main", "--listen", f"127.0.0.1:{port}", "--kafka-bootstrap", kafka,
         "--s3-endpoint", s3_config.endpoint, "--s3-access-key", s3_config.access_key,
-        "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket, "--any-size", "true",
+        "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket, "--any-size", "true", *extra,
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -37,6 +38,17 @@ def start_process(kafka: str, s3_config, port: int, log_path: Path) -> subproces
         assert time.monotonic() < deadline, "gateway did not become healthy"
         time.sleep(0.2)
     return process
+
+
+def console_spans(text: str) -> list[dict]:
+    """The spans a ConsoleSpanExporter printed (pretty JSON objects between the one-line JSON log records)."""
+    decoder = json.JSONDecoder()
+    spans, index = [], text.find("{\n")
+    while index != -1:
+        span, end = decoder.raw_decode(text, index)
+        spans.append(span)
+        index = text.find("{\n", end)
+    return spans
 
 
 def stop_process(process: subprocess.Popen) -> int:
@@ -56,7 +68,7 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config):
         ensure_topics(broker.address)
         port = free_port()
         log_path = tmp_path / "gateway.log"
-        first = start_process(broker.address, s3_config, port, log_path)
+        first = start_process(broker.address, s3_config, port, log_path, "--otel-exporter", "console")
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
                 stub = gateway_pb2_grpc.JobServiceStub(ch)
@@ -76,6 +88,17 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config):
                     time.sleep(0.1)
         finally:
             assert stop_process(first) == 0
+
+        # One trace per job: the Submit RPC's span is the parent of the Kafka publishes, and the trace context
+        # rides in the headers of the task the first stage will read.
+        (_, task, record), = [r for r in mkafka.read_to_end(broker.address, TOPIC_ENHANCE, events_pb2.EnhanceTask)
+                              if r[0] == running.job_id]
+        trace_id = dict(record.headers)["traceparent"].decode().split("-")[1]
+        spans = [sp for sp in console_spans(log_path.read_text()) if sp["context"]["trace_id"] == "0x" + trace_id]
+        names = {sp["name"] for sp in spans}
+        assert "/movakit.api.v1.JobService/Submit" in names
+        assert {"mova.job-state publish", "mova.events publish", "mova.enhance publish"} <= names
+        assert task.params == running.job.params
 
         second = start_process(broker.address, s3_config, port, log_path)
         try:
