@@ -42,10 +42,12 @@ def test_sigma_lookup_is_nearest_grid_point(sched, n):
         assert torch.equal(sched.sigma_of(t), ref.sigma_of(t, grid_t, grid_s))
 
 
-def test_sigma_lookup_error_for_30_steps_is_snapped_not_exact(sched):
-    t, s = ref.flow_match_grid(30, shift=5.0)
+@pytest.mark.parametrize("n,expected", [(25, 0.0), (50, 0.0), (30, 1.27e-3), (33, 1.25e-3)])
+def test_sigma_lookup_snapping_error_matches_spec(sched, n, expected):
+    # spec §4.4/§12: exact for step counts dividing 1000, ~1.27e-3 off for 30 (and 33)
+    t, s = ref.flow_match_grid(n, shift=5.0)
     err = max(abs(sched.sigma_of(ti).item() - si.item()) for ti, si in zip(t, s))
-    assert 1e-4 < err < 2e-3  # spec §12: 1.27e-3 off for 30 steps
+    assert err == pytest.approx(expected, abs=1e-5)
 
 
 def test_step_matches_reference_euler_including_final_sigma_zero(sched):
