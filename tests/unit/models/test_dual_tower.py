@@ -143,3 +143,18 @@ def test_cuda_bf16_tracks_cpu_float32():
     assert v16.device.type == "cuda" and v16.dtype == a16.dtype == torch.float32
     assert (v16.cpu() - v32).abs().max() <= 0.05 * v32.abs().max()
     assert (a16.cpu() - a32).abs().max() <= 0.05 * a32.abs().max()
+
+
+def test_modules_built_on_meta_run_after_assign_loading():
+    """Loaders build on the meta device and load with assign=True: no tensor (buffer, table) may stay on meta."""
+    cpu = _family()
+    with torch.device("meta"):
+        meta = (VideoDiT(VideoDiTConfig.from_dict(tiny_video_dit())),
+                AudioDiT(AudioDiTConfig.from_dict(tiny_audio_dit())),
+                DualTowerBridge(BridgeConfig.from_dict(tiny_bridge())))
+    for target, source in zip(meta, cpu):
+        target.load_state_dict(source.state_dict(), strict=True, assign=True)
+        assert not any(t.is_meta for t in list(target.parameters()) + list(target.buffers()))
+    v, a = _run(meta, **_inputs())
+    v_ref, a_ref = _run(cpu, **_inputs())
+    assert torch.equal(v, v_ref) and torch.equal(a, a_ref)
