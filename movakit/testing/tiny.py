@@ -195,7 +195,7 @@ def default_demo_checkpoint() -> Path:
     """The shared tiny checkpoint (seed 0, float32) under $MOVA_CACHE_DIR or ~/.cache/movakit: `<dir>/tiny-mova`.
 
     Written once into a temporary sibling folder and renamed into place, so concurrent callers never see a
-    partial checkpoint; a cached copy from another writer version is replaced.
+    partial checkpoint; a current copy is never replaced, a cached copy from another writer version is.
     """
     cache = Path(os.environ.get("MOVA_CACHE_DIR") or Path.home() / ".cache" / "movakit")
     target = cache / "tiny-mova"
@@ -206,6 +206,8 @@ def default_demo_checkpoint() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-mova-", dir=cache))
     try:
         write_tiny_checkpoint(tmp, seed=0, dtype=torch.float32)
+        if _cached_is_current(target, fingerprint):  # another process finished first: keep its copy in place
+            return target
         if target.exists():
             stale = Path(tempfile.mkdtemp(prefix=".tiny-mova-stale-", dir=cache))
             try:

@@ -225,3 +225,17 @@ def test_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
         mova_main(["tiny-checkpoint", str(target)])
     assert exc.value.code == 2
     assert "not an empty folder" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_loads_onto_cuda_in_bf16(tiny):
+    models = MovaCheckpoint(tiny).load(("video_dit", "audio_vae", "video_vae", "text_encoder"), device="cuda",
+                                       dtype=torch.bfloat16)
+    assert models.video_dit.patch_embedding.weight.device.type == "cuda"
+    assert models.video_dit.patch_embedding.weight.dtype == torch.bfloat16
+    assert models.audio_vae.decode(torch.zeros(1, 16, 2, device="cuda")).shape == (1, 1, 1920)
+    ctx = models.text_encoder.encode(["a cat"])
+    assert ctx.device.type == "cuda" and ctx.dtype == torch.bfloat16
+    pixels = models.video_vae.decode(torch.zeros(1, 16, 2, 4, 4, device="cuda"))
+    assert pixels.shape == (1, 3, 5, 32, 32) and pixels.dtype == torch.float32
