@@ -35,6 +35,18 @@ def test_config_reads_the_release_keys_and_ignores_underscore_keys(tmp_path):
     assert VideoDiTConfig.from_json(path) == cfg
 
 
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        VideoDiTConfig.from_json(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        VideoDiTConfig.from_json(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object"):
+        VideoDiTConfig.from_json(bad)
+
+
 def test_config_accepts_sglang_spelling_of_the_timestep_flag():
     data = {k: v for k, v in REAL_VIDEO_DIT.items() if k != "seperated_timestep"}
     assert VideoDiTConfig.from_dict(dict(data, separated_timestep=False)).seperated_timestep is False
