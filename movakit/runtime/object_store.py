@@ -15,7 +15,6 @@ import io
 import json
 import struct
 from datetime import timedelta
-
 from typing import TYPE_CHECKING
 
 from minio import Minio
