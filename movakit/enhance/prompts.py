@@ -5,7 +5,7 @@ Written for this project from the rules in MOVA-SPEC §7; the answer is checked 
 
 from __future__ import annotations
 
-from movakit.enhance.text import MAX_WORDS
+from movakit.enhance.text import MAX_WORDS, normalise_quotes
 
 REWRITE_INSTRUCTION = f"""You turn a short user request into the kind of caption a joint video-and-audio \
 generator was trained on. Reply with the caption only: no title, no notes, no markdown.
@@ -46,7 +46,9 @@ REWRITE_USER_TEMPLATE = """First-frame description:
 {visual}
 
 User request:
-{prompt}"""
+{prompt}
+
+{speech}"""
 
 NO_FIRST_FRAME = "(none given: describe only what the user asks for)"
 
@@ -61,8 +63,13 @@ Describe only what is visible. Do not guess at events before or after this momen
 
 
 def rewrite_messages(prompt: str, visual_description: str | None) -> list[dict[str, str]]:
-    """Chat messages for the caption rewrite."""
-    user = REWRITE_USER_TEMPLATE.format(visual=visual_description or NO_FIRST_FRAME, prompt=prompt)
+    """Chat messages for the caption rewrite; the user's quoted spans are listed again so they are copied exactly."""
+    quotes = normalise_quotes(prompt).quotes
+    if quotes:
+        speech = "Quoted words to copy exactly, in straight double quotes: " + ", ".join(f'"{q.content}"' for q in quotes)
+    else:
+        speech = "The request contains no quoted speech: the caption must contain no dialogue."
+    user = REWRITE_USER_TEMPLATE.format(visual=visual_description or NO_FIRST_FRAME, prompt=prompt, speech=speech)
     return [{"role": "system", "content": REWRITE_INSTRUCTION}, {"role": "user", "content": user}]
 
 

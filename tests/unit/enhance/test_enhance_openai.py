@@ -47,6 +47,7 @@ def test_good_answer_is_used_and_the_request_speaks_the_protocol(fake_openai):
     assert req.body["model"] == "tiny-chat"
     assert [m["role"] for m in req.body["messages"]] == ["system", "user"]
     assert PROMPT in req.body["messages"][1]["content"]
+    assert req.body["messages"][1]["content"].endswith('in straight double quotes: "Mine is winning!"')
 
 
 def test_invalid_answer_is_retried_once_with_the_problems(fake_openai):
