@@ -138,7 +138,14 @@ def _submit(args) -> int:
             outcome = follow(stub, response.job_id)
         except grpc.RpcError as exc:
             return _rpc_error(exc)
+        except KeyboardInterrupt:
+            return _detached(response.job_id)
     return outcome if args.wait else 0
+
+
+def _detached(job_id: str) -> int:
+    print(f"\ndetached: job {job_id} keeps running; follow it with `mova jobs watch {job_id}`", file=sys.stderr)
+    return 130
 
 
 # ---- following -------------------------------------------------------------------------------------------------
@@ -255,6 +262,8 @@ def _watch(args) -> int:
             return follow(stub, args.job_id)
         except grpc.RpcError as exc:
             return _rpc_error(exc)
+        except KeyboardInterrupt:
+            return _detached(args.job_id)
 
 
 def _cancel(args) -> int:
