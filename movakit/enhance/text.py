@@ -103,7 +103,8 @@ def _find_any(text: str, chars: str, start: int) -> int:
     return min(hits) if hits else -1
 
 
-_ITEM_ENDS = (".", "!", "?", ":", "\u3002", "\uff01", "\uff1f", '"', "\u201c", "\u201d", "\u300d", "\u300f", "\u00bb", "\uff02")
+_ITEM_ENDS = (".", "!", "?", ":", "\u3002", "\uff01", "\uff1f")  # an item ending so needs no full stop
+_ITEM_ENDS += ('"', "\u201c", "\u201d", "\u300d", "\u300f", "\u00bb", "\uff02")  # nor one ending in a quote
 _BULLET_RE = re.compile(r"^\s*(?:[-*\u2022\u00b7]|\d{1,2}[.)])\s+")
 
 
