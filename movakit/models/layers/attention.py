@@ -17,9 +17,9 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_
     b, lq, d = q.shape
     lk = k.shape[1]
     head_dim = d // num_heads
-    qh = q.view(b, lq, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lq, head_dim)
-    kh = k.view(b, lk, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lk, head_dim)
-    vh = v.view(b, lk, num_heads, head_dim).transpose(1, 2)
+    qh = q.reshape(b, lq, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lq, head_dim)
+    kh = k.reshape(b, lk, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lk, head_dim)
+    vh = v.reshape(b, lk, num_heads, head_dim).transpose(1, 2)
     out = F.scaled_dot_product_attention(qh, kh, vh)  # (B, heads, Lq, head_dim)
     return out.transpose(1, 2).reshape(b, lq, d)
 
