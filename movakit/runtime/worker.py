@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import TopicPartition
@@ -36,7 +37,7 @@ from opentelemetry import trace
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.object_store import ObjectStore, cancel_marker_key
+from movakit.runtime.object_store import ChecksumError, ObjectMissingError, ObjectStore, cancel_marker_key
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
 
 log = logging.getLogger("movakit.worker")
@@ -156,6 +157,26 @@ def direct_context(job_id: str, source: str) -> TaskContext:
     return TaskContext(job_id=job_id, emit=lambda event: None, is_cancelled=lambda job: False, source=source)
 
 
+def serve_direct(handler: StageHandler, store: ObjectStore, request: Message, context: grpc.ServicerContext,
+                 source: str) -> Message:
+    """The body of a stage's direct RPC: the same run-or-reuse as the worker, without Kafka or events.
+
+    Bad request fields -> INVALID_ARGUMENT; an input missing or failing its checksum -> FAILED_PRECONDITION;
+    anything else -> INTERNAL. The message names the field or the object.
+    """
+    try:
+        output, _ = run_or_reuse(handler, store, request, direct_context(request.job_id, source))
+        return output
+    except ValueError as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except (ChecksumError, ObjectMissingError) as exc:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    except Exception as exc:  # noqa: BLE001 - reported to the caller, the server keeps serving
+        log.exception("direct call failed", extra={"fields": {"job_id": request.job_id, "stage": handler.stage_name}})
+        context.abort(grpc.StatusCode.INTERNAL, f"{handler.stage_name} failed: {type(exc).__name__}: {exc}")
+    raise AssertionError("unreachable: context.abort raises")
+
+
 @dataclass
 class WorkerStats:
     processed: int = 0
@@ -192,7 +213,12 @@ class StageWorker:
         log.info("worker started", extra={"fields": {"topic": self.handler.inbox, "replica": self.replica_id}})
         try:
             while not self._stop.is_set():
-                batches = self._consumer.poll(timeout_ms=300, max_records=1)
+                try:
+                    batches = self._consumer.poll(timeout_ms=300, max_records=1)
+                except Exception:  # noqa: BLE001 - a broker hiccup: retry, never exit
+                    log.exception("poll failed", extra={"fields": {"replica": self.replica_id}})
+                    self._stop.wait(1.0)
+                    continue
                 self._log_assignment()
                 for records in batches.values():
                     for record in records:

@@ -16,7 +16,7 @@ from movakit.api.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc, events_pb2
 from movakit.media import write_outputs
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DECODE
-from movakit.runtime.worker import TaskContext, direct_context, make_event, run_or_reuse
+from movakit.runtime.worker import TaskContext, make_event, serve_direct
 from movakit.stages.decode import DecodeRequest, decode
 
 COMPONENTS = ("video_vae", "audio_vae")
@@ -67,12 +67,7 @@ class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
         self.handler = handler
 
     def Decode(self, request, context):  # noqa: N802 (gRPC method name)
-        try:
-            output, _ = run_or_reuse(self.handler, self.handler.store, request,
-                                     direct_context(request.job_id, "decoder"))
-            return output
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return serve_direct(self.handler, self.handler.store, request, context, "decoder")
 
 
 def add_servicers(handler: DecodeHandler):

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
-from movakit.runtime.worker import TaskContext, direct_context, read_blob, run_or_reuse, write_blob
+from movakit.runtime.worker import TaskContext, read_blob, serve_direct, write_blob
 from movakit.stages.denoise import DenoiseRequest, StepInfo, denoise
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler", "audio_vae")
@@ -130,12 +130,7 @@ class DenoiserServicer(denoiser_pb2_grpc.DenoiserServicer):
         self.handler = handler
 
     def Denoise(self, request, context):  # noqa: N802 (gRPC method name)
-        try:
-            output, _ = run_or_reuse(self.handler, self.handler.store, request,
-                                     direct_context(request.job_id, "denoiser"))
-            return output
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return serve_direct(self.handler, self.handler.store, request, context, "denoiser")
 
 
 def add_servicers(handler: DenoiseHandler):

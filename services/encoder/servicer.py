@@ -15,7 +15,7 @@ from PIL import Image
 from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
-from movakit.runtime.worker import TaskContext, direct_context, run_or_reuse
+from movakit.runtime.worker import TaskContext, serve_direct
 from movakit.stages.encode import EncodeRequest, encode
 
 COMPONENTS = ("text_encoder", "video_vae")
@@ -69,11 +69,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
         self.handler = handler
 
     def Encode(self, request, context):  # noqa: N802 (gRPC method name)
-        try:
-            output, _ = run_or_reuse(self.handler, self.handler.store, request, direct_context(request.job_id, "encoder"))
-            return output
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return serve_direct(self.handler, self.handler.store, request, context, "encoder")
 
 
 def add_servicers(handler: EncodeHandler):

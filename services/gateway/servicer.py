@@ -97,13 +97,17 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX.get(content_type, 'bin')}")
             job.input_image.CopyFrom(self._objects.put_bytes(key, request.image, content_type))
         self._jobs.put(job)
-        # The record first: once it is in the compacted topic a restarted gateway knows the job (and its key).
-        mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
-        mkafka.publish(self._producer, TOPIC_EVENTS, job_id, _event(job_id, queued=events_pb2.Queued()))
-        task = events_pb2.EnhanceTask(job_id=job_id, params=params)
-        if job.HasField("input_image"):
-            task.image.CopyFrom(job.input_image)
-        mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)
+        try:
+            # The record first: once it is in the compacted topic a restarted gateway knows the job (and its key).
+            mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
+            mkafka.publish(self._producer, TOPIC_EVENTS, job_id, _event(job_id, queued=events_pb2.Queued(job=job)))
+            task = events_pb2.EnhanceTask(job_id=job_id, params=params)
+            if job.HasField("input_image"):
+                task.image.CopyFrom(job.input_image)
+            mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)
+        except Exception:
+            self._jobs.discard(job_id)
+            raise
         return job
 
     # ---- Get / List ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import grpc
 from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_enhancer_pb2_grpc
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
-from movakit.runtime.worker import TaskContext, direct_context, make_event, run_or_reuse
+from movakit.runtime.worker import TaskContext, make_event, serve_direct
 from movakit.stages.enhance import EnhanceRequest, enhance
 
 
@@ -60,12 +60,7 @@ class PromptEnhancerServicer(prompt_enhancer_pb2_grpc.PromptEnhancerServicer):
         self.handler = handler
 
     def Enhance(self, request, context):  # noqa: N802 (gRPC method name)
-        try:
-            output, _ = run_or_reuse(self.handler, self.handler.store, request,
-                                     direct_context(request.job_id, "prompt-enhancer"))
-            return output
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return serve_direct(self.handler, self.handler.store, request, context, "prompt-enhancer")
 
 
 def add_servicers(handler: EnhanceHandler):

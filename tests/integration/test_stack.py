@@ -228,6 +228,42 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
     assert store._client.stat_object(cfg.bucket, latents_key).last_modified == before
 
 
+def test_stage_services_answer_direct_rpcs_health_and_reflection(local_stack):
+    cfg, addresses, _ = local_stack
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from movakit.api.v1 import denoiser_pb2_grpc, encoder_pb2_grpc, prompt_enhancer_pb2_grpc
+
+    with grpc.insecure_channel(addresses["prompt-enhancer"]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="movakit.api.v1.PromptEnhancer"), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (answer,) = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                    timeout=5)
+        names = {svc.name for svc in answer.list_services_response.service}
+        assert {"movakit.api.v1.PromptEnhancer", "grpc.health.v1.Health"} <= names
+        params = common_pb2.GenerationParams(**TINY_PARAMS)
+        out = prompt_enhancer_pb2_grpc.PromptEnhancerStub(channel).Enhance(
+            events_pb2.EnhanceTask(job_id="direct-enhance", params=params), timeout=30)
+        assert out.prompt == TINY_PARAMS["prompt"]  # enhance_prompt is false: used verbatim
+
+    with grpc.insecure_channel(addresses["encoder"]) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            encoder_pb2_grpc.EncoderStub(channel).Encode(events_pb2.EncodeTask(prompt="x"), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "job_id" in err.value.details()
+
+    missing = common_pb2.TensorRef(bucket=cfg.bucket, key="jobs/nope/encode/context.safetensors", sha256="0" * 64)
+    with grpc.insecure_channel(addresses["denoiser-1"]) as channel:
+        with pytest.raises(grpc.RpcError) as err:
+            denoiser_pb2_grpc.DenoiserStub(channel).Denoise(
+                events_pb2.DenoiseTask(job_id="direct-missing", params=common_pb2.GenerationParams(**TINY_PARAMS),
+                                       context=missing, negative_context=missing, y=missing), timeout=30)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "jobs/nope/encode/context.safetensors" in err.value.details()
+
+
 def test_status_then_down_stops_everything(local_stack):
     cfg, addresses, _ = local_stack
     _, processes = stack.status(cfg.state_dir)
