@@ -65,9 +65,15 @@ class JobStore:
 
     def apply(self, event: events_pb2.JobEvent) -> common_pb2.Job | None:
         """Records the event in the job's history and folds it into the job; returns a copy of the job when its
-        snapshot changed, None when it did not (or the job is unknown: events of unknown jobs are dropped)."""
+        snapshot changed, None when it did not. A queued event of an unknown job adds the job it carries; other
+        events of unknown jobs are dropped."""
         with self._changed:
             entry = self._entries.get(event.job_id)
+            if entry is None and event.WhichOneof("kind") == "queued" and event.queued.job.job_id == event.job_id:
+                # A job another gateway replica accepted: its queued event carries the whole job.
+                entry = self._entries[event.job_id] = _Entry(_copy(event.queued.job), [])
+                if entry.job.idempotency_key:
+                    self._by_key.setdefault(entry.job.idempotency_key, event.job_id)
             if entry is None:
                 return None
             entry.events.append(event)
@@ -78,6 +84,13 @@ class JobStore:
                 entry.job.updated_at.CopyFrom(event.time)
             self._changed.notify_all()
             return _copy(entry.job) if changed else None
+
+    def discard(self, job_id: str) -> None:
+        """Forgets a job whose Submit could not be completed."""
+        with self._changed:
+            entry = self._entries.pop(job_id, None)
+            if entry is not None and self._by_key.get(entry.job.idempotency_key) == job_id:
+                del self._by_key[entry.job.idempotency_key]
 
     def mark_cancel_requested(self, job_id: str) -> common_pb2.Job:
         """Sets cancel_requested and CANCELLING on a job that is not finished; returns a copy."""

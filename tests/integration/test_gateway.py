@@ -60,12 +60,17 @@ def worker_event(producer, job_id: str, **kind) -> None:
 
 
 def wait_state(jobs, job_id: str, state: int, attempts: int = 100) -> common_pb2.Job:
+    job = None
     for _ in range(attempts):
-        job = jobs.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=5)
-        if job.state == state:
+        try:
+            job = jobs.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=5)
+        except grpc.RpcError as exc:  # another replica's job may not have reached this gateway yet
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if job is not None and job.state == state:
             return job
         time.sleep(0.1)
-    raise AssertionError(f"job {job_id} stayed {common_pb2.JobState.Name(job.state)}")
+    raise AssertionError(f"job {job_id} never reached {common_pb2.JobState.Name(state)}: {job}")
 
 
 @pytest.mark.parametrize(
@@ -256,3 +261,17 @@ def test_health_and_reflection(channel):
     answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
     names = {s.name for s in answer.list_services_response.service}
     assert {"movakit.api.v1.JobService", "grpc.health.v1.Health"} <= names
+
+
+def test_two_gateway_replicas_share_jobs(gateway, jobs, gateway_config):
+    other = start_gateway(gateway_config())
+    try:
+        with grpc.insecure_channel(other.address) as ch:
+            second = gateway_pb2_grpc.JobServiceStub(ch)
+            job_id = submit(second, key=f"replica-{uuid.uuid4().hex}").job_id  # accepted by the second replica
+            seen = wait_state(jobs, job_id, common_pb2.JOB_STATE_QUEUED)  # ...known to the first one
+            assert seen.params.prompt == TINY["prompt"] and seen.idempotency_key.startswith("replica-")
+            jobs.Cancel(gateway_pb2.CancelJobRequest(job_id=job_id), timeout=5)  # cancelled through the first
+            wait_state(second, job_id, common_pb2.JOB_STATE_CANCELLING)
+    finally:
+        other.stop()

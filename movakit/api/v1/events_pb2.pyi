@@ -59,8 +59,10 @@ class DecodeTask(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., video_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., audio_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ...) -> None: ...
 
 class Queued(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.Job
+    def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class StageStarted(_message.Message):
     __slots__ = ("stage", "worker")

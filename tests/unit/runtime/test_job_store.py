@@ -122,3 +122,14 @@ def test_wait_events_wakes_on_a_new_event():
     store.apply(ev("a", cancelled=e.Cancelled()))
     events, finished = store.wait_events("a", 1, timeout_s=10)
     assert [x.WhichOneof("kind") for x in events] == ["cancelled"] and finished
+
+
+def test_a_queued_event_introduces_a_job_from_another_replica():
+    store = JobStore()
+    carried = job("r", key="rk")
+    store.apply(ev("r", queued=e.Queued(job=carried)))
+    assert store.get("r") == carried and store.by_idempotency_key("rk").job_id == "r"
+    store.apply(ev("r", stage_started=e.StageStarted(stage=c.STAGE_ENHANCE)))
+    assert store.get("r").state == c.JOB_STATE_RUNNING
+    store.discard("r")
+    assert store.get("r") is None and store.by_idempotency_key("rk") is None
