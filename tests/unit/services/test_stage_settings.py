@@ -1,0 +1,63 @@
+"""Stage service settings: one MOVA_<SERVICE>_* variable and one flag per field, validated with the name."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from movakit.runtime.stage_settings import JsonLogFormatter
+from services.decoder.settings import DecoderSettings
+from services.denoiser.settings import DenoiserSettings
+from services.encoder.settings import EncoderSettings
+from services.prompt_enhancer.settings import PromptEnhancerSettings
+
+
+def test_defaults_are_the_local_stack_addresses():
+    ports = {cls.SERVICE: cls.load([], {}).listen for cls in
+             (PromptEnhancerSettings, EncoderSettings, DenoiserSettings, DecoderSettings)}
+    assert ports == {"prompt_enhancer": "127.0.0.1:50052", "encoder": "127.0.0.1:50053",
+                     "denoiser": "127.0.0.1:50054", "decoder": "127.0.0.1:50055"}
+    s = EncoderSettings.load([], {})
+    assert (s.kafka_bootstrap, s.s3_endpoint, s.group_id, s.consume) == ("127.0.0.1:9092", "127.0.0.1:9000",
+                                                                          "mova-encoder", True)
+    assert PromptEnhancerSettings.load([], {}).group_id == "mova-prompt-enhancer"
+
+
+def test_flag_wins_over_variable_over_default():
+    env = {"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "7", "MOVA_DENOISER_LISTEN": "127.0.0.1:6000",
+           "MOVA_DENOISER_CONSUME": "off"}
+    s = DenoiserSettings.load(["--listen", "127.0.0.1:7000"], env)
+    assert (s.listen, s.latent_checkpoint_every, s.consume) == ("127.0.0.1:7000", 7, False)
+    assert "MOVA_DENOISER_LATENT_CHECKPOINT_EVERY" in DenoiserSettings.env_names()
+    assert "MOVA_ENCODER_LATENT_CHECKPOINT_EVERY" not in EncoderSettings.env_names()
+
+
+@pytest.mark.parametrize(("env", "name"), [
+    ({"MOVA_DECODER_LISTEN": "nowhere"}, "MOVA_DECODER_LISTEN"),
+    ({"MOVA_DECODER_CONSUME": "maybe"}, "MOVA_DECODER_CONSUME"),
+    ({"MOVA_DECODER_OTEL_EXPORTER": "jaeger"}, "MOVA_DECODER_OTEL_EXPORTER"),
+    ({"MOVA_DECODER_OTEL_EXPORTER": "otlp"}, "MOVA_DECODER_OTEL_ENDPOINT"),
+    ({"MOVA_DECODER_DTYPE": "int8"}, "MOVA_DECODER_DTYPE"),
+])
+def test_bad_values_name_the_variable(env, name):
+    with pytest.raises(ValueError, match=name):
+        DecoderSettings.load([], env)
+
+
+def test_bad_flag_names_the_flag_and_checkpoint_interval_is_checked():
+    with pytest.raises(ValueError, match="--latent-checkpoint-every"):
+        DenoiserSettings.load(["--latent-checkpoint-every", "x"], {})
+    with pytest.raises(ValueError, match="MOVA_DENOISER_LATENT_CHECKPOINT_EVERY"):
+        DenoiserSettings.load([], {"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "-1"})
+
+
+def test_secrets_are_redacted_and_logs_are_json():
+    s = EncoderSettings.load([], {"MOVA_ENCODER_S3_SECRET_KEY": "hunter2"})
+    assert s.s3_secret_key == "hunter2"
+    assert s.redacted()["s3_secret_key"] == "***" and "hunter2" not in json.dumps(s.redacted())
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+    record.fields = {"job_id": "j1"}
+    line = json.loads(JsonLogFormatter().format(record))
+    assert (line["msg"], line["job_id"], line["level"]) == ("hello you", "j1", "info")
