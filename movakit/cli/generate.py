@@ -215,11 +215,12 @@ def run(args: argparse.Namespace) -> int:
     bars = []  # the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only
 
     def on_stage(name: str) -> None:
+        while bars:
+            bars.pop().close()
         if name == "denoise":
             bars.append(tqdm(total=steps, desc="denoise", unit="step", file=sys.stderr))
-        elif bars:
-            bars.pop().close()
-        _say(f"{name} ...")
+        else:
+            _say(f"{name} ...")
 
     def on_step(info) -> None:
         bars[-1].update(1)

@@ -21,7 +21,8 @@ H, W, N, FPS, STEPS = 32, 48, 9, 12.0, 3
 
 @pytest.mark.slow
 def test_generate_without_checkpoint_writes_a_real_mp4(tmp_path):
-    env = dict(os.environ, MOVA_CACHE_DIR=str(tmp_path / "cache"))
+    # one thread: tiny tensors run faster without OpenMP spin contention on a busy machine
+    env = dict(os.environ, MOVA_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
     out = tmp_path / "out" / "clip.mp4"
     frame = tmp_path / "first.png"
     Image.new("RGB", (120, 60), (30, 160, 90)).save(frame)  # 2:1, centre-cropped to 3:2
