@@ -41,7 +41,7 @@ def make_family(*, head_dim: int = 24, video_heads: int = 2, audio_heads: int = 
 
 
 def reference_velocity_fn(fam: Family, video_fps: float):
-    """velocity_fn for ref.reference_sample: the float64 reference joint forward, returned as float32."""
+    """velocity_fn for sampler_reference.reference_sample: the float64 reference joint forward, returned as float32."""
 
     def fn(expert, video_in, audio_in, context, t_v, t_a):
         v, a = ref.dual_tower_forward(

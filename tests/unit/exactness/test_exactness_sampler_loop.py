@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import exactness_setup as es
-import mova_reference as ref
+import sampler_reference as sref
 import pytest
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ def _run_h3(fam, *, steps, cfg, seed=7, start_step=0, video_noise=None, audio_no
 
 def _run_ref(fam, *, steps, cfg, video_noise, audio_noise, start_step=0):
     ctx, neg, y = _inputs(fam)
-    return ref.reference_sample(
+    return sref.reference_sample(
         es.reference_velocity_fn(fam, FPS), video_noise=video_noise, audio_noise=audio_noise, y=y, context=ctx,
         negative_context=neg, num_steps=steps, guidance_scale=cfg, shift=5.0, boundary_ratio=0.9,
         start_step=start_step,

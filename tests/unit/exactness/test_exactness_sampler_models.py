@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import exactness_setup as es
-import mova_reference as ref
+import sampler_reference as sref
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -74,7 +74,7 @@ def _compare(models, fam: es.Family, *, grid, audio_len, steps, cfg, fps, start_
     )
     with torch.no_grad():
         out = denoise(models, req)
-    v_ref, a_ref, _ = ref.reference_sample(
+    v_ref, a_ref, _ = sref.reference_sample(
         es.reference_velocity_fn(fam, fps), video_noise=vn, audio_noise=an, y=y, context=ctx, negative_context=neg,
         num_steps=steps, guidance_scale=cfg, shift=shift, sigma_min=sigma_min, boundary_ratio=boundary_ratio,
         start_step=start_step,

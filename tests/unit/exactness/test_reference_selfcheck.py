@@ -4,6 +4,7 @@ movakit's, or a convention question, not an arithmetic slip in the reference).""
 import math
 
 import mova_reference as ref
+import sampler_reference as sref
 import pytest
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,7 @@ def test_bridge_positions_at_24_fps():
 
 
 def test_scheduler_grid_matches_spec_values():
-    t, s = ref.flow_match_grid(50, shift=5.0)
+    t, s = sref.flow_match_grid(50, shift=5.0)
     assert t[0].item() == pytest.approx(1000.0, abs=1e-3)
     assert t[1].item() == pytest.approx(995.947, abs=1e-3)
     assert t[2].item() == pytest.approx(991.761, abs=1e-3)
