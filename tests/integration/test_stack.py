@@ -156,6 +156,8 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
             break
         time.sleep(1.0)
     assert services_in_trace >= SERVICES
+    assert {"s3.get_object", "s3.put_object"} <= names  # the object store calls are inside the job's trace
+    assert any(n.endswith(" publish") for n in names)  # and so are the Kafka publishes
 
 
 def test_two_denoiser_replicas_share_jobs(local_stack):
@@ -226,6 +228,35 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
             c.close()
         producer.close()
     assert store._client.stat_object(cfg.bucket, latents_key).last_modified == before
+
+
+def test_cancel_stops_the_denoiser_at_the_next_step(local_stack):
+    cfg, addresses, stub = local_stack
+    job_id = _submit(stub, seed=9, num_inference_steps=60)
+    events = []
+    cancelled_at = None
+    for event in stub.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=150):
+        events.append(event)
+        kind = event.WhichOneof("kind")
+        if kind == "denoise_step" and cancelled_at is None:
+            cancelled_at = event.denoise_step.step
+            stub.Cancel(gateway_pb2.CancelJobRequest(job_id=job_id), timeout=10)
+        if kind in ("succeeded", "failed", "cancelled"):
+            break
+    assert events[-1].WhichOneof("kind") == "cancelled", [e.WhichOneof("kind") for e in events]
+    assert events[-1].cancelled.stage == common_pb2.STAGE_DENOISE
+    steps = [e.denoise_step.step for e in events if e.WhichOneof("kind") == "denoise_step"]
+    assert cancelled_at is not None and max(steps) < 60
+    assert not [e for e in events if e.WhichOneof("kind") == "stage_started"
+                and e.stage_started.stage == common_pb2.STAGE_DECODE]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if stub.Get(gateway_pb2.GetJobRequest(job_id=job_id)).state == common_pb2.JOB_STATE_CANCELLED:
+            break
+        time.sleep(0.2)
+    assert stub.Get(gateway_pb2.GetJobRequest(job_id=job_id)).state == common_pb2.JOB_STATE_CANCELLED
+    store = _store(cfg, addresses)
+    assert store.get_raw(f"jobs/{job_id}/denoise/result.pb") is None  # no outputs recorded
 
 
 def test_stage_services_answer_direct_rpcs_health_and_reflection(local_stack):
