@@ -19,10 +19,16 @@ from movakit.media import probe, read_audio, read_video_frames
 H, W, N, FPS, STEPS = 32, 48, 9, 12.0, 3
 
 
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    """One MOVA_CACHE_DIR for this module: the first test creates the demo checkpoint there, the next reuses it."""
+    return tmp_path_factory.mktemp("mova-cache")
+
+
 @pytest.mark.slow
-def test_generate_without_checkpoint_writes_a_real_mp4(tmp_path):
+def test_generate_without_checkpoint_writes_a_real_mp4(tmp_path, cache_dir):
     # one thread: tiny tensors run faster without OpenMP spin contention on a busy machine
-    env = dict(os.environ, MOVA_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env = dict(os.environ, MOVA_CACHE_DIR=str(cache_dir), OMP_NUM_THREADS="1")
     out = tmp_path / "out" / "clip.mp4"
     frame = tmp_path / "first.png"
     Image.new("RGB", (120, 60), (30, 160, 90)).save(frame)  # 2:1, centre-cropped to 3:2
@@ -65,4 +71,36 @@ def test_generate_without_checkpoint_writes_a_real_mp4(tmp_path):
         assert (f.getnchannels(), f.getsampwidth()) == (1, 2)
         hop = f.getframerate() // 50  # the tiny and real DACs both have a 50 Hz latent rate
         assert f.getnframes() == hop * lat["audio"].shape[-1]
-    assert Path(tmp_path / "cache" / "tiny-mova" / "model_index.json").is_file()
+    assert (cache_dir / "tiny-mova" / "model_index.json").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkeypatch):
+    import torch
+
+    from movakit.loading import MovaCheckpoint
+    from movakit.pipeline import GenerateRequest, generate
+    from movakit.stages.enhance import EnhancerSettings, build_enhancer
+    from movakit.testing.tiny import default_demo_checkpoint
+
+    monkeypatch.setenv("MOVA_CACHE_DIR", str(cache_dir))
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models = MovaCheckpoint(default_demo_checkpoint()).load()
+        stages, steps = [], []
+        req = GenerateRequest(prompt="a dog barks", height=32, width=48, num_frames=5, fps=8.0, num_inference_steps=2)
+        res = generate(
+            models, req, tmp_path / "o.mp4", enhancer=build_enhancer(EnhancerSettings()),
+            on_stage=stages.append, on_step=steps.append, latents_path=tmp_path / "l.safetensors",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert stages == ["enhance", "encode", "denoise", "decode", "write"]
+    assert [s.step for s in steps] == [1, 2] and [s.expert for s in steps] == ["video_dit", "video_dit_2"]
+    assert res.enhance_backend == "rules" and res.prompt_used != "a dog barks" and "dog" in res.prompt_used
+    saved = load_file(str(tmp_path / "l.safetensors"))
+    assert torch.equal(saved["video"], res.latents.video_latents) and torch.equal(saved["audio"], res.latents.audio_latents)
+    assert (res.mp4, res.wav, res.png) == (tmp_path / "o.mp4", tmp_path / "o.wav", tmp_path / "o.png")
+    assert probe(res.mp4).num_frames == 5
