@@ -256,3 +256,17 @@ def test_offload_keeps_results_and_leaves_active_expert_on_device():
 def test_invalid_requests_name_the_field(kw, match):
     with pytest.raises(ValueError, match=match):
         denoise(_models(), _request(**kw), forward=_Recorder())
+
+
+def test_passing_only_the_video_noise_keeps_the_seeded_audio_noise():
+    """The audio noise is the generator's second draw even when the caller supplies the video noise."""
+
+    def const(video_dit, audio_dit, bridge, *, video_x, audio_x, context, t_video, t_audio, video_fps):
+        b = video_x.shape[0]
+        return torch.zeros(b, Z, T, HL, WL), torch.full((b, CA, LA), -1.0)
+
+    _, a0 = initial_noise(42, (1, Z, T, HL, WL), (1, CA, LA))
+    v = torch.ones(1, Z, T, HL, WL)
+    out = denoise(_models(), _request(num_inference_steps=2, video_noise=v), forward=const)
+    assert torch.equal(out.video_latents, v)
+    torch.testing.assert_close(out.audio_latents, a0 + 1.0, rtol=0, atol=1e-6)

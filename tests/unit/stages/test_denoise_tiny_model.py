@@ -93,3 +93,28 @@ def test_resume_equals_uninterrupted_on_the_real_model(models):
     resumed = denoise(models, _req(models, start_step=2, video_noise=ck.video_latents, audio_noise=ck.audio_latents))
     assert torch.equal(resumed.video_latents, full.video_latents)
     assert torch.equal(resumed.audio_latents, full.audio_latents)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offload_keeps_only_the_active_expert_on_the_gpu(models):
+    cuda = torch.device("cuda")
+    for name in ("video_dit", "video_dit_2", "audio_dit", "bridge"):
+        getattr(models, name).to(cuda)
+    try:
+        resident = denoise(models, _req(models))
+        models.video_dit.to("cpu")
+        models.video_dit_2.to("cpu")
+        seen = []
+
+        def where(info):
+            seen.append((info.expert, next(models.video_dit.parameters()).device.type,
+                         next(models.video_dit_2.parameters()).device.type))
+
+        offloaded = denoise(models, _req(models), offload=True, on_step=where)
+        assert seen == [("video_dit", "cuda", "cpu")] * 2 + [("video_dit_2", "cpu", "cuda")] * 2
+        torch.testing.assert_close(offloaded.video_latents, resident.video_latents, rtol=0, atol=0)
+        torch.testing.assert_close(offloaded.audio_latents, resident.audio_latents, rtol=0, atol=0)
+    finally:
+        for name in ("video_dit", "video_dit_2", "audio_dit", "bridge"):
+            getattr(models, name).to("cpu")
