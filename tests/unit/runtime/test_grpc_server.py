@@ -1,0 +1,41 @@
+"""serve(): health for every registered service, reflection, refusal of a busy address."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from movakit.api.v1 import gateway_pb2, gateway_pb2_grpc
+from movakit.runtime.grpc_server import BindError, check_health, serve
+from movakit.runtime.localstack import free_port
+
+
+class Unimplemented(gateway_pb2_grpc.JobServiceServicer):
+    pass
+
+
+def add(server: grpc.Server) -> list[str]:
+    gateway_pb2_grpc.add_JobServiceServicer_to_server(Unimplemented(), server)
+    return ["movakit.api.v1.JobService"]
+
+
+def test_health_reflection_and_a_busy_port():
+    address = f"127.0.0.1:{free_port()}"
+    server = serve("test", add, address, handle_signals=False)
+    try:
+        assert check_health(address) and check_health(address, "movakit.api.v1.JobService")
+        assert not check_health(address, "movakit.api.v1.Nope")
+        with grpc.insecure_channel(address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="movakit.api.v1.JobService")
+            answer = next(stub.ServerReflectionInfo(iter([request])))
+            assert answer.file_descriptor_response.file_descriptor_proto  # clients can discover the API
+            with pytest.raises(grpc.RpcError) as err:
+                gateway_pb2_grpc.JobServiceStub(channel).Get(gateway_pb2.GetJobRequest(job_id="x"), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(BindError, match=address):
+            serve("second", add, address, handle_signals=False)
+    finally:
+        server.stop(0).wait()
+    assert not check_health(address, timeout_s=0.5)

@@ -1,0 +1,43 @@
+"""ManagedProcess and the startup checks of the local servers (no server needs to come up here)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from movakit.runtime.localstack import LocalStackError, ManagedProcess, _spawn, _wait, free_port, start_tansu
+
+
+def test_stop_ends_a_process_and_reports_its_code(tmp_path):
+    log = tmp_path / "sleep.log"
+    process = _spawn("sleeper", [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                     log, None, tmp_path)
+    managed = ManagedProcess("sleeper", process, "127.0.0.1:0", log)
+    assert managed.running()
+    assert managed.stop(timeout_s=10) == -15  # SIGTERM
+    assert not managed.running()
+
+
+def test_a_server_that_dies_at_startup_is_reported_with_its_log(tmp_path):
+    log = tmp_path / "crash.log"
+    process = _spawn("crash", [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"], log, None,
+                     tmp_path)
+    managed = ManagedProcess("crash", process, "127.0.0.1:0", log)
+    with pytest.raises(LocalStackError, match="crash: exited with 3 during startup; log:\nbad config"):
+        _wait(managed, lambda: False, timeout_s=30)
+
+
+def test_tansu_on_a_taken_port_fails_clearly(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused and Tansu cannot bind
+        port = taken.getsockname()[1]
+        with pytest.raises(LocalStackError, match="tansu: exited"):
+            start_tansu(port, tmp_path, timeout_s=10)
+
+
+def test_free_ports_are_free():
+    port = free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
