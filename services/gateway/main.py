@@ -50,6 +50,11 @@ def start_gateway(settings: GatewaySettings, *, handle_signals: bool = False) ->
         secure=settings.s3_secure, region=settings.s3_region,
     )
     objects.ensure_bucket()
+    # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
+    signer = objects if not settings.s3_public_endpoint else ObjectStore(
+        settings.s3_public_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
+        secure=settings.s3_secure, region=settings.s3_region,
+    )
     store = JobStore()
     records = replay_job_state(settings.kafka_bootstrap, store, timeout_s=settings.startup_timeout_s)
     producer = mkafka.make_producer(settings.kafka_bootstrap)
@@ -59,7 +64,7 @@ def start_gateway(settings: GatewaySettings, *, handle_signals: bool = False) ->
         follower.stop()
         raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
     servicer = JobServicer(
-        store, objects, producer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
+        store, objects, producer, signer=signer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
         presign_expiry_s=settings.presign_expiry_s,
     )
     server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)

@@ -41,11 +41,12 @@ def _event(job_id: str, **kind) -> events_pb2.JobEvent:
 
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *,
+        self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
         limits: validation.Limits, max_active_jobs: int, presign_expiry_s: int,
     ) -> None:
         self._jobs = store
         self._objects = objects
+        self._signer = signer  # presigns artifact URLs for the endpoint clients use
         self._producer = producer
         self._limits = limits
         self._max_active = max_active_jobs
@@ -172,7 +173,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
 
     def _sign(self, artifacts) -> None:
         for artifact in artifacts:
-            artifact.url = self._objects.presigned_get_url(artifact.ref.key, self._presign_s)
+            artifact.url = self._signer.presigned_get_url(artifact.ref.key, self._presign_s)
             artifact.url_expires_in_s = self._presign_s
 
     def _with_urls(self, job: common_pb2.Job) -> common_pb2.Job:

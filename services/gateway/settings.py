@@ -29,6 +29,7 @@ class GatewaySettings:
     s3_bucket: str = "movakit"  # bucket holding jobs/<job>/...
     s3_secure: bool = False  # use https for S3
     s3_region: str = "us-east-1"  # S3 region name
+    s3_public_endpoint: str = ""  # host:port clients use in artifact URLs (compose: 127.0.0.1:9000); "" = s3_endpoint
     presign_expiry_s: int = 3600  # lifetime of artifact download URLs, 60 .. 604800 s
     max_active_jobs: int = 64  # Submit answers RESOURCE_EXHAUSTED while this many jobs are queued or running
     any_size: bool = False  # accept any multiple-of-16 size up to 1280 (tiny test checkpoints), not only MOVA's four
@@ -73,6 +74,8 @@ class GatewaySettings:
     def validate(self) -> None:
         s.check_address(self.env_name("listen"), self.listen)
         s.check_address(self.env_name("s3_endpoint"), self.s3_endpoint)
+        if self.s3_public_endpoint:
+            s.check_address(self.env_name("s3_public_endpoint"), self.s3_public_endpoint)
         if not self.kafka_bootstrap:
             raise s.SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
         if not self.s3_bucket:

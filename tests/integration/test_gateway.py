@@ -275,3 +275,21 @@ def test_two_gateway_replicas_share_jobs(gateway, jobs, gateway_config):
             wait_state(second, job_id, common_pb2.JOB_STATE_CANCELLING)
     finally:
         other.stop()
+
+
+def test_artifact_urls_use_the_public_endpoint(gateway_config, producer, object_store):
+    port = object_store.endpoint.rsplit(":", 1)[1]
+    public = start_gateway(gateway_config(s3_public_endpoint=f"localhost:{port}"))
+    try:
+        with grpc.insecure_channel(public.address) as ch:
+            stub = gateway_pb2_grpc.JobServiceStub(ch)
+            job_id = submit(stub).job_id
+            ref = object_store.put_bytes(job_key(job_id, "output", "preview.png"), png(), "image/png")
+            worker_event(producer, job_id, succeeded=events_pb2.Succeeded(
+                artifacts=[common_pb2.Artifact(kind="preview", ref=ref)]))
+            url = wait_state(stub, job_id, common_pb2.JOB_STATE_SUCCEEDED).artifacts[0].url
+            assert url.startswith(f"http://localhost:{port}/")
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback test server
+                assert response.read() == png()
+    finally:
+        public.stop()
