@@ -14,8 +14,6 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime.localstack import free_port, start_seaweedfs, start_tansu
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
-from services.gateway.main import start_gateway
-from services.gateway.settings import GatewaySettings
 
 S3_ACCESS_KEY = "movakit-test"
 S3_SECRET_KEY = "movakit-test-secret"
@@ -79,15 +77,19 @@ def gateway_kafka(tmp_path_factory):
     broker.stop()
 
 
-def gateway_settings(kafka: str, s3_config, **overrides) -> GatewaySettings:
-    """Gateway settings for the test servers: a free port, any multiple-of-16 size, a generous queue bound."""
+def gateway_settings(kafka: str, s3_config, **overrides):
+    """GatewaySettings for the test servers: a free port, any multiple-of-16 size, a generous queue bound."""
+    from services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
+
     values = dict(
         listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
         s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
         any_size=True, max_active_jobs=1000, startup_timeout_s=30.0,
     )
     values.update(overrides)
-    return GatewaySettings(**values)
+    settings = GatewaySettings(**values)
+    settings.validate()
+    return settings
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,8 @@ def gateway_config(gateway_kafka, s3_config):
 @pytest.fixture(scope="module")
 def gateway(gateway_kafka, s3_config):
     """A running in-process gateway (RunningGateway: .address, .store, .stop())."""
+    from services.gateway.main import start_gateway
+
     running = start_gateway(gateway_settings(gateway_kafka, s3_config))
     yield running
     running.stop()
@@ -106,6 +110,7 @@ def gateway(gateway_kafka, s3_config):
 
 @pytest.fixture(scope="module")
 def producer(gateway_kafka):
+    """A producer on the gateway tests' broker, for publishing what stage workers would."""
     p = mkafka.make_producer(gateway_kafka)
     yield p
     p.close()
