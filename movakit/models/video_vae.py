@@ -1,6 +1,6 @@
 """The MOVA video VAE: diffusers `AutoencoderKLWan` (Wan2.1 causal 3-D VAE) plus latent normalisation.
 
-Normalised latents are what the DiTs see: z_norm = (z - latents_mean) / latents_std with the per-channel
+Normalised latents are what the DiTs see: z_norm = (z - latents_mean) * (1 / latents_std) with the per-channel
 statistics from `video_vae/config.json` (diffusers Wan convention, MOVA-SPEC §1.4). Encode takes the posterior
 mode; decode denormalises, runs the VAE and clamps to [-1, 1].
 """
@@ -67,7 +67,8 @@ class VideoVAE(nn.Module):
         return (self.z_dim, (num_frames - 1) // t + 1, height // s, width // s)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z.float() - self.latents_mean) / self.latents_std
+        """(z - mean) * (1 / std) in float32: the official multiplies by the reciprocal (bit-exact with it)."""
+        return (z.float() - self.latents_mean) * (1.0 / self.latents_std)
 
     def denormalize(self, z_norm: torch.Tensor) -> torch.Tensor:
         return z_norm.float() * self.latents_std + self.latents_mean

@@ -30,10 +30,6 @@ def test_denormalize_is_bit_exact(vae_and_stats):
     assert torch.equal(vae.denormalize(z), z * std + mean)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "movakit/models/video_vae.py VideoVAE.normalize computes (z - mean) / std; the official "
-    "normalize_video_latents multiplies by a float32 reciprocal, (z - mean) * (1.0 / std): about 20% of the "
-    "elements differ by 1 ulp (~1e-7 relative). Harmless for tolerance checks, visible to bit-exact ones"))
 def test_normalize_is_bit_exact(vae_and_stats):
     vae, mean, std, z_dim = vae_and_stats
     z = torch.randn(1, z_dim, 3, 8, 8, generator=torch.Generator().manual_seed(0))
