@@ -39,10 +39,6 @@ def test_crop_geometry_agrees_where_truncation_and_rounding_coincide():
     assert ffr.crop_box(300, 500, 64, 96) == (0, 25, 300, 450)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stages/encode.py RESAMPLE is LANCZOS; the official script's crop_and_resize resizes with PIL's default "
-    "filter for RGB (BICUBIC), and VideoProcessor.preprocess then resizes to the same size, which PIL "
-    "short-circuits to a copy, so no Lanczos pass happens in the official path"))
 def test_resize_filter_matches_official_bicubic():
     img = _image(300, 500)  # crop geometry identical on both sides (previous test)
     got = np.asarray(crop_and_resize(img, 64, 96))
@@ -50,14 +46,9 @@ def test_resize_filter_matches_official_bicubic():
     assert np.array_equal(got, expect)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stages/encode.py crop_and_resize rounds the crop size (round(h*width/height)); the official one truncates "
-    "(int(image_height/height*width)): for a 480x854 image to 352x640 the official crop is 469 rows, "
-    "movakit's 470"))
 def test_crop_geometry_truncates_like_official():
     img = _image(480, 854, seed=1)
     assert ffr.crop_box(480, 854, 352, 640) == (5, 0, 469, 854)
     got = np.asarray(crop_and_resize(img, 352, 640))
-    # same filter as movakit uses, official geometry: isolates the crop size
-    expect = np.asarray(ffr.crop_and_resize(img, 352, 640, resample=Image.Resampling.LANCZOS))
+    expect = np.asarray(ffr.crop_and_resize(img, 352, 640))
     assert np.array_equal(got, expect)
