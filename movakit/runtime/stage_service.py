@@ -31,9 +31,8 @@ log = logging.getLogger("movakit.service")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_models(settings: StageSettings, components: tuple[str, ...]):
-    """The checkpoint components this service needs, resident on settings.device (tiny demo checkpoint when
-    settings.checkpoint is empty)."""
+def open_checkpoint(settings: StageSettings):
+    """The MovaCheckpoint of settings.checkpoint (the cached tiny demo checkpoint when it is empty)."""
     from movakit.loading import MovaCheckpoint
 
     path = settings.checkpoint
@@ -41,11 +40,17 @@ def load_models(settings: StageSettings, components: tuple[str, ...]):
         from movakit.testing.tiny import default_demo_checkpoint
 
         path = str(default_demo_checkpoint())
-    checkpoint = MovaCheckpoint(path)
+    return MovaCheckpoint(path)
+
+
+def load_models(settings: StageSettings, components: tuple[str, ...]):
+    """The checkpoint components this service needs, resident on settings.device."""
+    checkpoint = open_checkpoint(settings)
     if checkpoint.random_weights:
-        log.warning("checkpoint has RANDOM weights: outputs are noise", extra={"fields": {"checkpoint": path}})
+        log.warning("checkpoint has RANDOM weights: outputs are noise",
+                    extra={"fields": {"checkpoint": str(checkpoint.path)}})
     models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.dtype])
-    log.info("models loaded", extra={"fields": {"checkpoint": path, "components": list(components)}})
+    log.info("models loaded", extra={"fields": {"checkpoint": str(checkpoint.path), "components": list(components)}})
     return models
 
 

@@ -21,9 +21,9 @@ from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_p
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.worker import TaskContext, read_blob, serve_direct, write_blob
-from movakit.stages.denoise import DenoiseRequest, StepInfo, denoise
+from movakit.stages.denoise import DenoiseRequest, StepInfo, audio_latent_length, denoise
 
-COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler", "audio_vae")
+COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler")
 _EXPERT_NAMES = {"video_dit": "high_noise", "video_dit_2": "low_noise"}
 log = logging.getLogger("movakit.denoiser")
 
@@ -40,10 +40,13 @@ class DenoiseHandler:
     task_type = events_pb2.DenoiseTask
     output_type = denoiser_pb2.DenoiseOutput
 
-    def __init__(self, models, store: ObjectStore, *, checkpoint_every: int) -> None:
+    def __init__(self, models, store: ObjectStore, *, checkpoint_every: int, audio_sample_rate: int,
+                 audio_hop_length: int) -> None:
         self.models = models
         self.store = store
         self.checkpoint_every = checkpoint_every
+        self.audio_sample_rate = audio_sample_rate  # from the audio VAE's config: the VAE itself is not loaded here
+        self.audio_hop_length = audio_hop_length
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def _checkpoints(self, job_id: str) -> list[tuple[int, common_pb2.TensorRef]]:
@@ -106,7 +109,9 @@ class DenoiseHandler:
         result = denoise(self.models, DenoiseRequest(
             context=context, negative_context=negative, y=y, height=p.height, width=p.width,
             num_frames=p.num_frames, fps=p.fps, num_inference_steps=total, guidance_scale=p.guidance_scale,
-            seed=p.seed, video_noise=video_noise, audio_noise=audio_noise, start_step=start_step), on_step=on_step)
+            seed=p.seed, video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
+            audio_latent_length=audio_latent_length(self.audio_sample_rate, self.audio_hop_length, p.num_frames, p.fps),
+        ), on_step=on_step)
         base = f"jobs/{task.job_id}/denoise"
         return denoiser_pb2.DenoiseOutput(
             video_latents=self.store.put_tensors(f"{base}/video_latents.safetensors",

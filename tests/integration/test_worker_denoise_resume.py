@@ -11,6 +11,7 @@ import torch
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
+from movakit.models.audio_vae import DacVAEConfig
 from movakit.runtime.worker import JobCancelled, TaskContext, run_or_reuse
 from movakit.testing.tiny import default_demo_checkpoint
 from services.denoiser.servicer import COMPONENTS, DenoiseHandler
@@ -24,6 +25,12 @@ PARAMS = common_pb2.GenerationParams(prompt="p", height=32, width=32, num_frames
 @pytest.fixture(scope="module")
 def models():
     return MovaCheckpoint(default_demo_checkpoint()).load(COMPONENTS)
+
+
+def _handler(models, store, every: int) -> DenoiseHandler:
+    audio = DacVAEConfig.from_json(default_demo_checkpoint() / "audio_vae" / "config.json")
+    return DenoiseHandler(models, store, checkpoint_every=every, audio_sample_rate=audio.sample_rate,
+                          audio_hop_length=audio.hop_length)
 
 
 def _task(store, models, job_id: str) -> events_pb2.DenoiseTask:
@@ -57,7 +64,7 @@ class Recorder:
 
 def test_resume_from_newest_valid_checkpoint_gives_the_uninterrupted_result(object_store, models):
     store = object_store
-    handler = DenoiseHandler(models, store, checkpoint_every=1)
+    handler = _handler(models, store, 1)
     straight_job, resumed_job = (f"job-{uuid.uuid4().hex[:8]}" for _ in range(2))
 
     straight = Recorder(straight_job)
@@ -84,7 +91,7 @@ def test_resume_from_newest_valid_checkpoint_gives_the_uninterrupted_result(obje
 
 def test_direct_call_reuses_stored_outputs(object_store, models):
     store = object_store
-    handler = DenoiseHandler(models, store, checkpoint_every=0)
+    handler = _handler(models, store, 0)
     job = f"job-{uuid.uuid4().hex[:8]}"
     task = _task(store, models, job)
     first = Recorder(job)
