@@ -58,7 +58,7 @@ def load_video_vae(folder: str | Path, *, dtype: torch.dtype | None = None, devi
     config = {k: v for k, v in _read_json(path).items() if not k.startswith("_")}
     vae = build_on_meta(lambda: AutoencoderKLWan.from_config(config))
     load_component_strict(vae, folder, dtype=dtype, device=device)
-    return VideoVAE(vae).to(device=device)
+    return VideoVAE(vae).to(device=device).eval()
 
 
 def load_text_encoder(
@@ -86,7 +86,7 @@ def load_text_encoder(
         tokenizer = T5TokenizerFast.from_pretrained(str(tokenizer_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer from {tokenizer_dir}: {exc}") from exc
-    return TextEncoder(tokenizer, model)
+    return TextEncoder(tokenizer, model).eval()
 
 
 def load_video_dit(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
