@@ -7,7 +7,7 @@ in the object store and its next message is published (`publish` waits for the b
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -105,12 +105,14 @@ def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -
 
 
 def read_to_end(
-    bootstrap: str, topic: str, message_type: type[Message], *, timeout_s: float = 30.0
+    bootstrap: str, topic: str, message_type: type[Message], *, timeout_s: float = 30.0,
+    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None,
 ) -> Iterator[tuple[str, Message | None, ConsumerRecord]]:
     """Every record of `topic` from the beginning up to the end offsets at call time, without a consumer group.
 
-    Yields (key, message or None for a tombstone, record) in partition order. Used to rebuild state from a
-    compacted topic at startup.
+    Yields (key, message or None for a tombstone, record), in offset order within each partition. Used to rebuild
+    state from a compacted topic at startup. A record that does not decode raises PayloadError, or is passed to
+    `on_invalid` and skipped when that is given.
     """
     consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
@@ -129,9 +131,15 @@ def read_to_end(
                     key = (record.key or b"").decode("utf-8")
                     message = None
                     if record.value is not None:
-                        message, _ = parse(record, message_type)
+                        try:
+                            message, _ = parse(record, message_type)
+                        except PayloadError as exc:
+                            if on_invalid is None:
+                                raise
+                            on_invalid(record, exc)
+                            continue
                     yield key, message, record
-                if consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
+            # Checked for every partition, not only those that returned records: compaction leaves offset gaps.
+            remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}
     finally:
         consumer.close()

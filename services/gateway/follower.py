@@ -19,8 +19,13 @@ log = logging.getLogger("movakit.gateway.follower")
 
 def replay_job_state(bootstrap: str, store: JobStore, *, timeout_s: float) -> int:
     """Loads the latest JobRecord of every job from the compacted topic; returns how many records it read."""
+    def skip(record, error: mkafka.PayloadError) -> None:
+        log.warning("skipping an undecodable job record", extra={"fields": {"error": str(error)}})
+
     count = 0
-    for _key, record, _ in mkafka.read_to_end(bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s):
+    for _key, record, _ in mkafka.read_to_end(
+        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s, on_invalid=skip
+    ):
         if record is not None and record.job.job_id:
             store.load_record(record)
             count += 1

@@ -20,7 +20,7 @@ from PIL import Image
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.object_store import cancel_marker_key, job_key
-from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS
+from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from services.gateway.main import start_gateway
 
 pytestmark = pytest.mark.integration
@@ -293,3 +293,16 @@ def test_artifact_urls_use_the_public_endpoint(gateway_config, producer, object_
                 assert response.read() == png()
     finally:
         public.stop()
+
+
+def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs):
+    raw = mkafka.make_producer(gateway_kafka)
+    for topic in (TOPIC_JOB_STATE, TOPIC_EVENTS):
+        raw.send(topic, key=b"poison", value=b"\xff\xfe not a protobuf").get(timeout=10)
+    raw.close()
+    job_id = submit(jobs).job_id  # the running gateway skipped the bad event and still works
+    restarted = start_gateway(gateway_config())  # a new one replays both topics past the bad records
+    try:
+        assert restarted.store.get(job_id) is not None
+    finally:
+        restarted.stop()
