@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+# Keys a config.json may carry that are not DAC constructor arguments. SGLang's DAC config lists
+# `hop_length: 3840`; the effective hop is always prod(encoder_rates) (MOVA-SPEC §1.5), so it is ignored.
+_IGNORED_KEYS = ("hop_length",)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,9 @@ class DacVAEConfig:
     decoder_rates: tuple[int, ...]
     sample_rate: int
     continuous: bool
-    use_weight_norm: bool  # how the weights were trained/stored; the loader accepts both forms either way
+    # How the weights were trained/stored; the loader accepts plain and weight-normed tensors either way.
+    # Default = the official constructor's (the release was exported after remove_weight_norm()).
+    use_weight_norm: bool = False
     # Residual-VQ settings: only used by the discrete (continuous=false) variant, which MOVA does not ship.
     n_codebooks: int | None = None
     codebook_size: int | None = None
@@ -76,13 +81,14 @@ class DacVAEConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> DacVAEConfig:
-        """Keys starting with '_' (e.g. `_class_name`) are ignored; any other unknown key raises ValueError."""
+        """Keys starting with '_' (e.g. `_class_name`) and `hop_length` are ignored; other unknown keys raise."""
         known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if not k.startswith("_")}
+        kwargs = {k: v for k, v in data.items() if not k.startswith("_") and k not in _IGNORED_KEYS}
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValueError(f"audio_vae config: unknown key {unknown[0]!r}")
-        missing = sorted(f.name for f in fields(cls) if f.default is not None and f.name not in kwargs)
+        required = [f.name for f in fields(cls) if f.default is MISSING]
+        missing = sorted(name for name in required if name not in kwargs)
         if missing:
             raise ValueError(f"audio_vae config: missing key {missing[0]!r}")
         return cls(**kwargs)

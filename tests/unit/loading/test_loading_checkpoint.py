@@ -173,9 +173,9 @@ def test_missing_folder_and_component_errors(tiny_copy, tmp_path):
 def test_component_config_error_names_the_file(tiny_copy):
     path = tiny_copy / "audio_vae" / "config.json"
     data = json.loads(path.read_text())
-    data["hop_length"] = 3840
+    data["hop"] = 960
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="audio_vae/config.json.*'hop_length'"):
+    with pytest.raises(CheckpointError, match="audio_vae/config.json.*'hop'"):
         MovaCheckpoint(tiny_copy).load(("audio_vae",))
 
 

@@ -107,8 +107,11 @@ def test_bad_inputs_name_the_argument():
 
 def test_config_validation():
     data = release_config("audio_vae")
-    with pytest.raises(ValueError, match="unknown key 'hop_length'"):
-        DacVAEConfig.from_dict({**data, "hop_length": 3840})
+    with pytest.raises(ValueError, match="unknown key 'hop'"):
+        DacVAEConfig.from_dict({**data, "hop": 960})
+    # SGLang's listing carries hop_length 3840: not a DAC argument, the hop stays prod(encoder_rates)
+    assert DacVAEConfig.from_dict({**data, "hop_length": 3840}).hop_length == 960
+    assert DacVAEConfig.from_dict({k: v for k, v in data.items() if k != "use_weight_norm"}).use_weight_norm is False
     with pytest.raises(ValueError, match="missing key 'sample_rate'"):
         DacVAEConfig.from_dict({k: v for k, v in data.items() if k != "sample_rate"})
     with pytest.raises(NotImplementedError, match="continuous"):
