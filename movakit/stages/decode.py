@@ -1,7 +1,8 @@
 """Decode stage: final latents -> uint8 video frames and a float32 waveform (MOVA-SPEC §4.3 steps 6-7).
 
   video: VideoVAE.decode de-normalises with latents_mean/std and decodes (under bf16 autocast on CUDA, as the
-         official pipeline); pixels in [-1, 1] -> x/2 + 0.5 clamped to [0, 1] -> ×255 rounded -> uint8 (N, H, W, 3);
+         official pipeline); pixels in [-1, 1] -> x/2 + 0.5 clamped to [0, 1] (in bf16 on CUDA, float32 on CPU,
+         the decoder's output dtype) -> ×255 rounded -> uint8 (N, H, W, 3);
   audio: DacVAE.decode in float32 -> (1, 1, hop·L_a) in [-1, 1] -> (hop·L_a,) float32. The waveform is not
          trimmed: as in the official save path, the mux's -shortest trims the longer stream.
 """
@@ -60,9 +61,12 @@ def decode(models: DecoderModels, req: DecodeRequest) -> DecodeResult:
 
     # --- video: de-normalise + decode (bf16 autocast on CUDA, as official) ---
     vae_device = next(vae.parameters()).device
-    with torch.autocast("cuda", dtype=torch.bfloat16) if vae_device.type == "cuda" else nullcontext():
+    on_cuda = vae_device.type == "cuda"
+    with torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext():
         pixels = vae.decode(v.to(device=vae_device, dtype=torch.float32))  # (1, 3, N, H, W) in [-1, 1]
-    frames = pixels_to_uint8(pixels)
+    # Under the bf16 autocast the decoder's output is bf16 (VideoVAE returns it as exact float32 values); the
+    # official post-processing maps it to [0, 1] in that dtype, so do the same before rounding to uint8.
+    frames = pixels_to_uint8(pixels.to(torch.bfloat16) if on_cuda else pixels)
 
     # --- audio: DAC decode in float32 (official: a float32 autocast region on CUDA) ---
     dac_param = next(dac.parameters())

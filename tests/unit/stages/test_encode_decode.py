@@ -146,6 +146,11 @@ def test_decode_lengths_and_types(models):
 def test_pixels_to_uint8_mapping():
     px = torch.tensor([-1.0, 0.0, 1.0, 3.0]).view(1, 1, 1, 1, 4).expand(1, 3, 1, 1, 4)
     assert pixels_to_uint8(px)[0, 0, :, 0].tolist() == [0, 128, 255, 255]
+    # the affine map runs in the input dtype (bf16 on CUDA, as diffusers' postprocess of a bf16 decode):
+    # 0.3 in bf16 -> 0.5 * x + 0.5 rounds to 0.6484 in bf16 (165) but is 0.6499 in float32 (166)
+    x = torch.tensor(0.3, dtype=torch.bfloat16).view(1, 1, 1, 1, 1).expand(1, 3, 1, 1, 1)
+    assert pixels_to_uint8(x)[0, 0, 0, 0] == 165
+    assert pixels_to_uint8(x.float())[0, 0, 0, 0] == 166
 
 
 def test_decode_rejects_bad_shapes(models):
