@@ -68,7 +68,7 @@ def load_text_encoder(
     dtype: torch.dtype | None = None,
     device: str | torch.device = "cpu",
 ):
-    from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers import PreTrainedTokenizerFast, T5TokenizerFast, UMT5Config, UMT5EncoderModel
 
     from movakit.models.text_encoder import TextEncoder
 
@@ -83,9 +83,16 @@ def load_text_encoder(
     if not tokenizer_dir.is_dir():
         raise CheckpointError(f"tokenizer folder {tokenizer_dir} does not exist")
     try:
-        tokenizer = T5TokenizerFast.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        if (tokenizer_dir / "tokenizer.json").is_file():
+            # tokenizer.json verbatim, as transformers 4.x T5TokenizerFast loads it. transformers 5's T5Tokenizer
+            # rebuilds the Unigram model from the vocabulary and drops settings such as byte_fallback.
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir), local_files_only=True)
+        else:
+            tokenizer = T5TokenizerFast.from_pretrained(str(tokenizer_dir), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"cannot load the tokenizer from {tokenizer_dir}: {exc}") from exc
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise CheckpointError(f"tokenizer in {tokenizer_dir} defines no pad or eos token")
     return TextEncoder(tokenizer, model).eval()
 
 

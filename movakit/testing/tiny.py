@@ -24,7 +24,7 @@ from movakit.loading.checkpoint import TINY_MARKER
 from movakit.testing.release_configs import release_config
 from movakit.testing.tiny_tokenizer import write_tiny_tokenizer
 
-WRITER_VERSION = 1
+WRITER_VERSION = 2  # bump whenever the written files change, so cached demo checkpoints are rebuilt
 TEXT_DIM = 32  # tiny umT5 d_model = the DiTs' text_dim
 AUDIO_LATENT_DIM = 16
 

@@ -104,3 +104,23 @@ def test_release_key_listing_and_parameter_count():
     assert sum(p.numel() for p in module.parameters()) == RELEASE_PARAMS  # tied embedding counted once
     assert lines[0] == "shared.weight\t[256384, 4096]"
     assert "encoder.embed_tokens.weight" not in FIXTURE.read_text()  # stored once, under shared.weight
+
+
+def test_tokenizer_json_is_loaded_verbatim_with_byte_fallback(encoder):
+    # transformers 5's T5Tokenizer would rebuild the model and map these characters to <unk>
+    ids = encoder.tokenizer("色调").input_ids
+    assert encoder.tokenizer.unk_token_id not in ids and len(ids) == 8  # "▁" + 2 chars x 3 UTF-8 bytes + </s>
+    ctx = encoder.encode(["色调"])
+    assert torch.all(ctx[0, :8].abs().sum(dim=-1) > 0) and torch.all(ctx[0, 8:] == 0)
+
+
+def test_tiny_tokenizer_reloads_as_t5_tokenizer_fast(tmp_path):
+    from transformers import T5TokenizerFast
+
+    from movakit.testing.tiny_tokenizer import write_tiny_tokenizer
+
+    size = write_tiny_tokenizer(tmp_path)
+    tok = T5TokenizerFast.from_pretrained(str(tmp_path))
+    assert len(tok) == size
+    assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
+    assert tok("the cat").input_ids[-1] == 1
