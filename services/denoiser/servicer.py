@@ -85,6 +85,9 @@ class DenoiseHandler:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
         p = task.params
+        if p.HasField("lora") and p.lora.name:
+            raise ValueError(f"params.lora: adapter {p.lora.name!r} requested, but this denoiser applies no LoRA "
+                             "adapters (not implemented); the job is not run without it")
         context = self.store.get_tensors(task.context)["context"]
         negative = self.store.get_tensors(task.negative_context)["negative_context"]
         y = self.store.get_tensors(task.y)["y"]

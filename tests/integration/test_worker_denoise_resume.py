@@ -101,3 +101,12 @@ def test_direct_call_reuses_stored_outputs(object_store, models):
     assert (skipped1, skipped2) == (False, True)
     assert out1 == out2 and second.steps == []
     assert store.get_raw(f"jobs/{job}/denoise/checkpoints.json") is None  # K=0: no checkpoints
+
+
+def test_lora_request_is_refused_not_ignored(object_store, models):
+    handler = _handler(models, object_store, 0)
+    job = f"job-{uuid.uuid4().hex[:8]}"
+    task = _task(object_store, models, job)
+    task.params.lora.name = "my-style"
+    with pytest.raises(ValueError, match="params.lora"):
+        handler.run(task, Recorder(job).ctx)
