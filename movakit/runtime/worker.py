@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import grpc
@@ -179,12 +179,13 @@ def serve_direct(handler: StageHandler, store: ObjectStore, request: Message, co
 
 @dataclass
 class WorkerStats:
+    """Counters of one replica since it started (logged on stop; read by tests)."""
+
     processed: int = 0
     skipped: int = 0
     failed: int = 0
     cancelled: int = 0
     dead_letters: int = 0
-    jobs: list[str] = field(default_factory=list)
 
 
 class StageWorker:
@@ -227,7 +228,7 @@ class StageWorker:
             self._consumer.close()
             self._producer.flush()
             self._producer.close()
-            log.info("worker stopped", extra={"fields": {"replica": self.replica_id}})
+            log.info("worker stopped", extra={"fields": {"replica": self.replica_id, **asdict(self.stats)}})
 
     def _log_assignment(self) -> None:
         now = frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
@@ -273,7 +274,6 @@ class StageWorker:
                     self._emit(event)
                 if next_task is not None and h.next_topic is not None:
                     mkafka.publish(self._producer, h.next_topic, job_id, next_task)
-                self.stats.jobs.append(job_id)
                 log.info("stage finished", extra={"fields": {**fields, "skipped": skipped,
                                                              "duration_s": round(time.monotonic() - started, 3)}})
             except JobCancelled:

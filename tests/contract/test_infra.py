@@ -63,3 +63,20 @@ def test_collector_receives_otlp_grpc_on_4317():
     config = yaml.safe_load((INFRA / "otel" / "collector.yaml").read_text())
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
     assert "otlp" in config["service"]["pipelines"]["traces"]["receivers"]
+
+
+def test_dev_overlay_patches_point_at_the_right_env_entries():
+    overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "dev" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../../base"]
+    (deployments,) = [p for p in overlay["patches"] if p["target"]["kind"] == "Deployment"]
+    ops = yaml.safe_load(deployments["patch"])
+    expected = {"/spec/template/spec/containers/0/env/5/value": "_CHECKPOINT",
+                "/spec/template/spec/containers/0/env/6/value": "_DEVICE",
+                "/spec/template/spec/containers/0/env/7/value": "_DTYPE"}
+    assert {op["path"] for op in ops} >= set(expected)
+    for name in HANDLERS:
+        assert name in deployments["target"]["labelSelector"]
+        env = _docs(INFRA / "k8s" / "base" / f"{name}.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        for path, suffix in expected.items():
+            index = int(path.split("/")[-2])
+            assert env[index]["name"].endswith(suffix), (name, index, env[index]["name"])
