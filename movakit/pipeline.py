@@ -61,6 +61,7 @@ class GenerateResult:
     png: Path
     prompt_used: str  # the prompt the text encoder saw (enhanced or the user's own)
     enhance_backend: str  # "disabled" when the enhancer was off
+    enhance_events: tuple[str, ...]  # the enhancer's retries, rejected answers and fallback, in order
     latents: DenoiseResult  # final latents, on the CPU
     times: StageTimes
 
@@ -115,7 +116,7 @@ def generate(
 
     # --- enhance (optional) ---
     t0 = time.perf_counter()
-    prompt, backend = req.prompt, "disabled"
+    prompt, backend, events = req.prompt, "disabled", ()
     if enhancer is not None:
         stage("enhance")
         from movakit.stages.enhance import EnhanceRequest, enhance
@@ -126,7 +127,7 @@ def generate(
             req.image.convert("RGB").save(buf, format="PNG")
             image_bytes = buf.getvalue()
         result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image_bytes, enabled=True))
-        prompt, backend = result.prompt, result.backend
+        prompt, backend, events = result.prompt, result.backend, result.events
     t1 = time.perf_counter()
 
     # --- encode ---
@@ -205,6 +206,7 @@ def generate(
         png=png,
         prompt_used=prompt,
         enhance_backend=backend,
+        enhance_events=tuple(events),
         latents=latents,
         times=StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
     )

@@ -173,7 +173,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from movakit.loading import CheckpointError, MovaCheckpoint
+    from movakit.enhance.first_frame import first_frame_source
     from movakit.pipeline import GenerateRequest, generate
+    from movakit.stages.enhance import EnhancerSettings, build_enhancer
+    from movakit.stages.first_frame import first_frame_for
 
     if opts.checkpoint is None:
         from movakit.testing.tiny import default_demo_checkpoint
@@ -201,13 +204,15 @@ def run(args: argparse.Namespace) -> int:
         + (", offload" if opts.offload else "")
     )
 
-    enhancer = None
-    if opts.enhance:
-        from movakit.stages.enhance import EnhancerSettings, build_enhancer
-
-        enhancer = build_enhancer(EnhancerSettings.from_env())
-
+    enhancer_settings = EnhancerSettings.from_env()
+    enhancer = build_enhancer(enhancer_settings) if opts.enhance else None
     image = Image.open(opts.image).convert("RGB") if opts.image is not None else None
+    # Text-only: the spec's white frame, unless MOVA_FIRST_FRAME_BASE_URL names an image-generation endpoint.
+    first_frame_notes: list[str] = []
+    first_frame = first_frame_for
+    if image is None and enhancer_settings.first_frame.configured:
+        first_frame = first_frame_source(enhancer_settings, events=first_frame_notes)
+        _say(f"first frame: drawn by {enhancer_settings.first_frame.base_url} (white frame if that fails)")
     load_device = "cpu" if opts.offload else opts.device
     _say(f"loading {path} ...")
     models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
@@ -235,10 +240,13 @@ def run(args: argparse.Namespace) -> int:
         result = generate(
             models, req, opts.output, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
             offload=opts.offload, device=opts.device, latents_path=opts.save_latents, on_stage=on_stage,
+            first_frame=first_frame,
         )
     finally:
         for bar in bars:
             bar.close()
+    for note in (*result.enhance_events, *first_frame_notes):
+        _say(f"note: {note}")
     print(f"prompt used ({result.enhance_backend}): {result.prompt_used}")
     t = result.times
     _say(f"times: encode {t.encode_s:.1f}s, denoise {t.denoise_s:.1f}s, decode {t.decode_s:.1f}s, "

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.text import paragraphs
+from movakit.stages.encode import crop_and_resize
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 _MAX_PROMPT_CHARS = 1000  # image endpoints commonly cap prompts around here
@@ -111,15 +112,7 @@ def first_frame_source(
         if data is None:
             return fallback(prompt, height, width)
         with Image.open(io.BytesIO(data)) as im:
-            return _fit(im.convert("RGB"), width, height)
+            return crop_and_resize(im, height, width)
 
     return source
 
-
-def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Centre-crop to the target aspect ratio, then resize to width x height."""
-    w, h = image.size
-    scale = max(width / w, height / h)
-    crop_w, crop_h = round(width / scale), round(height / scale)
-    left, top = (w - crop_w) // 2, (h - crop_h) // 2
-    return image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.Resampling.BICUBIC)
