@@ -250,8 +250,8 @@ class StageWorker:
         fields = {"job_id": job_id, "stage": h.stage_name, "replica": self.replica_id,
                   "partition": record.partition, "offset": record.offset}
         with _tracer.start_as_current_span(f"{self.service}.{h.stage_name}", context=parent) as span:
-            span.set_attribute("mova.job_id", job_id)
-            span.set_attribute("mova.replica", self.replica_id)
+            span.set_attribute("movakit.job_id", job_id)
+            span.set_attribute("movakit.replica", self.replica_id)
             ctx = TaskContext(job_id=job_id, emit=self._emit, is_cancelled=self.is_cancelled,
                               source=self.service)
             started = time.monotonic()
@@ -266,7 +266,7 @@ class StageWorker:
                     log.info("outputs exist: skipped", extra={"fields": fields})
                 else:
                     self.stats.processed += 1
-                span.set_attribute("mova.skipped", skipped)
+                span.set_attribute("movakit.skipped", skipped)
                 next_task, events = h.follow_up(task, output, self.service)
                 finished = events_pb2.StageFinished(stage=h.stage, duration_s=time.monotonic() - started,
                                                     skipped=skipped)
