@@ -126,6 +126,7 @@ def prompt_clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
+@torch.no_grad()  # as the official __call__; grad mode can change the CPU attention kernel's rounding
 def t5_prompt_embeds(m: ReferenceModels, prompt: str) -> torch.Tensor:
     enc = m.tokenizer.encode(prompt_clean(prompt), add_special_tokens=True)
     ids = torch.tensor([enc.ids], dtype=torch.long)
