@@ -178,8 +178,10 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
             checkpoint = str(default_demo_checkpoint())
         addresses["checkpoint"] = checkpoint
         gateway = f"127.0.0.1:{cfg.gateway_port}"
-        entries.append(_spawn_service(cfg, "gateway", "services.gateway.main",
-                                      _service_env(cfg, "gateway", gateway, checkpoint, ""), gateway))
+        gateway_env = _service_env(cfg, "gateway", gateway, checkpoint, "")
+        if not cfg.checkpoint:  # the tiny demo checkpoint: accept tiny sizes (e.g. 32x32) for quick plumbing runs
+            gateway_env["MOVA_GATEWAY_ANY_SIZE"] = "true"
+        entries.append(_spawn_service(cfg, "gateway", "services.gateway.main", gateway_env, gateway))
         for (name, prefix), port in zip(STAGE_SERVICES, cfg.stage_ports, strict=True):
             replicas = cfg.denoiser_replicas if name == "denoiser" else 1
             for i in range(replicas):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 
@@ -66,13 +67,19 @@ def run_stage_service(
     service_name: str,
     build_handler: Callable[[ObjectStore], StageHandler],
     add_servicers: Callable[[StageHandler], Callable[[grpc.Server], list[str]]],
+    reservation: socket.socket | None = None,
 ) -> int:
-    """Run one stage service until SIGTERM/SIGINT; returns the process exit status."""
+    """Run one stage service until SIGTERM/SIGINT; returns the process exit status.
+
+    reservation: the socket from `reserve_listen_port`, held while the models load; closed just before binding.
+    """
     setup_json_logging()
     log.info("settings", extra={"fields": {"service": service_name, "settings": settings.redacted()}})
     setup_telemetry(service_name, settings.otel_exporter, settings.otel_endpoint or None)
     store = make_store(settings)
     handler = build_handler(store)
+    if reservation is not None:
+        reservation.close()
     server = serve(service_name, add_servicers(handler), settings.listen, handle_signals=False)
     stopped = threading.Event()
     worker: StageWorker | None = None

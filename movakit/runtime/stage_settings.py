@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -132,6 +133,24 @@ def _convert(raw: str, type_name: object, source: str) -> object:
         except ValueError:
             raise ValueError(f"{source}: expected a number, got {raw!r}") from None
     return raw
+
+
+def reserve_listen_port(listen: str) -> socket.socket:
+    """Bind (without listening) the service's gRPC address at process start and return the socket.
+
+    While it is held, no outgoing connection of any process can be given this port as its ephemeral local port
+    (Linux hands those out from the same range as the 5005x defaults, the same ports again for the same
+    destination); `run_stage_service` closes it right before the gRPC server binds.
+    """
+    host, _, port = listen.rpartition(":")
+    sock = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), int(port)))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot reserve {listen}: {exc}") from exc
+    return sock
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -1,18 +1,25 @@
-"""Encoder service entry point: `python -m services.encoder.main [--flag value ...]` (flags: see settings.py)."""
+"""Encoder service entry point: `python -m services.encoder.main [--flag value ...]` (flags: see settings.py).
+
+The listen port is reserved before the heavy imports and the model load (see reserve_listen_port).
+"""
 
 from __future__ import annotations
 
 import sys
 
-from movakit.runtime.stage_service import load_models, run_stage_service
-from services.encoder.servicer import COMPONENTS, EncodeHandler, add_servicers
+from movakit.runtime.stage_settings import reserve_listen_port
 from services.encoder.settings import EncoderSettings
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = EncoderSettings.load(sys.argv[1:] if argv is None else argv)
+    reservation = reserve_listen_port(settings.listen)
+    from movakit.runtime.stage_service import load_models, run_stage_service
+    from services.encoder.servicer import COMPONENTS, EncodeHandler, add_servicers
+
     return run_stage_service(settings, "encoder",
-                             lambda store: EncodeHandler(load_models(settings, COMPONENTS), store), add_servicers)
+                             lambda store: EncodeHandler(load_models(settings, COMPONENTS), store), add_servicers,
+                             reservation=reservation)
 
 
 if __name__ == "__main__":

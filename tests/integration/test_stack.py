@@ -78,7 +78,7 @@ def local_stack(tmp_path_factory, collector):
         state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
         stage_ports=tuple(ports[3:]), access_key="stack-test", secret_key="stack-test-secret",
         denoiser_replicas=2, otel_exporter="otlp", otel_endpoint=otlp,
-        extra_env={"MOVA_GATEWAY_ANY_SIZE": "true", "MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})
+        extra_env={"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})  # no --checkpoint: tiny sizes accepted
     addresses = stack.up(cfg, log=lambda *_: None)
     channel = grpc.insecure_channel(addresses["gateway"])
     yield cfg, addresses, gateway_pb2_grpc.JobServiceStub(channel)
