@@ -61,3 +61,29 @@ def test_secrets_are_redacted_and_logs_are_json():
     record.fields = {"job_id": "j1"}
     line = json.loads(JsonLogFormatter().format(record))
     assert (line["msg"], line["job_id"], line["level"]) == ("hello you", "j1", "info")
+
+
+def test_reserved_listen_port_is_held_until_closed():
+    import socket
+
+    from movakit.runtime.localstack import free_port
+    from movakit.runtime.stage_settings import reserve_listen_port
+
+    port = free_port()
+    held = reserve_listen_port(f"127.0.0.1:{port}")
+    other = socket.socket()
+    with pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))  # nobody else (no SO_REUSEADDR) gets it while held
+    other.close()
+    held.close()
+    again = socket.socket()
+    again.bind(("127.0.0.1", port))
+    again.close()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    listener.listen()
+    try:
+        with pytest.raises(OSError, match=f"cannot reserve 127.0.0.1:{port}"):
+            reserve_listen_port(f"127.0.0.1:{port}")  # a port in use is reported with the address
+    finally:
+        listener.close()
