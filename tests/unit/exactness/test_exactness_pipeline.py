@@ -63,13 +63,14 @@ def mova_models(checkpoint):
 _REF_CACHE: dict = {}
 
 
-def _reference(ref_models, image: str, steps: int, guidance: float, seed: int = 11) -> pr.ReferenceOutput:
-    key = (id(ref_models), image, steps, guidance, seed)
+def _reference(ref_models, image: str, steps: int, guidance: float, seed: int = 11,
+               fps: float = FPS) -> pr.ReferenceOutput:
+    key = (id(ref_models), image, steps, guidance, seed, fps)
     if key not in _REF_CACHE:
         torch.set_num_threads(1)
         _REF_CACHE[key] = pr.reference_call(
             ref_models, prompt=PROMPT, image=_official_image(image), negative_prompt=NEGATIVE, seed=seed,
-            height=H, width=W, num_frames=N, video_fps=FPS, num_inference_steps=steps, cfg_scale=guidance,
+            height=H, width=W, num_frames=N, video_fps=fps, num_inference_steps=steps, cfg_scale=guidance,
         )
     return _REF_CACHE[key]
 
@@ -83,14 +84,15 @@ def _rel(got: torch.Tensor, expect: torch.Tensor) -> float:
 def test_encode_stage_is_bit_exact(ref_models, mova_models, image):
     from movakit.stages.encode import EncodeRequest, encode
 
-    ref = _reference(ref_models, image, steps=3, guidance=1.0)
+    with torch.no_grad():
+        condition = pr.prepare_condition(ref_models, pr.preprocess_image(_official_image(image), H, W), N, H, W)
     got = encode(mova_models, EncodeRequest(PROMPT, NEGATIVE, IMAGES[image], H, W, N))
-    assert torch.equal(got.context, ref.context), "context"
-    assert torch.equal(got.negative_context, ref.negative_context), "negative_context"
+    assert torch.equal(got.context, pr.t5_prompt_embeds(ref_models, PROMPT)), "context"
+    assert torch.equal(got.negative_context, pr.t5_prompt_embeds(ref_models, NEGATIVE)), "negative_context"
     # padding positions are zero, the prompt positions are not
     assert got.context[0, -1].abs().max() == 0 and got.context[0, 0].abs().max() > 0
-    assert got.y.shape == ref.condition.shape == (1, 20, 3, H // 8, W // 8)
-    assert torch.equal(got.y, ref.condition), f"y: max abs diff {(got.y - ref.condition).abs().max():.3e}"
+    assert got.y.shape == condition.shape == (1, 20, 3, H // 8, W // 8)
+    assert torch.equal(got.y, condition), f"y: max abs diff {(got.y - condition).abs().max():.3e}"
 
 
 def test_initial_noise_and_audio_length_are_bit_exact(ref_models, mova_models):
@@ -105,12 +107,12 @@ def test_initial_noise_and_audio_length_are_bit_exact(ref_models, mova_models):
     assert torch.equal(audio, ref.audio_noise)
 
 
-def _run_cli(tmp_path, checkpoint, image: str, steps: int, guidance: float, *extra: str):
+def _run_cli(tmp_path, checkpoint, image: str, steps: int, guidance: float, *extra: str, fps: float = FPS):
     from movakit.cli import main
 
     argv = ["generate", "--prompt", PROMPT, "--negative-prompt", NEGATIVE, "--checkpoint", str(checkpoint),
             "--device", "cpu", "--dtype", "float32", "--height", str(H), "--width", str(W), "--num-frames", str(N),
-            "--fps", str(FPS), "--steps", str(steps), "--guidance-scale", str(guidance), "--seed", "11",
+            "--fps", str(fps), "--steps", str(steps), "--guidance-scale", str(guidance), "--seed", "11",
             "--output", str(tmp_path / "out.mp4"), "--save-latents", str(tmp_path / "lat.safetensors"), *extra]
     if IMAGES[image] is not None:
         IMAGES[image].save(tmp_path / "first.png")
@@ -204,3 +206,15 @@ def test_text_encoder_matches_official_prompt_embeds(ref_models, mova_models, pr
     got = mova_models.text_encoder.encode([prompt])
     assert torch.equal(got, pr.t5_prompt_embeds(ref_models, prompt))
     assert got[0, n:].abs().max() == 0 if n < 512 else n == 512
+
+
+# int(fps) or round(fps) anywhere would change the audio length (int: 18782 samples, L = 20) or the bridge's
+# time alignment (round), and so the latents
+@pytest.mark.parametrize(("fps", "audio_len"), [(23.976, 19)])
+def test_cli_other_fps_sets_audio_length_and_bridge_alignment_as_official(tmp_path, checkpoint, ref_models, fps,
+                                                                          audio_len):
+    ref = _reference(ref_models, "same_size", 3, 1.0, fps=fps)
+    assert ref.audio_latents.shape[-1] == audio_len  # (int(48000 * 9 / fps) - 1) // 960 + 1
+    saved = _run_cli(tmp_path, checkpoint, "same_size", 3, 1.0, fps=fps)
+    assert torch.equal(saved["video"], ref.video_latents)
+    assert torch.equal(saved["audio"], ref.audio_latents)
