@@ -7,6 +7,7 @@ gRPC server (JobService + health + reflection).
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import serve
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
-from movakit.runtime.stage_settings import setup_json_logging
+from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from services.gateway.follower import EventFollower, replay_job_state
 from services.gateway.job_store import JobStore
@@ -42,9 +43,12 @@ class RunningGateway:
         self.producer.close()
 
 
-def start_gateway(settings: GatewaySettings, *, handle_signals: bool = False) -> RunningGateway:
+def start_gateway(
+    settings: GatewaySettings, *, handle_signals: bool = False, reservation: socket.socket | None = None
+) -> RunningGateway:
     """Replays the job state from Kafka, starts following events and serves the job API; returns once the
-    state is caught up and the server accepts calls."""
+    state is caught up and the server accepts calls. `reservation` (from reserve_listen_port) holds the listen
+    port while the replay's connections are made; it is closed just before the server binds."""
     objects = ObjectStore(
         settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
         secure=settings.s3_secure, region=settings.s3_region,
@@ -67,6 +71,8 @@ def start_gateway(settings: GatewaySettings, *, handle_signals: bool = False) ->
         store, objects, producer, signer=signer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
         presign_expiry_s=settings.presign_expiry_s,
     )
+    if reservation is not None:
+        reservation.close()
     server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)
     log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
     return RunningGateway(settings.listen, server, store, follower, producer)
@@ -81,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("settings", extra={"fields": settings.redacted()})
     setup_telemetry("gateway", settings.otel_exporter, settings.otel_endpoint or None)
-    gateway = start_gateway(settings, handle_signals=True)
+    reservation = reserve_listen_port(settings.listen)
+    gateway = start_gateway(settings, handle_signals=True, reservation=reservation)
     try:
         gateway.server.wait_for_termination()
     finally:
