@@ -1,4 +1,4 @@
-"""Process supervision for `mova stack up|status|down`: the whole stack on 127.0.0.1, without Docker.
+"""Process supervision for `mova stack up|status|down|init`: the whole stack on 127.0.0.1, without Docker.
 
 `up` starts Tansu (Kafka protocol) and SeaweedFS (S3 with access keys) through movakit.runtime.localstack,
 creates the topics and the bucket, then one process per service (`python -m services.<name>.main`), each
@@ -6,6 +6,9 @@ configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/lo
 (pid, start time, address, log) are recorded in <state_dir>/stack.json so `status` and `down` can find them from
 another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
+Without a checkpoint (the tiny demo one) the gateway is started with MOVA_GATEWAY_ANY_SIZE=true, so tiny sizes
+such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
+that already run (docker-compose's one-shot init service).
 """
 
 from __future__ import annotations
