@@ -62,9 +62,12 @@ def test_defaults(tmp_path):
     assert (opts.fps, opts.guidance_scale, opts.seed) == (24.0, 5.0, 42)
     assert opts.height is None and opts.steps is None  # resolved per checkpoint (tiny demo vs real)
     assert (opts.device, opts.dtype) == ("cpu", "float32")
-    assert opts.enhance is False and opts.cfg_batch is True and opts.offload is False
+    # CFG batching: off on the CPU (bit-identical to the official two forwards), on for CUDA (faster)
+    assert opts.enhance is False and opts.cfg_batch is False and opts.offload is False
     gpu = validate(_parse(), cuda_count=1)
-    assert (gpu.device, gpu.dtype) == ("cuda", "bfloat16")
+    assert (gpu.device, gpu.dtype, gpu.cfg_batch) == ("cuda", "bfloat16", True)
+    assert validate(_parse("--cfg-batch"), cuda_count=0).cfg_batch is True
+    assert validate(_parse("--no-cfg-batch"), cuda_count=1).cfg_batch is False
     assert validate(_parse("--device", "cuda:0", "--dtype", "float32"), cuda_count=1).dtype == "float32"
     assert validate(_parse("--enhance", "--no-cfg-batch"), cuda_count=0).enhance is True
 
