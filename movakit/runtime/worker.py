@@ -13,8 +13,10 @@ One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group
      by the broker,
   6. and only then commits the record's offset (at-least-once; redelivery is harmless because of 3).
 
-A stage error publishes a `failed` event plus a DeadLetter record and commits, so one bad job never blocks the
-partition or kills the process. Every task runs in a span whose parent is the trace context of the Kafka headers.
+A transient error (a connection to S3 or Kafka failed or timed out, S3 answered 5xx) does not commit: the record
+is read again after a backoff, up to `max_attempts` times. Any other stage error, or the last transient one,
+publishes a `failed` event plus a DeadLetter record and commits, so one bad job never blocks the partition or
+kills the process. Every task runs in a span whose parent is the trace context of the Kafka headers.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError as Urllib3Error
 from kafka.structs import OffsetAndMetadata
 from opentelemetry import trace
 
@@ -44,6 +48,16 @@ log = logging.getLogger("movakit.worker")
 _tracer = trace.get_tracer("movakit.worker")
 
 _BLOB_MAGIC = b"MOVA-BLOB-1\n"
+
+
+_TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors of the infrastructure that a later attempt may not meet (not for bad data)."""
+    if isinstance(exc, S3Error):
+        return exc.code in _TRANSIENT_S3_CODES
+    return isinstance(exc, (ConnectionError, TimeoutError, Urllib3Error, KafkaError))
 
 
 class JobCancelled(Exception):
@@ -186,14 +200,18 @@ class WorkerStats:
     failed: int = 0
     cancelled: int = 0
     dead_letters: int = 0
+    retried: int = 0
 
 
 class StageWorker:
     """The consume → check cancel → skip or run → publish → commit loop of one stage replica."""
 
     def __init__(self, handler: StageHandler, store: ObjectStore, *, bootstrap: str, group_id: str,
-                 service: str, replica_id: str) -> None:
+                 service: str, replica_id: str, max_attempts: int = 3, retry_backoff_s: float = 2.0) -> None:
         self.handler = handler
+        self.max_attempts = max_attempts  # tries of one record on transient errors before it fails the job
+        self.retry_backoff_s = retry_backoff_s  # doubled after every transient failure of the same record
+        self._attempts: dict[tuple[str, int, int], int] = {}
         self.store = store
         self.service = service
         self.replica_id = replica_id
@@ -281,6 +299,17 @@ class StageWorker:
                 log.info("job cancelled", extra={"fields": fields})
                 self._report(lambda: self._emit(ctx.event(cancelled=events_pb2.Cancelled(stage=h.stage))))
             except Exception as exc:  # noqa: BLE001 - the job fails, the worker keeps going
+                where = (record.topic, record.partition, record.offset)
+                attempt = self._attempts.get(where, 0) + 1
+                if is_transient(exc) and attempt < self.max_attempts:
+                    self._attempts[where] = attempt
+                    self.stats.retried += 1
+                    log.warning("transient error: the task will be retried", exc_info=True,
+                                extra={"fields": {**fields, "attempt": attempt}})
+                    self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                    self._stop.wait(self.retry_backoff_s * 2 ** (attempt - 1))
+                    return  # not committed: the same record comes back on the next poll
+                self._attempts.pop(where, None)
                 self.stats.failed += 1
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
@@ -288,6 +317,7 @@ class StageWorker:
                 log.exception("stage failed", extra={"fields": fields})
                 self._report(lambda: self._emit(ctx.event(failed=events_pb2.Failed(stage=h.stage, reason=reason))))
                 self._report(lambda: self._dead_letter(record, job_id, reason))
+        self._attempts.pop((record.topic, record.partition, record.offset), None)
         self._commit(record)
 
     @staticmethod

@@ -38,9 +38,13 @@ class DoubleHandler:
         self.inbox = inbox
         self.next_topic = next_topic
         self.runs: list[str] = []
+        self.unreachable: dict[str, int] = {}  # job id -> how many more runs meet a dropped S3 connection
 
     def run(self, task, ctx: TaskContext):
         self.runs.append(task.job_id)
+        if self.unreachable.get(task.job_id, 0) > 0:
+            self.unreachable[task.job_id] -= 1
+            raise ConnectionResetError(f"jobs/{task.job_id}: connection reset while reading the input")
         x = self.store.get_tensors(task.context)["context"]
         ctx.check_cancel()
         ref = self.store.put_tensors(f"jobs/{task.job_id}/double/out.safetensors", {"video_latents": 2 * x})
@@ -63,7 +67,7 @@ def worker_env(kafka_bootstrap, object_store):
     handler = DoubleHandler(object_store, inbox, next_topic)
     group = f"test-worker-{suffix}"
     worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, service="test-worker",
-                         replica_id=f"r-{suffix}")
+                         replica_id=f"r-{suffix}", max_attempts=3, retry_backoff_s=0.1)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
     producer = mkafka.make_producer(kafka_bootstrap)
@@ -195,3 +199,18 @@ def test_cancelled_job_is_not_run_and_offsets_are_committed(worker_env):
         assert committed == ends and sum(ends.values()) == 1
     finally:
         probe.close()
+
+
+def test_transient_errors_are_retried_then_fail_the_job(worker_env):
+    env = worker_env
+    healed, broken = (f"job-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    env["handler"].unreachable.update({healed: 2, broken: 5})
+    for job in (healed, broken):
+        mkafka.publish(env["producer"], env["inbox"], job, _task(env["store"], job, 1.0))
+
+    assert env["outputs"].wait(lambda m: m.job_id == healed)  # third attempt succeeded
+    (failed,) = _job_events(env, broken, "failed")
+    assert "ConnectionResetError" in failed.failed.reason
+    assert env["handler"].runs.count(healed) == 3 and env["handler"].runs.count(broken) == 3  # max_attempts
+    assert [e for e in env["events"].seen if e.job_id == healed and e.WhichOneof("kind") == "failed"] == []
+    assert env["worker"].stats.retried == 4
