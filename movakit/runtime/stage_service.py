@@ -85,7 +85,8 @@ def run_stage_service(
     worker: StageWorker | None = None
     if settings.consume:
         worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
-                             service=service_name, replica_id=settings.replica_id)
+                             service=service_name, replica_id=settings.replica_id,
+                             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
 
     def on_signal(signum, _frame) -> None:
         log.info("stopping", extra={"fields": {"service": service_name, "signal": signum}})

@@ -48,6 +48,8 @@ class StageSettings:
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
     consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
     replica_id: str = ""  # name of this replica in logs and events; "" -> <hostname>-<pid>
+    max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
+    retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each
 
     # --- reading -------------------------------------------------------------------------------------------------
     @classmethod
@@ -103,6 +105,10 @@ class StageSettings:
             raise ValueError(f"{self.env_name('dtype')}: one of float32, bfloat16, float16, got {self.dtype!r}")
         if not self.s3_bucket:
             raise ValueError(f"{self.env_name('s3_bucket')}: must not be empty")
+        if self.max_attempts < 1:
+            raise ValueError(f"{self.env_name('max_attempts')}: must be >= 1, got {self.max_attempts}")
+        if self.retry_backoff_s < 0:
+            raise ValueError(f"{self.env_name('retry_backoff_s')}: must be >= 0, got {self.retry_backoff_s}")
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with secrets replaced by '***' (for the startup log line)."""

@@ -40,6 +40,8 @@ def test_flag_wins_over_variable_over_default():
     ({"MOVA_DECODER_OTEL_EXPORTER": "jaeger"}, "MOVA_DECODER_OTEL_EXPORTER"),
     ({"MOVA_DECODER_OTEL_EXPORTER": "otlp"}, "MOVA_DECODER_OTEL_ENDPOINT"),
     ({"MOVA_DECODER_DTYPE": "int8"}, "MOVA_DECODER_DTYPE"),
+    ({"MOVA_DECODER_MAX_ATTEMPTS": "0"}, "MOVA_DECODER_MAX_ATTEMPTS"),
+    ({"MOVA_DECODER_RETRY_BACKOFF_S": "soon"}, "MOVA_DECODER_RETRY_BACKOFF_S"),
 ])
 def test_bad_values_name_the_variable(env, name):
     with pytest.raises(ValueError, match=name):
