@@ -182,8 +182,10 @@ def describe(event: events_pb2.JobEvent) -> str:
             return f"{stage}: started" + (f" on {info.worker}" if info.worker else "")
         return f"{stage}: finished in {info.duration_s:.1f} s" + (" (outputs existed, skipped)" if info.skipped else "")
     if kind == "prompt_enhanced":
-        note = f" (kept the original: {event.prompt_enhanced.fallback_reason})" if event.prompt_enhanced.fallback_reason else ""
-        return f"prompt: {event.prompt_enhanced.prompt}{note}"
+        pe = event.prompt_enhanced
+        lines = [f"enhancer: {n}" for n in pe.notes]
+        note = f" (kept the original: {pe.fallback_reason})" if pe.fallback_reason else ""
+        return "\n".join([*lines, f"prompt ({pe.backend}): {pe.prompt}{note}"])
     if kind == "failed":
         return f"FAILED: {event.failed.reason}"
     if kind == "succeeded":

@@ -2,7 +2,7 @@
 
 `EnhanceHandler.run` reads the optional first-frame image (sha256 verified) and calls
 `movakit.stages.enhance.enhance`; with `params.enhance_prompt` false the stage returns the prompt verbatim.
-The result (the prompt actually used, the backend, any fallback reason) is recorded in jobs/<job>/enhance/result.pb
+The result (the prompt actually used, the backend, any fallback reason and the enhancer's notes) is recorded in jobs/<job>/enhance/result.pb
 and announced with a `prompt_enhanced` event.
 """
 
@@ -39,14 +39,16 @@ class EnhanceHandler:
                                                       enabled=task.params.enhance_prompt))
         return prompt_enhancer_pb2.EnhanceOutput(prompt=result.prompt, original_prompt=result.original_prompt,
                                                  backend=result.backend,
-                                                 fallback_reason=result.fallback_reason or "")
+                                                 fallback_reason=result.fallback_reason or "",
+                                                 notes=list(result.events))
 
     def outputs_valid(self, store: ObjectStore, output) -> bool:  # noqa: ARG002 - the manifest is the output
         return bool(output.prompt)
 
     def follow_up(self, task, output, source):
         enhanced = events_pb2.PromptEnhanced(prompt=output.prompt, original_prompt=output.original_prompt,
-                                             backend=output.backend, fallback_reason=output.fallback_reason)
+                                             backend=output.backend, fallback_reason=output.fallback_reason,
+                                             notes=output.notes)
         next_task = events_pb2.EncodeTask(job_id=task.job_id, params=task.params, prompt=output.prompt)
         if task.HasField("image"):
             next_task.image.CopyFrom(task.image)

@@ -97,16 +97,18 @@ class DenoiseStep(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., eta_s: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., expert: _Optional[str] = ...) -> None: ...
 
 class PromptEnhanced(_message.Message):
-    __slots__ = ("prompt", "original_prompt", "backend", "fallback_reason")
+    __slots__ = ("prompt", "original_prompt", "backend", "fallback_reason", "notes")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_PROMPT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     original_prompt: str
     backend: str
     fallback_reason: str
-    def __init__(self, prompt: _Optional[str] = ..., original_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., original_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Succeeded(_message.Message):
     __slots__ = ("artifacts",)

@@ -1,18 +1,22 @@
 from movakit.api.v1 import events_pb2 as _events_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
 from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnhanceOutput(_message.Message):
-    __slots__ = ("prompt", "original_prompt", "backend", "fallback_reason")
+    __slots__ = ("prompt", "original_prompt", "backend", "fallback_reason", "notes")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_PROMPT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     original_prompt: str
     backend: str
     fallback_reason: str
-    def __init__(self, prompt: _Optional[str] = ..., original_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., original_prompt: _Optional[str] = ..., backend: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ...) -> None: ...
