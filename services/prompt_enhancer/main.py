@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
     from services.prompt_enhancer.servicer import EnhanceHandler, add_servicers
 
+    enhancer_settings = EnhancerSettings.from_env()
     return run_stage_service(settings, "prompt-enhancer",
-                             lambda store: EnhanceHandler(build_enhancer(EnhancerSettings.from_env()), store),
+                             lambda store: EnhanceHandler(build_enhancer(enhancer_settings), store, enhancer_settings),
                              add_servicers, reservation=reservation)
 
 

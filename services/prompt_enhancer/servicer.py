@@ -3,7 +3,8 @@
 `EnhanceHandler.run` reads the optional first-frame image (sha256 verified) and calls
 `movakit.stages.enhance.enhance`; with `params.enhance_prompt` false the stage returns the prompt verbatim.
 The result (the prompt actually used, the backend, any fallback reason and the enhancer's notes) is recorded in jobs/<job>/enhance/result.pb
-and announced with a `prompt_enhanced` event.
+and announced with a `prompt_enhanced` event. For a text-only job, when MOVA_FIRST_FRAME_* names an image-generation
+endpoint, the first frame is drawn from the enhanced prompt here and handed to the encoder as the job's image.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_e
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
 from movakit.runtime.worker import TaskContext, make_event, serve_direct
-from movakit.stages.enhance import EnhanceRequest, enhance
+from movakit.enhance.first_frame import FirstFrameError, generate_first_frame
+from movakit.stages.enhance import EnhanceRequest, EnhancerSettings, enhance
 
 
 class EnhanceHandler:
@@ -25,9 +27,11 @@ class EnhanceHandler:
     task_type = events_pb2.EnhanceTask
     output_type = prompt_enhancer_pb2.EnhanceOutput
 
-    def __init__(self, enhancer, store: ObjectStore) -> None:
+    def __init__(self, enhancer, store: ObjectStore, settings: EnhancerSettings | None = None) -> None:
+        """settings: where the text-only first frame comes from (MOVA_FIRST_FRAME_*); None = never drawn here."""
         self.enhancer = enhancer
         self.store = store
+        self.settings = settings
 
     def run(self, task: events_pb2.EnhanceTask, ctx: TaskContext) -> prompt_enhancer_pb2.EnhanceOutput:  # noqa: ARG002
         if not task.job_id:
@@ -37,12 +41,31 @@ class EnhanceHandler:
         image = self.store.get_bytes(task.image) if task.HasField("image") and task.image.key else None
         result = enhance(self.enhancer, EnhanceRequest(prompt=task.params.prompt, image=image,
                                                       enabled=task.params.enhance_prompt))
-        return prompt_enhancer_pb2.EnhanceOutput(prompt=result.prompt, original_prompt=result.original_prompt,
-                                                 backend=result.backend,
-                                                 fallback_reason=result.fallback_reason or "",
-                                                 notes=list(result.events))
+        output = prompt_enhancer_pb2.EnhanceOutput(prompt=result.prompt, original_prompt=result.original_prompt,
+                                                   backend=result.backend,
+                                                   fallback_reason=result.fallback_reason or "",
+                                                   notes=list(result.events))
+        if image is None and self.settings is not None and self.settings.first_frame.configured:
+            self._draw_first_frame(task, output)
+        return output
 
-    def outputs_valid(self, store: ObjectStore, output) -> bool:  # noqa: ARG002 - the manifest is the output
+    def _draw_first_frame(self, task: events_pb2.EnhanceTask, output: prompt_enhancer_pb2.EnhanceOutput) -> None:
+        """Ask the image endpoint for the first frame of a text-only job; on failure the notes say why and the
+        encoder keeps the model's white-frame fallback."""
+        notes: list[str] = []
+        try:
+            data = generate_first_frame(self.settings, output.prompt, task.params.height, task.params.width,
+                                        notes=notes)
+        except FirstFrameError as exc:
+            notes.append(f"{exc}; using the default first frame")
+            data = None
+        output.notes.extend(notes)
+        if data is not None:
+            output.first_frame.CopyFrom(self.store.put_bytes(f"jobs/{task.job_id}/enhance/first_frame", data))
+
+    def outputs_valid(self, store: ObjectStore, output) -> bool:
+        if output.HasField("first_frame") and not store.exists(output.first_frame):
+            return False
         return bool(output.prompt)
 
     def follow_up(self, task, output, source):
@@ -52,6 +75,8 @@ class EnhanceHandler:
         next_task = events_pb2.EncodeTask(job_id=task.job_id, params=task.params, prompt=output.prompt)
         if task.HasField("image"):
             next_task.image.CopyFrom(task.image)
+        elif output.HasField("first_frame"):
+            next_task.image.CopyFrom(output.first_frame)
         return next_task, [make_event(task.job_id, source, prompt_enhanced=enhanced)]
 
 

@@ -22,18 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from movakit.api.v1 import common_pb2 as movakit_dot_api_dot_v1_dot_common__pb2
 from movakit.api.v1 import events_pb2 as movakit_dot_api_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$movakit/api/v1/prompt_enhancer.proto\x12\x0emovakit.api.v1\x1a\x1bmovakit/api/v1/events.proto\"q\n\rEnhanceOutput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0foriginal_prompt\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x03(\t2W\n\x0ePromptEnhancer\x12\x45\n\x07\x45nhance\x12\x1b.movakit.api.v1.EnhanceTask\x1a\x1d.movakit.api.v1.EnhanceOutputb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$movakit/api/v1/prompt_enhancer.proto\x12\x0emovakit.api.v1\x1a\x1bmovakit/api/v1/common.proto\x1a\x1bmovakit/api/v1/events.proto\"\xa1\x01\n\rEnhanceOutput\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0foriginal_prompt\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x03(\t\x12.\n\x0b\x66irst_frame\x18\x06 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef2W\n\x0ePromptEnhancer\x12\x45\n\x07\x45nhance\x12\x1b.movakit.api.v1.EnhanceTask\x1a\x1d.movakit.api.v1.EnhanceOutputb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'movakit.api.v1.prompt_enhancer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENHANCEOUTPUT']._serialized_start=85
-  _globals['_ENHANCEOUTPUT']._serialized_end=198
-  _globals['_PROMPTENHANCER']._serialized_start=200
-  _globals['_PROMPTENHANCER']._serialized_end=287
+  _globals['_ENHANCEOUTPUT']._serialized_start=115
+  _globals['_ENHANCEOUTPUT']._serialized_end=276
+  _globals['_PROMPTENHANCER']._serialized_start=278
+  _globals['_PROMPTENHANCER']._serialized_end=365
 # @@protoc_insertion_point(module_scope)
