@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from movakit.models.layers.attention import multi_head_attention
+from movakit.models.layers.attention import QKNormAttention, multi_head_attention
 from movakit.models.layers.config import (config_from_dict, config_from_json, config_to_dict, normalise_fields,
                                           reject_flag, require_positive)
 from movakit.models.layers.rope import apply_rope_rotate_half, bridge_positions, rotate_half_cos_sin
@@ -79,18 +79,11 @@ class BridgeConfig:
         return config_to_dict(self)
 
 
-class BridgeAttention(nn.Module):
-    """Cross-attention of one bridge block (key prefix ``inner``)."""
+class BridgeAttention(QKNormAttention):
+    """Cross-attention of one bridge block (key prefix ``inner``): rotate-half RoPE on q and k."""
 
     def __init__(self, dim: int, kv_dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(kv_dim, dim)
-        self.v = nn.Linear(kv_dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=BRIDGE_EPS)
-        self.norm_k = nn.RMSNorm(dim, eps=BRIDGE_EPS)
+        super().__init__(dim, num_heads, BRIDGE_EPS, kv_dim=kv_dim)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_rope: CosSin, y_rope: CosSin) -> torch.Tensor:
         # x (B, Lx, dim) raw query stream; y (B, Ly, kv_dim) layer-normed conditioning stream

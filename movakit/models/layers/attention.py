@@ -24,20 +24,27 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_
     return out.transpose(1, 2).reshape(b, lq, d)
 
 
-class SelfAttention(nn.Module):
-    """DiT self-attention: q/k RMSNorm over D, interleaved float64 RoPE on q and k, SDPA, output projection."""
+class QKNormAttention(nn.Module):
+    """Projections shared by every MOVA attention: q from the query stream (dim), k/v from the key stream (kv_dim),
+    all linears with bias, q and k RMS-normalised over the whole hidden size, output projection. Subclasses say
+    where the streams come from and which RoPE (if any) they get."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float):
+    def __init__(self, dim: int, num_heads: int, eps: float, kv_dim: int | None = None):
         super().__init__()
+        kv_dim = dim if kv_dim is None else kv_dim
         self.num_heads = num_heads
         # 1. projections (all with bias)
         self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
+        self.k = nn.Linear(kv_dim, dim)
+        self.v = nn.Linear(kv_dim, dim)
         self.o = nn.Linear(dim, dim)
         # 2. qk-norm over the whole hidden size
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
+
+
+class SelfAttention(QKNormAttention):
+    """DiT self-attention: q/k RMSNorm over D, interleaved float64 RoPE on q and k, SDPA, output projection."""
 
     def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
         # 1. projections + 2. qk-norm
@@ -50,20 +57,8 @@ class SelfAttention(nn.Module):
         return self.o(multi_head_attention(q, k, v, self.num_heads))
 
 
-class TextCrossAttention(nn.Module):
+class TextCrossAttention(QKNormAttention):
     """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        # 1. projections (all with bias)
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        # 2. qk-norm over the whole hidden size
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         # x (B, L, D), context (B, L_text, D): no RoPE, no mask (pad positions of the text are attended to)
