@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from movakit.models.layers.config import (config_from_dict, config_from_json, config_to_dict, normalise_fields,
-                                          reject_flag, require_positive)
+from movakit.models.layers.config import (check_dit_config, config_from_dict, config_from_json, config_to_dict,
+                                          reject_flag)
 from movakit.models.layers.dit_block import DiTTower
 from movakit.models.layers.rope import audio_rope_freqs
 
@@ -53,18 +53,9 @@ class AudioDiTConfig:
     vae_type: str = "oobleck"
 
     def __post_init__(self) -> None:
-        normalise_fields(self, component=_COMPONENT)
-        require_positive(self, ("dim", "in_dim", "ffn_dim", "out_dim", "text_dim", "freq_dim", "num_heads",
-                                "num_layers"), component=_COMPONENT)
-        if self.eps <= 0:
-            raise ValueError(f"{_COMPONENT} config: 'eps' must be > 0, got {self.eps!r}")
-        if self.dim % self.num_heads:
-            raise ValueError(f"{_COMPONENT} config: 'dim' {self.dim} is not divisible by 'num_heads' {self.num_heads}")
+        check_dit_config(self, component=_COMPONENT)
         if (self.dim // self.num_heads) % 2:
             raise ValueError(f"{_COMPONENT} config: head_dim {self.dim // self.num_heads} must be even for RoPE")
-        for flag in ("has_image_input", "has_image_pos_emb", "has_ref_conv", "add_control_adapter",
-                     "seperated_timestep", "require_clip_embedding", "fuse_vae_embedding_in_latents"):
-            reject_flag(self, flag, False, component=_COMPONENT)
         reject_flag(self, "vae_type", "dac", component=_COMPONENT)
 
     @property
@@ -84,7 +75,8 @@ class AudioDiTConfig:
 
 
 class AudioDiT(DiTTower):
-    """The audio tower. ``forward`` runs it alone; the dual-tower forward uses the pieces (see DiTTower)."""
+    """The audio tower. ``forward`` (DiTTower's) runs it alone on x (B, in_dim, L) -> (B, out_dim, L); the
+    dual-tower forward uses the pieces."""
 
     def __init__(self, config: AudioDiTConfig):
         patch = config.patch_size
@@ -116,19 +108,3 @@ class AudioDiT(DiTTower):
         b = tokens.shape[0]
         x = tokens.reshape(b, f, p, self.config.out_dim).permute(0, 3, 1, 2)  # (B, c, f, p)
         return x.reshape(b, self.config.out_dim, f * p)
-
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """The audio tower alone (no bridge). x (B, in_dim, L), timestep (B,), context (B, L_text, text_dim)
-        -> velocity (B, out_dim, L) float32."""
-        if timestep.shape != (x.shape[0],):
-            raise ValueError(f"timestep must have shape ({x.shape[0]},), got {tuple(timestep.shape)}")
-        # 1. time embeddings in float32, then the model dtype
-        t_emb, t_mod = self.time_embedding_fp32(timestep)
-        t_emb, t_mod = t_emb.to(self.dtype), t_mod.to(self.dtype)
-        # 2. text, 3. patches + RoPE table
-        ctx = self.embed_text(context)
-        tokens, grid = self.patchify(x)
-        freqs = self.rope_freqs(grid)
-        # 4. blocks, 5. head
-        tokens = self.run_blocks(tokens, ctx, t_mod, freqs)
-        return self.unpatchify(self.head(tokens, t_emb), grid).float()

@@ -124,3 +124,22 @@ def reject_flag(obj: Any, name: str, supported: Any, *, component: str) -> None:
         raise NotImplementedError(
             f"{component} config: {name}={json.dumps(value)} is not supported "
             f"(the released MOVA checkpoints use {json.dumps(supported)})")
+
+
+# Flags of the official Wan constructor that the MOVA release leaves off in both towers.
+_DIT_OFF_FLAGS = ("has_image_input", "has_image_pos_emb", "has_ref_conv", "add_control_adapter", "seperated_timestep",
+                  "require_clip_embedding", "fuse_vae_embedding_in_latents")
+
+
+def check_dit_config(obj: Any, *, component: str) -> None:
+    """The checks both DiT configs share: field types, positive sizes and eps, dim divisible by num_heads, and the
+    official flags the release leaves off (NotImplementedError when one is on)."""
+    normalise_fields(obj, component=component)
+    require_positive(obj, ("dim", "in_dim", "ffn_dim", "out_dim", "text_dim", "freq_dim", "num_heads", "num_layers"),
+                     component=component)
+    if obj.eps <= 0:
+        raise ValueError(f"{component} config: 'eps' must be > 0, got {obj.eps!r}")
+    if obj.dim % obj.num_heads:
+        raise ValueError(f"{component} config: 'dim' {obj.dim} is not divisible by 'num_heads' {obj.num_heads}")
+    for flag in _DIT_OFF_FLAGS:
+        reject_flag(obj, flag, False, component=component)

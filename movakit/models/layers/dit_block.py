@@ -123,3 +123,22 @@ class DiTTower(nn.Module):
         for block in self.blocks:
             x = block(x, context, t_mod, freqs)
         return x
+
+    # The tower-specific pieces: each subclass defines patchify(x) -> (tokens, grid), rope_freqs(grid) and
+    # unpatchify(tokens, grid).
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The tower alone (no bridge). x (B, in_dim, *spatial), timestep (B,), context (B, L_text, text_dim)
+        -> velocity (B, out_dim, *spatial) float32."""
+        if timestep.shape != (x.shape[0],):
+            raise ValueError(f"timestep must have shape ({x.shape[0]},), got {tuple(timestep.shape)}")
+        # 1. time embeddings in float32, then the model dtype
+        t_emb, t_mod = self.time_embedding_fp32(timestep)
+        t_emb, t_mod = t_emb.to(self.dtype), t_mod.to(self.dtype)
+        # 2. text, 3. patches + RoPE table
+        ctx = self.embed_text(context)
+        tokens, grid = self.patchify(x)
+        freqs = self.rope_freqs(grid)
+        # 4. blocks, 5. head
+        tokens = self.run_blocks(tokens, ctx, t_mod, freqs)
+        return self.unpatchify(self.head(tokens, t_emb), grid).float()
