@@ -4,8 +4,10 @@ Layout (ARCHITECTURE.md): jobs/<job>/input/..., jobs/<job>/encode/..., jobs/<job
 jobs/<job>/output/video.mp4|audio.wav|preview.png, jobs/<job>/control/cancel (the cancel marker).
 
 Tensors: one safetensors file per `put_tensors` call; its TensorRef describes the whole file (sha256 of the
-file bytes plus name, shape and dtype of every tensor in it). The sha256 is also stored as object metadata so
-a worker can rebuild the ref of an existing output (`tensor_ref_at`) to skip a redelivered task.
+file bytes plus name, shape and dtype of every tensor in it). The sha256 is also stored as object metadata, so
+the ref of an existing object can be rebuilt and verified from its key alone (`tensor_ref_at`, `object_ref_at`).
+(A worker that meets a redelivered task checks the refs recorded in its stage's result manifest instead:
+movakit.runtime.worker.)
 """
 
 from __future__ import annotations
@@ -131,14 +133,7 @@ class ObjectStore:
 
     def has_key(self, key: str) -> bool:
         """True when an object exists under `key` (no checksum check; for markers)."""
-        with self._span("stat_object", key):
-            try:
-                self._client.stat_object(self.bucket, key)
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
-                    return False
-                raise
-            return True
+        return self._stat(key) is not None
 
     def exists(self, ref: common_pb2.ObjectRef | common_pb2.TensorRef) -> bool:
         """True when the referenced object is present AND its bytes hash to ref.sha256 (downloads it)."""
@@ -173,6 +168,7 @@ class ObjectStore:
         return data, expected, stat.content_type or "application/octet-stream"
 
     def _stat(self, key: str):
+        """The object's stat, or None when there is no object under `key`."""
         with self._span("stat_object", key):
             try:
                 return self._client.stat_object(self.bucket, key)
