@@ -5,6 +5,7 @@ Written for this project from the rules in MOVA-SPEC §7; the answer is checked 
 
 from __future__ import annotations
 
+from movakit.enhance.backends.base import Feedback
 from movakit.enhance.text import MAX_WORDS, normalise_quotes
 
 REWRITE_INSTRUCTION = f"""You turn a short user request into the kind of caption a joint video-and-audio \
@@ -62,15 +63,22 @@ Text: every piece of readable text in the image, copied exactly inside double qu
 Describe only what is visible. Do not guess at events before or after this moment."""
 
 
-def rewrite_messages(prompt: str, visual_description: str | None) -> list[dict[str, str]]:
-    """Chat messages for the caption rewrite; the user's quoted spans are listed again so they are copied exactly."""
+def rewrite_messages(
+    prompt: str, visual_description: str | None, feedback: Feedback | None = None
+) -> list[dict[str, str]]:
+    """Chat messages for the caption rewrite; the user's quoted spans are listed again so they are copied exactly.
+    With `feedback` (a rejected answer), that answer and a request to correct it follow."""
     quotes = normalise_quotes(prompt).quotes
     if quotes:
         speech = "Quoted words to copy exactly, in straight double quotes: " + ", ".join(f'"{q.content}"' for q in quotes)
     else:
         speech = "The request contains no quoted speech: the caption must contain no dialogue."
     user = REWRITE_USER_TEMPLATE.format(visual=visual_description or NO_FIRST_FRAME, prompt=prompt, speech=speech)
-    return [{"role": "system", "content": REWRITE_INSTRUCTION}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": REWRITE_INSTRUCTION}, {"role": "user", "content": user}]
+    if feedback is not None:
+        messages.append({"role": "assistant", "content": feedback.previous_answer})
+        messages.append({"role": "user", "content": retry_message(feedback.problems)})
+    return messages
 
 
 def retry_message(problems: str) -> str:

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from movakit.enhance.backends.base import Answer, Feedback
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
-from movakit.enhance.prompts import EXTRACT_INSTRUCTION, retry_message, rewrite_messages
+from movakit.enhance.prompts import EXTRACT_INSTRUCTION, rewrite_messages
 from movakit.enhance.settings import EnhancerSettings
 
 
@@ -58,11 +58,7 @@ class OpenAICompatBackend:
         )
 
     def rewrite(self, prompt: str, visual_description: str | None, feedback: Feedback | None = None) -> Answer:
-        messages: list[dict] = list(rewrite_messages(prompt, visual_description))
-        if feedback is not None:
-            messages.append({"role": "assistant", "content": feedback.previous_answer})
-            messages.append({"role": "user", "content": retry_message(feedback.problems)})
-        return self._chat(self.model, messages)
+        return self._chat(self.model, rewrite_messages(prompt, visual_description, feedback))
 
     def describe_image(self, image: bytes) -> Answer:
         if not self.vision_model:

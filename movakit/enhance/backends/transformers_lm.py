@@ -13,7 +13,7 @@ import torch
 
 from movakit.enhance.backends.base import Answer, Feedback
 from movakit.enhance.http import BackendError
-from movakit.enhance.prompts import retry_message, rewrite_messages
+from movakit.enhance.prompts import rewrite_messages
 
 
 class TransformersBackend:
@@ -36,11 +36,7 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def rewrite(self, prompt: str, visual_description: str | None, feedback: Feedback | None = None) -> Answer:
-        messages = list(rewrite_messages(prompt, visual_description))
-        if feedback is not None:
-            messages.append({"role": "assistant", "content": feedback.previous_answer})
-            messages.append({"role": "user", "content": retry_message(feedback.problems)})
-        return Answer(text=self._generate(self._render(messages)))
+        return Answer(text=self._generate(self._render(rewrite_messages(prompt, visual_description, feedback))))
 
     def describe_image(self, image: bytes) -> Answer:  # noqa: ARG002
         raise BackendError(f"{self.model} is a text-only model and cannot describe an image")
