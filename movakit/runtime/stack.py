@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,22 +75,25 @@ class ProcessEntry:
     kind: str  # "infra" | "service"
 
 
-def _start_ticks(pid: int) -> int:
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of a process from /proc/<pid>/stat; None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return -1
-    return int(stat.rsplit(")", 1)[1].split()[19])
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the fields after "(comm)": state is the 3rd field, starttime the 22nd
+    return fields[0], int(fields[19])
+
+
+def _start_ticks(pid: int) -> int:
+    stat = _proc_stat(pid)
+    return -1 if stat is None else stat[1]
 
 
 def is_alive(entry: ProcessEntry) -> bool:
     """True while the recorded process (same pid AND same start time) is running and not a zombie."""
-    try:
-        stat = Path(f"/proc/{entry.pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and int(fields[19]) == entry.start_ticks
+    stat = _proc_stat(entry.pid)
+    return stat is not None and stat[0] != "Z" and stat[1] == entry.start_ticks
 
 
 def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, replica: str) -> dict[str, str]:
@@ -110,12 +112,8 @@ def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, re
 
 def _spawn_service(cfg: StackConfig, name: str, module: str, env: dict[str, str], address: str) -> ProcessEntry:
     log_path = cfg.state_dir / "logs" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=_REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}, start_new_session=True)
+    proc = localstack.spawn([sys.executable, "-m", module], log_path,
+                            {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}, _REPO_ROOT)
     return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service")
 
 
@@ -208,21 +206,14 @@ def _wait_healthy(cfg: StackConfig, services: list[ProcessEntry]) -> None:
     while pending:
         for entry in list(pending):
             if not is_alive(entry):
-                raise StackError(f"{entry.name} exited during startup; log {entry.log}:\n{_tail(entry.log)}")
+                raise StackError(f"{entry.name} exited during startup; log {entry.log}:\n{localstack.log_tail(entry.log, 25)}")
             if check_health(entry.address, timeout_s=1.0):
                 pending.remove(entry)
         if pending and time.monotonic() > deadline:
             names = ", ".join(e.name for e in pending)
-            raise StackError(f"not healthy after {cfg.ready_timeout_s} s: {names}; log:\n{_tail(pending[0].log)}")
+            raise StackError(f"not healthy after {cfg.ready_timeout_s} s: {names}; log:\n{localstack.log_tail(pending[0].log, 25)}")
         if pending:
             time.sleep(0.3)
-
-
-def _tail(path: str, lines: int = 25) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)

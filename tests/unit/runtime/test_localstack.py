@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from movakit.runtime.localstack import LocalStackError, ManagedProcess, _spawn, _wait, free_port, start_tansu
+from movakit.runtime.localstack import LocalStackError, ManagedProcess, _wait, spawn, free_port, start_tansu
 
 
 def test_stop_ends_a_process_and_reports_its_code(tmp_path):
     log = tmp_path / "sleep.log"
-    process = _spawn("sleeper", [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
-                     log, None, tmp_path)
+    process = spawn([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], log, None,
+                    tmp_path)
     managed = ManagedProcess("sleeper", process, "127.0.0.1:0", log)
     assert managed.running()
     assert managed.stop(timeout_s=10) == -15  # SIGTERM
@@ -22,8 +22,7 @@ def test_stop_ends_a_process_and_reports_its_code(tmp_path):
 
 def test_a_server_that_dies_at_startup_is_reported_with_its_log(tmp_path):
     log = tmp_path / "crash.log"
-    process = _spawn("crash", [sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"], log, None,
-                     tmp_path)
+    process = spawn([sys.executable, "-c", "import sys; print('bad config'); sys.exit(3)"], log, None, tmp_path)
     managed = ManagedProcess("crash", process, "127.0.0.1:0", log)
     with pytest.raises(LocalStackError, match="crash: exited with 3 during startup; log:\nbad config"):
         _wait(managed, lambda: False, timeout_s=30)
