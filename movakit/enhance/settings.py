@@ -44,6 +44,14 @@ class FirstFrameSettings:
     max_retries: int = 1
     backoff_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ValueError(f"MOVA_FIRST_FRAME_TIMEOUT_S: {self.timeout_s} must be positive")
+        if self.max_retries < 0:
+            raise ValueError(f"MOVA_FIRST_FRAME_MAX_RETRIES: {self.max_retries} must be >= 0")
+        if self.backoff_s < 0:
+            raise ValueError(f"first_frame backoff_s: {self.backoff_s} must be >= 0")
+
     @property
     def configured(self) -> bool:
         return bool(self.base_url)

@@ -45,6 +45,8 @@ def test_openai_settings_are_read():
         ({"MOVA_ENHANCER_MAX_RETRIES": "-1"}, "MOVA_ENHANCER_MAX_RETRIES"),
         ({"MOVA_ENHANCER_CACHE_SIZE": "1.5"}, "MOVA_ENHANCER_CACHE_SIZE"),
         ({"MOVA_FIRST_FRAME_TIMEOUT_S": "x"}, "MOVA_FIRST_FRAME_TIMEOUT_S"),
+        ({"MOVA_FIRST_FRAME_TIMEOUT_S": "0"}, "MOVA_FIRST_FRAME_TIMEOUT_S"),
+        ({"MOVA_FIRST_FRAME_MAX_RETRIES": "-1"}, "MOVA_FIRST_FRAME_MAX_RETRIES"),
     ],
 )
 def test_bad_values_name_the_variable(env, name):
