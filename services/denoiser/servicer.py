@@ -68,7 +68,11 @@ class DenoiseHandler:
 
     def newest_valid_checkpoint(self, job_id: str, total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
         """(step, tensors) of the newest checkpoint whose file verifies, or None."""
-        for step, ref in sorted(self._checkpoints(job_id), key=lambda e: e[0], reverse=True):
+        return self._newest_valid(job_id, self._checkpoints(job_id), total)
+
+    def _newest_valid(self, job_id: str, known: list[tuple[int, common_pb2.TensorRef]],
+                      total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        for step, ref in sorted(known, key=lambda e: e[0], reverse=True):
             if not 0 < step < total:
                 continue
             try:
@@ -92,10 +96,12 @@ class DenoiseHandler:
         negative = self.store.get_tensors(task.negative_context)["negative_context"]
         y = self.store.get_tensors(task.y)["y"]
         total = p.num_inference_steps
-        resume = self.newest_valid_checkpoint(task.job_id, total)
+        known = self._checkpoints(task.job_id)  # the index is read once per task
+        resume = self._newest_valid(task.job_id, known, total)
         start_step, video_noise, audio_noise = 0, None, None
-        known = self._checkpoints(task.job_id) if resume else []
-        if resume is not None:
+        if resume is None:
+            known = []
+        else:
             start_step, tensors = resume
             video_noise, audio_noise = tensors["video_latents"], tensors["audio_latents"]
             known = [(s, r) for s, r in known if s <= start_step]
