@@ -50,7 +50,8 @@ def post_json(
             with urllib.request.urlopen(request, timeout=policy.timeout_s) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode("utf-8", "replace").strip()
+            with exc:  # the error holds the response and its socket: close it before retrying
+                detail = exc.read()[:200].decode("utf-8", "replace").strip()
             problem = f"HTTP {exc.code} from {url}" + (f": {detail}" if detail else "")
             if exc.code != 429 and exc.code < 500:
                 raise BackendError(problem) from None
