@@ -78,17 +78,23 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _tensors(module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """State dict with each tied tensor written once (first name wins), contiguous, floats cast to dtype."""
+def stored_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict as a checkpoint stores it: each tied tensor once, under its first name, in state-dict order."""
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for key, tensor in module.state_dict(keep_vars=True).items():
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        t = tensor.detach()
-        out[key] = (t.to(dtype) if t.is_floating_point() else t).contiguous().clone()
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            out[key] = tensor
     return out
+
+
+def _tensors(module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`stored_tensors`, detached, contiguous, floats cast to dtype."""
+    return {
+        key: (t.to(dtype) if t.is_floating_point() else t).contiguous().clone()
+        for key, t in ((k, v.detach()) for k, v in stored_tensors(module).items())
+    }
 
 
 def _save(folder: Path, stem: str, tensors: dict[str, torch.Tensor], shards: int) -> None:
@@ -107,7 +113,8 @@ def _save(folder: Path, stem: str, tensors: dict[str, torch.Tensor], shards: int
     _write_json(folder / f"{stem}.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
 
 
-def _build(folder: str, config: dict) -> nn.Module:
+def build_component(folder: str, config: dict) -> nn.Module:
+    """The module of a component folder built from its config.json contents (keys starting with "_" ignored)."""
     body = {k: v for k, v in config.items() if not k.startswith("_")}
     if folder in ("video_dit", "video_dit_2"):
         from movakit.models.video_dit import VideoDiT, VideoDiTConfig
@@ -146,7 +153,7 @@ def _write_into(root: Path, *, seed: int, dtype: torch.dtype) -> None:
             config["vocab_size"] = -(-vocab_size // 64) * 64
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed * 1000 + index)  # each component its own stream: changing one leaves the rest
-            module = _build(folder, config)
+            module = build_component(folder, config)
         target = _mkdir(root / folder)
         _write_json(target / "config.json", config)
         stem = "model" if folder == "text_encoder" else "diffusion_pytorch_model"
