@@ -32,21 +32,11 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _config_error(path: Path, exc: Exception) -> CheckpointError:
-    return CheckpointError(f"{path}: {exc}")
-
-
 def load_audio_vae(folder: str | Path, *, device: str | torch.device = "cpu"):
     """DAC-VAE in float32 whatever the stored dtype (the official decode runs in float32)."""
     from movakit.models.audio_vae import DacVAE, DacVAEConfig
 
-    path = _config_path(folder)
-    try:
-        config = DacVAEConfig.from_dict(_read_json(path))
-    except ValueError as exc:
-        raise _config_error(path, exc) from exc
-    module = build_on_meta(lambda: DacVAE(config))
-    return load_component_strict(module, folder, dtype=torch.float32, device=device)
+    return _load_configured(folder, DacVAEConfig, DacVAE, dtype=torch.float32, device=device)
 
 
 def load_video_vae(folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"):
@@ -76,7 +66,7 @@ def load_text_encoder(
     try:
         config = UMT5Config.from_dict(_read_json(path))
     except (TypeError, ValueError) as exc:
-        raise _config_error(path, exc) from exc
+        raise CheckpointError(f"{path}: {exc}") from exc
     model = build_on_meta(lambda: UMT5EncoderModel(config))
     load_component_strict(model, text_encoder_dir, dtype=dtype, device=device)
     tokenizer_dir = Path(tokenizer_dir)
@@ -119,7 +109,7 @@ def _load_configured(folder, config_cls, module_cls, *, dtype, device) -> nn.Mod
     try:
         config = config_cls.from_dict(_read_json(path))
     except ValueError as exc:
-        raise _config_error(path, exc) from exc
+        raise CheckpointError(f"{path}: {exc}") from exc
     module = build_on_meta(lambda: module_cls(config))
     return load_component_strict(module, folder, dtype=dtype, device=device)
 
@@ -131,4 +121,4 @@ def load_scheduler(folder: str | Path):
     try:
         return FlowMatchPairScheduler.from_config(_read_json(path))
     except ValueError as exc:
-        raise _config_error(path, exc) from exc
+        raise CheckpointError(f"{path}: {exc}") from exc
