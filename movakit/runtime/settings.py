@@ -1,7 +1,8 @@
 """Shared helpers for service settings: typed reads of MOVA_* environment variables and flags.
 
-Each service declares one frozen dataclass in services/<name>/settings.py and fills it with these helpers,
-once, at startup. Nothing else in the code base reads os.environ. Errors name the variable.
+Each service declares one frozen dataclass in services/<name>/settings.py, filled once at startup: the gateway's
+with these helpers, the stage services' through movakit.runtime.stage_settings.StageSettings, which parses and
+redacts with them too. Errors name the variable or flag.
 """
 
 from __future__ import annotations
@@ -41,11 +42,7 @@ def env_int(
     value = _raw(env, name)
     if value is None:
         return default
-    try:
-        parsed = int(value)
-    except ValueError:
-        raise SettingsError(name, f"expected an integer, got {value!r}") from None
-    return check_range(name, parsed, minimum, maximum)
+    return check_range(name, parse_int(name, value), minimum, maximum)
 
 
 def env_float(
@@ -56,11 +53,7 @@ def env_float(
     value = _raw(env, name)
     if value is None:
         return default
-    try:
-        parsed = float(value)
-    except ValueError:
-        raise SettingsError(name, f"expected a number, got {value!r}") from None
-    return check_range(name, parsed, minimum, maximum)
+    return check_range(name, parse_float(name, value), minimum, maximum)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -70,14 +63,44 @@ _FALSE = {"0", "false", "no", "off"}
 def env_bool(name: str, default: bool, *, env: Mapping[str, str] | None = None) -> bool:
     """A boolean variable: 1/true/yes/on or 0/false/no/off (any case)."""
     value = _raw(env, name)
-    if value is None:
-        return default
-    lowered = value.lower()
+    return default if value is None else parse_bool(name, value)
+
+
+def parse_int(name: str, value: str) -> int:
+    """`value` as an integer; SettingsError naming `name` otherwise."""
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingsError(name, f"expected an integer, got {value!r}") from None
+
+
+def parse_float(name: str, value: str) -> float:
+    """`value` as a float; SettingsError naming `name` otherwise."""
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(name, f"expected a number, got {value!r}") from None
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """1/true/yes/on or 0/false/no/off (any case, surrounding spaces ignored); SettingsError naming `name` otherwise."""
+    lowered = value.strip().lower()
     if lowered in _TRUE:
         return True
     if lowered in _FALSE:
         return False
     raise SettingsError(name, f"expected one of 1/0, true/false, yes/no, on/off, got {value!r}")
+
+
+_PARSERS = {"bool": parse_bool, "int": parse_int, "float": parse_float}
+
+
+def parse_field(name: str, value: str, annotation: object) -> object:
+    """`value` converted to a settings dataclass field's annotated type (bool, int, float; anything else stays a
+    str). With `from __future__ import annotations` the annotation is the type's name."""
+    kind = annotation if isinstance(annotation, str) else annotation.__name__  # type: ignore[attr-defined]
+    parser = _PARSERS.get(kind)
+    return value if parser is None else parser(name, value)
 
 
 def env_choice(name: str, default: str, choices: tuple[str, ...], *, env: Mapping[str, str] | None = None) -> str:

@@ -20,8 +20,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-_SECRET_MARKERS = ("secret", "password", "api_key", "token")
-_OTEL_EXPORTERS = ("none", "console", "otlp", "memory")
+from movakit.runtime.settings import SettingsError, check_address, parse_field, redacted
+
+# movakit.runtime.telemetry.EXPORTERS, spelled out: importing telemetry (OpenTelemetry, gRPC) here would delay the
+# listen-port reservation that service mains make right after loading their settings.
+_OTEL_EXPORTERS = ("otlp", "console", "memory", "none")
 
 S = TypeVar("S", bound="StageSettings")
 
@@ -79,7 +82,7 @@ class StageSettings:
                 source = cls.env_name(f.name)
             if raw is None:
                 continue
-            values[f.name] = _convert(raw, f.type, source)
+            values[f.name] = parse_field(source, raw, f.type)
         settings = cls(**values)  # type: ignore[arg-type]
         settings.validate()
         if not settings.group_id:
@@ -89,56 +92,29 @@ class StageSettings:
         return settings
 
     def validate(self) -> None:
-        """Raise ValueError naming the variable of the first bad value."""
-        for name in ("listen", "s3_endpoint"):
-            value = getattr(self, name)
-            host, _, port = value.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"{self.env_name(name)}: expected host:port, got {value!r}")
+        """Raise SettingsError (a ValueError) naming the variable of the first bad value."""
+        check_address(self.env_name("listen"), self.listen)
+        check_address(self.env_name("s3_endpoint"), self.s3_endpoint)
         if not self.kafka_bootstrap:
-            raise ValueError(f"{self.env_name('kafka_bootstrap')}: must not be empty")
+            raise SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
         if self.otel_exporter not in _OTEL_EXPORTERS:
-            raise ValueError(f"{self.env_name('otel_exporter')}: one of {_OTEL_EXPORTERS}, got {self.otel_exporter!r}")
+            raise SettingsError(self.env_name("otel_exporter"),
+                                f"one of {', '.join(_OTEL_EXPORTERS)}, got {self.otel_exporter!r}")
         if self.otel_exporter == "otlp" and not self.otel_endpoint:
-            raise ValueError(f"{self.env_name('otel_endpoint')}: required when otel_exporter=otlp")
+            raise SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"{self.env_name('dtype')}: one of float32, bfloat16, float16, got {self.dtype!r}")
+            raise SettingsError(self.env_name("dtype"), f"one of float32, bfloat16, float16, got {self.dtype!r}")
         if not self.s3_bucket:
-            raise ValueError(f"{self.env_name('s3_bucket')}: must not be empty")
+            raise SettingsError(self.env_name("s3_bucket"), "must not be empty")
         if self.max_attempts < 1:
-            raise ValueError(f"{self.env_name('max_attempts')}: must be >= 1, got {self.max_attempts}")
+            raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
         if self.retry_backoff_s < 0:
-            raise ValueError(f"{self.env_name('retry_backoff_s')}: must be >= 0, got {self.retry_backoff_s}")
+            raise SettingsError(self.env_name("retry_backoff_s"), f"must be >= 0, got {self.retry_backoff_s}")
 
     def redacted(self) -> dict[str, object]:
-        """The settings as a dict with secrets replaced by '***' (for the startup log line)."""
-        out: dict[str, object] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = "***" if any(m in f.name for m in _SECRET_MARKERS) and value else value
-        return out
-
-
-def _convert(raw: str, type_name: object, source: str) -> object:
-    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
-    if kind == "bool":
-        low = raw.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{source}: expected true/false, got {raw!r}")
-    if kind == "int":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError(f"{source}: expected an integer, got {raw!r}") from None
-    if kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{source}: expected a number, got {raw!r}") from None
-    return raw
+        """The settings as a dict with secrets (the S3 keys too) replaced by '***', for the startup log line; the
+        same rule as the gateway's (movakit.runtime.settings.redacted)."""
+        return redacted(self)
 
 
 def reserve_listen_port(listen: str) -> socket.socket:

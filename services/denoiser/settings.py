@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import StageSettings
 
 DEFAULT_PORT = 50054
@@ -20,4 +21,5 @@ class DenoiserSettings(StageSettings):
     def validate(self) -> None:
         super().validate()
         if self.latent_checkpoint_every < 0:
-            raise ValueError(f"{self.env_name('latent_checkpoint_every')}: must be >= 0, got {self.latent_checkpoint_every}")
+            raise SettingsError(self.env_name("latent_checkpoint_every"),
+                                f"must be >= 0, got {self.latent_checkpoint_every}")

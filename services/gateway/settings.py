@@ -49,24 +49,12 @@ class GatewaySettings:
             parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
                                 help=f"overrides ${cls.env_name(field.name)}")
         flags = parser.parse_args(list(argv or []))
-        env = dict(environ) if environ is not None else None
         values: dict[str, object] = {}
         for field in dataclasses.fields(cls):
             flag = getattr(flags, field.name)
-            name = cls.env_name(field.name)
-            source_env = {name: flag} if flag is not None else env
-            label = f"--{field.name.replace('_', '-')}" if flag is not None else name
-            try:
-                if field.type in ("bool", bool):
-                    values[field.name] = s.env_bool(name, field.default, env=source_env)
-                elif field.type in ("int", int):
-                    values[field.name] = s.env_int(name, field.default, env=source_env)
-                elif field.type in ("float", float):
-                    values[field.name] = s.env_float(name, field.default, env=source_env)
-                else:
-                    values[field.name] = s.env_str(name, field.default, env=source_env)
-            except s.SettingsError as exc:
-                raise s.SettingsError(label, str(exc).split(": ", 1)[1]) from None
+            label = f"--{field.name.replace('_', '-')}" if flag is not None else cls.env_name(field.name)
+            raw = s.env_str(label, "", env={label: flag} if flag is not None else environ)  # empty -> the default
+            values[field.name] = s.parse_field(label, raw, field.type) if raw else field.default
         settings = cls(**values)
         settings.validate()
         return settings

@@ -36,6 +36,7 @@ def test_flag_wins_over_variable_over_default():
 
 @pytest.mark.parametrize(("env", "name"), [
     ({"MOVA_DECODER_LISTEN": "nowhere"}, "MOVA_DECODER_LISTEN"),
+    ({"MOVA_DECODER_LISTEN": "127.0.0.1:99999"}, "MOVA_DECODER_LISTEN"),
     ({"MOVA_DECODER_CONSUME": "maybe"}, "MOVA_DECODER_CONSUME"),
     ({"MOVA_DECODER_OTEL_EXPORTER": "jaeger"}, "MOVA_DECODER_OTEL_EXPORTER"),
     ({"MOVA_DECODER_OTEL_EXPORTER": "otlp"}, "MOVA_DECODER_OTEL_ENDPOINT"),
@@ -59,6 +60,7 @@ def test_secrets_are_redacted_and_logs_are_json():
     s = EncoderSettings.load([], {"MOVA_ENCODER_S3_SECRET_KEY": "hunter2"})
     assert s.s3_secret_key == "hunter2"
     assert s.redacted()["s3_secret_key"] == "***" and "hunter2" not in json.dumps(s.redacted())
+    assert s.redacted()["s3_access_key"] == "***"  # key ids are credentials, as in the gateway's log line
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
     record.fields = {"job_id": "j1"}
     line = json.loads(JsonLogFormatter().format(record))
