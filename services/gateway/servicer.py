@@ -18,6 +18,7 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime import validation
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
+from movakit.runtime.worker import make_event
 from services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
 
 log = logging.getLogger("movakit.gateway")
@@ -33,10 +34,6 @@ def _now() -> Timestamp:
     ts = Timestamp()
     ts.GetCurrentTime()
     return ts
-
-
-def _event(job_id: str, **kind) -> events_pb2.JobEvent:
-    return events_pb2.JobEvent(job_id=job_id, time=_now(), source=SOURCE, **kind)
 
 
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
@@ -101,7 +98,8 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         try:
             # The record first: once it is in the compacted topic a restarted gateway knows the job (and its key).
             mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
-            mkafka.publish(self._producer, TOPIC_EVENTS, job_id, _event(job_id, queued=events_pb2.Queued(job=job)))
+            queued = make_event(job_id, SOURCE, queued=events_pb2.Queued(job=job))
+            mkafka.publish(self._producer, TOPIC_EVENTS, job_id, queued)
             task = events_pb2.EnhanceTask(job_id=job_id, params=params)
             if job.HasField("input_image"):
                 task.image.CopyFrom(job.input_image)
@@ -153,12 +151,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
                 f"job_id: job {job.job_id} already finished ({common_pb2.JobState.Name(job.state)})",
             )
         # Workers see the cancel through the event / job-state topics and the marker object in S3.
-        self._objects.put_bytes(cancel_marker_key(job.job_id), b"cancel\n", "text/plain")
-        job = self._jobs.mark_cancel_requested(job.job_id)
-        mkafka.publish(self._producer, TOPIC_JOB_STATE, job.job_id, events_pb2.JobRecord(job=job))
-        mkafka.publish(
-            self._producer, TOPIC_EVENTS, job.job_id, _event(job.job_id, cancel_requested=events_pb2.CancelRequested())
-        )
+        try:
+            self._objects.put_bytes(cancel_marker_key(job.job_id), b"cancel\n", "text/plain")
+            job = self._jobs.mark_cancel_requested(job.job_id)
+            mkafka.publish(self._producer, TOPIC_JOB_STATE, job.job_id, events_pb2.JobRecord(job=job))
+            mkafka.publish(self._producer, TOPIC_EVENTS, job.job_id,
+                           make_event(job.job_id, SOURCE, cancel_requested=events_pb2.CancelRequested()))
+        except (KafkaError, S3Error, OSError) as exc:
+            log.exception("cancel failed", extra={"fields": {"job_id": job.job_id}})
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"could not request the cancel: {type(exc).__name__}: {exc}")
         log.info("cancel requested", extra={"fields": {"job_id": job.job_id}})
         return job
 
