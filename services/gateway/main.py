@@ -66,6 +66,7 @@ def start_gateway(
     follower.start()
     if not follower.caught_up.wait(settings.startup_timeout_s):
         follower.stop()
+        producer.close()
         raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
     servicer = JobServicer(
         store, objects, producer, signer=signer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
@@ -92,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gateway.server.wait_for_termination()
     finally:
-        gateway.follower.stop()
-        gateway.producer.close()
+        gateway.stop()
         shutdown_telemetry()
         log.info("gateway stopped")
     return 0
