@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,7 +20,7 @@ from PIL import Image
 
 from movakit.media import write_outputs
 from movakit.stages.decode import DecodeRequest, decode
-from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, audio_latent_length, denoise
+from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, denoise
 from movakit.stages.encode import EncodeRequest, encode
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
@@ -66,9 +68,23 @@ class GenerateResult:
     times: StageTimes
 
 
-def _to(module: torch.nn.Module | None, device: torch.device | str) -> None:
-    if module is not None:
-        module.to(device)
+@contextmanager
+def _visiting(offload: bool, device: torch.device, *modules: torch.nn.Module | None,
+              also_back: tuple[torch.nn.Module | None, ...] = ()) -> Iterator[None]:
+    """With offload: `modules` go to `device` for the block, then (with `also_back`) back to the CPU, also when
+    the block raises. Without offload: nothing moves."""
+    if not offload:
+        yield
+        return
+    for module in modules:
+        if module is not None:
+            module.to(device)
+    try:
+        yield
+    finally:
+        for module in (*modules, *also_back):
+            if module is not None:
+                module.to("cpu")
 
 
 def save_latents(latents: DenoiseResult, path: str | Path) -> Path:
@@ -132,55 +148,42 @@ def generate(
 
     # --- encode ---
     stage("encode")
-    if offload:
-        _to(models.text_encoder, device)
-        _to(models.video_vae, device)
-    enc = encode(
-        models,
-        EncodeRequest(
-            prompt=prompt,
-            negative_prompt=req.negative_prompt,
-            image=req.image,
-            height=req.height,
-            width=req.width,
-            num_frames=req.num_frames,
-        ),
-        first_frame=first_frame,
-    )
-    if offload:
-        _to(models.text_encoder, "cpu")
-        _to(models.video_vae, "cpu")
+    with _visiting(offload, device, models.text_encoder, models.video_vae):
+        enc = encode(
+            models,
+            EncodeRequest(
+                prompt=prompt,
+                negative_prompt=req.negative_prompt,
+                image=req.image,
+                height=req.height,
+                width=req.width,
+                num_frames=req.num_frames,
+            ),
+            first_frame=first_frame,
+        )
     t2 = time.perf_counter()
 
-    # --- denoise ---
+    # --- denoise (the stage itself places the two video experts; the audio length comes from the audio VAE) ---
     stage("denoise")
-    if offload:
-        _to(models.audio_dit, device)
-        _to(models.bridge, device)
-    latents = denoise(
-        models,
-        DenoiseRequest(
-            context=enc.context,
-            negative_context=enc.negative_context,
-            y=enc.y,
-            height=req.height,
-            width=req.width,
-            num_frames=req.num_frames,
-            fps=req.fps,
-            num_inference_steps=req.num_inference_steps,
-            guidance_scale=req.guidance_scale,
-            seed=req.seed,
-            audio_latent_length=audio_latent_length(
-                models.audio_vae.sample_rate, models.audio_vae.hop_length, req.num_frames, req.fps
+    with _visiting(offload, device, models.audio_dit, models.bridge, also_back=(models.video_dit, models.video_dit_2)):
+        latents = denoise(
+            models,
+            DenoiseRequest(
+                context=enc.context,
+                negative_context=enc.negative_context,
+                y=enc.y,
+                height=req.height,
+                width=req.width,
+                num_frames=req.num_frames,
+                fps=req.fps,
+                num_inference_steps=req.num_inference_steps,
+                guidance_scale=req.guidance_scale,
+                seed=req.seed,
             ),
-        ),
-        on_step=on_step,
-        cfg_batch=cfg_batch,
-        offload=offload,
-    )
-    if offload:
-        for name in ("video_dit", "video_dit_2", "audio_dit", "bridge"):
-            _to(getattr(models, name), "cpu")
+            on_step=on_step,
+            cfg_batch=cfg_batch,
+            offload=offload,
+        )
     latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu())
     if latents_path is not None:
         save_latents(latents, latents_path)
@@ -188,13 +191,8 @@ def generate(
 
     # --- decode ---
     stage("decode")
-    if offload:
-        _to(models.video_vae, device)
-        _to(models.audio_vae, device)
-    clip = decode(models, DecodeRequest(latents.video_latents, latents.audio_latents, fps=req.fps))
-    if offload:
-        _to(models.video_vae, "cpu")
-        _to(models.audio_vae, "cpu")
+    with _visiting(offload, device, models.video_vae, models.audio_vae):
+        clip = decode(models, DecodeRequest(latents.video_latents, latents.audio_latents, fps=req.fps))
     t4 = time.perf_counter()
 
     stage("write")
