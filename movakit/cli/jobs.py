@@ -21,7 +21,7 @@ DEFAULT_GATEWAY = "127.0.0.1:50051"
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 _STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items()
-           if value != common_pb2.JOB_STATE_UNSPECIFIED}
+           if value != common_pb2.JOB_STATE_UNSPECIFIED}  # --state choices; _state_name is the inverse
 _BAR_WIDTH = 30
 
 
@@ -85,6 +85,18 @@ def _stub(args) -> tuple[grpc.Channel, gateway_pb2_grpc.JobServiceStub]:
         args.gateway, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
     )
     return channel, gateway_pb2_grpc.JobServiceStub(channel)
+
+
+def _state_name(state: int) -> str:
+    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _stage_name(stage: int) -> str:
+    return common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
+
+
+def _step_line(s: events_pb2.DenoiseStep) -> str:
+    return f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s"
 
 
 def _rpc_error(exc: grpc.RpcError) -> int:
@@ -177,7 +189,7 @@ def describe(event: events_pb2.JobEvent) -> str:
     kind = event.WhichOneof("kind")
     if kind in ("stage_started", "stage_finished"):
         info = getattr(event, kind)
-        stage = common_pb2.Stage.Name(info.stage).removeprefix("STAGE_").lower()
+        stage = _stage_name(info.stage)
         if kind == "stage_started":
             return f"{stage}: started" + (f" on {info.worker}" if info.worker else "")
         return f"{stage}: finished in {info.duration_s:.1f} s" + (" (outputs existed, skipped)" if info.skipped else "")
@@ -191,8 +203,7 @@ def describe(event: events_pb2.JobEvent) -> str:
     if kind == "succeeded":
         return f"succeeded: {len(event.succeeded.artifacts)} artifacts"
     if kind == "denoise_step":
-        s = event.denoise_step
-        return f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s"
+        return _step_line(event.denoise_step)
     return kind.replace("_", " ")
 
 
@@ -206,7 +217,7 @@ class _Progress:
 
     def step(self, s: events_pb2.DenoiseStep) -> None:
         if not self._tty:
-            self.line(f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s")
+            self.line(_step_line(s))
             return
         filled = round(_BAR_WIDTH * s.step / max(s.total, 1))
         self._stream.write(f"\rdenoise [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {s.step}/{s.total} "
@@ -226,8 +237,8 @@ class _Progress:
 
 # ---- jobs get|watch|cancel|list --------------------------------------------------------------------------------
 def format_job(job: common_pb2.Job) -> str:
-    state = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
-    stage = common_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower()
+    state = _state_name(job.state)
+    stage = _stage_name(job.stage)
     p = job.params
     lines = [
         f"job       {job.job_id}",
@@ -293,7 +304,7 @@ def _list(args) -> int:
             except grpc.RpcError as exc:
                 return _rpc_error(exc)
             for job in page.jobs:
-                name = common_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+                name = _state_name(job.state)
                 progress = f"{job.step}/{job.total_steps}" if job.total_steps else "-"
                 print(f"{job.job_id}  {name:<10} {progress:>7}  {job.created_at.ToJsonString()}  "
                       f"{(job.effective_prompt or job.params.prompt)[:60]}")
