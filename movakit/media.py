@@ -51,6 +51,11 @@ class MediaError(RuntimeError):
     """ffmpeg/ffprobe is missing or failed; the message carries its stderr."""
 
 
+def _failed(what: str, exc: ffmpeg.Error) -> MediaError:
+    """MediaError for a failed ffmpeg/ffprobe run: `what`, then the tail of its stderr."""
+    return MediaError(f"{what}: {exc.stderr.decode(errors='replace')[-2000:]}")
+
+
 def _require(program: str) -> str:
     path = shutil.which(program)
     if path is None:
@@ -110,7 +115,7 @@ def write_outputs(result: ClipLike, mp4_path: str | Path) -> tuple[Path, Path, P
     try:
         out.run(cmd=_require("ffmpeg"), input=np.ascontiguousarray(frames).tobytes(), quiet=True)
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffmpeg failed writing {mp4}: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+        raise _failed(f"ffmpeg failed writing {mp4}", exc) from exc
     return mp4, wav, png
 
 
@@ -119,7 +124,7 @@ def probe(path: str | Path) -> MediaInfo:
     try:
         info = ffmpeg.probe(str(path), cmd=_require("ffprobe"), count_frames=None)
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffprobe failed on {path}: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+        raise _failed(f"ffprobe failed on {path}", exc) from exc
     streams = info["streams"]
     video = [s for s in streams if s["codec_type"] == "video"]
     audio = [s for s in streams if s["codec_type"] == "audio"]
@@ -151,7 +156,7 @@ def read_video_frames(path: str | Path) -> np.ndarray:
             .run(cmd=_require("ffmpeg"), capture_stdout=True, quiet=True)
         )
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffmpeg failed decoding {path}: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+        raise _failed(f"ffmpeg failed decoding {path}", exc) from exc
     return np.frombuffer(raw, np.uint8).reshape(-1, info.height, info.width, 3)
 
 
@@ -160,7 +165,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         streams = ffmpeg.probe(str(path), cmd=_require("ffprobe"))["streams"]
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffprobe failed on {path}: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+        raise _failed(f"ffprobe failed on {path}", exc) from exc
     audio = [s for s in streams if s["codec_type"] == "audio"]
     if not audio:
         raise MediaError(f"{path}: no audio stream")
@@ -172,5 +177,5 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
             .run(cmd=_require("ffmpeg"), capture_stdout=True, quiet=True)
         )
     except ffmpeg.Error as exc:
-        raise MediaError(f"ffmpeg failed decoding audio of {path}: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+        raise _failed(f"ffmpeg failed decoding audio of {path}", exc) from exc
     return np.frombuffer(raw, np.float32), sample_rate
