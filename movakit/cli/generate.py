@@ -180,6 +180,11 @@ def run(args: argparse.Namespace) -> int:
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
     from movakit.stages.first_frame import first_frame_for
 
+    try:
+        enhancer_settings = EnhancerSettings.from_env()  # bad MOVA_ENHANCER_* / MOVA_FIRST_FRAME_*: before any model work
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
     if opts.checkpoint is None:
         from movakit.testing.tiny import default_demo_checkpoint
 
@@ -206,8 +211,10 @@ def run(args: argparse.Namespace) -> int:
         + (", offload" if opts.offload else "")
     )
 
-    enhancer_settings = EnhancerSettings.from_env()
-    enhancer = build_enhancer(enhancer_settings) if opts.enhance else None
+    try:
+        enhancer = build_enhancer(enhancer_settings) if opts.enhance else None
+    except ValueError as exc:  # e.g. MOVA_ENHANCER_MODEL_PATH without a config.json
+        raise UsageError(f"--enhance: {exc}") from None
     image = Image.open(opts.image).convert("RGB") if opts.image is not None else None
     # Text-only: the spec's white frame, unless MOVA_FIRST_FRAME_BASE_URL names an image-generation endpoint.
     first_frame_notes: list[str] = []
@@ -217,7 +224,10 @@ def run(args: argparse.Namespace) -> int:
         _say(f"first frame: drawn by {enhancer_settings.first_frame.base_url} (white frame if that fails)")
     load_device = "cpu" if opts.offload else opts.device
     _say(f"loading {path} ...")
-    models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
+    try:
+        models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
+    except (CheckpointError, NotImplementedError) as exc:  # missing/mis-shaped tensors, unsupported config values
+        raise UsageError(f"--checkpoint: {exc}") from None
 
     bars = []  # the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only
 

@@ -76,3 +76,22 @@ def test_dtype_choices_are_enforced_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["generate", "--prompt", "x", "--dtype", "float16"])
     assert exc.value.code == 2 and "--dtype" in capsys.readouterr().err
+
+
+def test_bad_enhancer_variable_exits_2_naming_it_before_any_model_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MOVA_FIRST_FRAME_MAX_RETRIES", "-1")
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "a dog barks"])
+    assert exc.value.code == 2
+    assert "mova: error: MOVA_FIRST_FRAME_MAX_RETRIES:" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_checkpoint_that_cannot_load_exits_2_naming_the_component(capsys, tmp_path):
+    (tmp_path / "model_index.json").write_text('{"_class_name": "MOVA"}')  # lists no component
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--prompt", "a dog barks", "--checkpoint", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "mova: error: --checkpoint:" in err and "'video_dit' is not in the checkpoint" in err
