@@ -6,8 +6,9 @@ results in that mode). This module is the one place that choice lives.
 
 To replace it (e.g. with a text-to-image model that draws a first frame from the prompt), write another
 function with the same signature `(prompt: str, height: int, width: int) -> PIL.Image.Image` returning an RGB
-image of exactly `width`×`height`, and pass it as `first_frame` to `movakit.pipeline.generate` (the encode stage
-itself only ever sees an image).
+image of exactly `width`×`height`, and pass it as `first_frame` to `movakit.pipeline.generate` (or to
+`movakit.stages.encode.encode`, which calls it only when the request carries no image; the result is then
+centre-cropped and resized like a user's image). `movakit.enhance.first_frame.first_frame_source` is one.
 """
 
 from __future__ import annotations
