@@ -5,8 +5,10 @@ handler; `run_stage_service` does the rest:
   1. JSON logs on stdout and one "settings" line (secrets redacted);
   2. OpenTelemetry with the configured exporter (service.name = the service);
   3. the object store (bucket created when missing) and the stage handler (models loaded once, resident);
-  4. the gRPC server (the stage RPC + health + reflection) on `settings.listen`;
-  5. the Kafka worker loop in the main thread (unless `consume` is false);
+  4. the Kafka worker's producer and consumer (unless `consume` is false), so a broker that cannot be reached
+     fails the start before the service reports SERVING;
+  5. the gRPC server (the stage RPC + health + reflection) on `settings.listen`;
+  6. the Kafka worker loop in the main thread (unless `consume` is false);
   SIGTERM/SIGINT stop the worker after its current task and the server gracefully.
 """
 
@@ -71,22 +73,23 @@ def run_stage_service(
 ) -> int:
     """Run one stage service until SIGTERM/SIGINT; returns the process exit status.
 
-    reservation: the socket from `reserve_listen_port`, held while the models load; closed just before binding.
+    reservation: the socket from `reserve_listen_port`, held while the models load and the Kafka clients connect;
+    closed just before binding.
     """
     setup_json_logging()
     log.info("settings", extra={"fields": {"service": service_name, "settings": settings.redacted()}})
     setup_telemetry(service_name, settings.otel_exporter, settings.otel_endpoint or None)
     store = make_store(settings)
     handler = build_handler(store)
+    worker: StageWorker | None = None
+    if settings.consume:  # connects to Kafka before the server reports SERVING (and while the port is reserved)
+        worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
+                             service=service_name, replica_id=settings.replica_id,
+                             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
     if reservation is not None:
         reservation.close()
     server = serve(service_name, add_servicers(handler), settings.listen, handle_signals=False)
     stopped = threading.Event()
-    worker: StageWorker | None = None
-    if settings.consume:
-        worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
-                             service=service_name, replica_id=settings.replica_id,
-                             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
 
     def on_signal(signum, _frame) -> None:
         log.info("stopping", extra={"fields": {"service": service_name, "signal": signum}})
