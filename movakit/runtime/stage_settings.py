@@ -68,7 +68,7 @@ class StageSettings:
     def load(cls: type[S], argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> S:
         """Build the settings from flags (argv) over `MOVA_<SERVICE>_*` variables over defaults; validates."""
         env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(prog=f"mova-{cls.SERVICE}", description=f"MOVA {cls.SERVICE} stage service")
+        parser = argparse.ArgumentParser(prog=f"mova-{cls.SERVICE.replace('_', '-')}", description=f"MOVA {cls.SERVICE} stage service")
         for f in dataclasses.fields(cls):
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
                                 help=f"overrides ${cls.env_name(f.name)}")
@@ -90,6 +90,16 @@ class StageSettings:
         if not settings.replica_id:
             settings = dataclasses.replace(settings, replica_id=f"{os.uname().nodename}-{os.getpid()}")
         return settings
+
+    @classmethod
+    def from_command_line(cls: type[S], argv: Sequence[str]) -> S:
+        """`load` for a service's main: a bad value is printed as `mova-<service>: error: <variable>: ...` and the
+        process exits with status 2, as argparse does for an unknown flag (and as the gateway does)."""
+        try:
+            return cls.load(argv)
+        except SettingsError as exc:
+            print(f"mova-{cls.SERVICE.replace('_', '-')}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def validate(self) -> None:
         """Raise SettingsError (a ValueError) naming the variable of the first bad value."""

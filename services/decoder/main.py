@@ -12,7 +12,7 @@ from services.decoder.settings import DecoderSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = DecoderSettings.load(sys.argv[1:] if argv is None else argv)
+    settings = DecoderSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import load_models, run_stage_service
     from services.decoder.servicer import COMPONENTS, DecodeHandler, add_servicers

@@ -14,7 +14,7 @@ from services.denoiser.settings import DenoiserSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = DenoiserSettings.load(sys.argv[1:] if argv is None else argv)
+    settings = DenoiserSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.models.audio_vae import DacVAEConfig
     from movakit.runtime.stage_service import load_models, open_checkpoint, run_stage_service

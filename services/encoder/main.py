@@ -12,7 +12,7 @@ from services.encoder.settings import EncoderSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = EncoderSettings.load(sys.argv[1:] if argv is None else argv)
+    settings = EncoderSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import load_models, run_stage_service
     from services.encoder.servicer import COMPONENTS, EncodeHandler, add_servicers

@@ -14,7 +14,7 @@ from services.prompt_enhancer.settings import PromptEnhancerSettings
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = PromptEnhancerSettings.load(sys.argv[1:] if argv is None else argv)
+    settings = PromptEnhancerSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import run_stage_service
     from movakit.stages.enhance import EnhancerSettings, build_enhancer

@@ -56,6 +56,14 @@ def test_bad_flag_names_the_flag_and_checkpoint_interval_is_checked():
         DenoiserSettings.load([], {"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "-1"})
 
 
+def test_a_service_main_reports_a_bad_value_and_exits_2(capsys, monkeypatch):
+    monkeypatch.setenv("MOVA_PROMPT_ENHANCER_CONSUME", "maybe")
+    with pytest.raises(SystemExit) as exit_info:
+        PromptEnhancerSettings.from_command_line([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("mova-prompt-enhancer: error: MOVA_PROMPT_ENHANCER_CONSUME: ")
+
+
 def test_secrets_are_redacted_and_logs_are_json():
     s = EncoderSettings.load([], {"MOVA_ENCODER_S3_SECRET_KEY": "hunter2"})
     assert s.s3_secret_key == "hunter2"
