@@ -68,7 +68,8 @@ class JobServiceServicer:
 
     def Submit(self, request, context):
         """Validates and queues a job. INVALID_ARGUMENT (message names the field) for bad input,
-        RESOURCE_EXHAUSTED when too many jobs are queued. A known idempotency_key returns that job.
+        RESOURCE_EXHAUSTED when too many jobs are queued, UNAVAILABLE when S3 or Kafka cannot take the job.
+        A known idempotency_key returns that job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,7 +92,7 @@ class JobServiceServicer:
 
     def Cancel(self, request, context):
         """Requests cancellation; workers stop at their next denoise step or stage boundary.
-        FAILED_PRECONDITION when the job already finished.
+        FAILED_PRECONDITION when the job already finished, UNAVAILABLE when S3 or Kafka cannot take the cancel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
