@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from movakit.models.layers.config import (check_dit_config, config_from_dict, config_from_json, config_to_dict,
-                                          reject_flag)
+from movakit.models.layers.config import JsonConfig, check_dit_config, reject_flag
 from movakit.models.layers.dit_block import DiTTower
 from movakit.models.layers.rope import audio_rope_freqs
 
@@ -24,7 +21,7 @@ _ALIASES = {"separated_timestep": "seperated_timestep"}
 
 
 @dataclass(frozen=True)
-class AudioDiTConfig:
+class AudioDiTConfig(JsonConfig):
     """Architecture of the audio tower, from audio_dit/config.json (official key names).
 
     Fields without a default must be in the file; flag defaults are the official constructor's defaults (note
@@ -52,6 +49,9 @@ class AudioDiTConfig:
     fuse_vae_embedding_in_latents: bool = False
     vae_type: str = "oobleck"
 
+    COMPONENT = _COMPONENT
+    ALIASES = _ALIASES
+
     def __post_init__(self) -> None:
         check_dit_config(self, component=_COMPONENT)
         if (self.dim // self.num_heads) % 2:
@@ -61,17 +61,6 @@ class AudioDiTConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AudioDiTConfig":
-        return config_from_dict(cls, data, component=_COMPONENT, aliases=_ALIASES)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "AudioDiTConfig":
-        return config_from_json(cls, path, component=_COMPONENT, aliases=_ALIASES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
 
 
 class AudioDiT(DiTTower):

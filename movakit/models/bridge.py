@@ -12,15 +12,12 @@ The query stream is not normalised. Keys: MOVA-SPEC §3.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from movakit.models.layers.attention import QKNormAttention, multi_head_attention
-from movakit.models.layers.config import (config_from_dict, config_from_json, config_to_dict, normalise_fields,
-                                          reject_flag, require_positive)
+from movakit.models.layers.config import JsonConfig, normalise_fields, reject_flag, require_positive
 from movakit.models.layers.rope import apply_rope_rotate_half, bridge_positions, rotate_half_cos_sin
 
 _COMPONENT = "dual_tower_bridge"
@@ -30,7 +27,7 @@ CosSin = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
-class BridgeConfig:
+class BridgeConfig(JsonConfig):
     """From dual_tower_bridge/config.json. Every key is required: the official code defaults are legacy values
     (3072-wide, "shallow_focus", no RoPE) that contradict the release."""
 
@@ -45,6 +42,8 @@ class BridgeConfig:
     apply_first_frame_bias_in_rope: bool
     trainable_condition_scale: bool
     pooled_adaln: bool
+
+    COMPONENT = _COMPONENT
 
     def __post_init__(self) -> None:
         normalise_fields(self, component=_COMPONENT)
@@ -66,17 +65,6 @@ class BridgeConfig:
     def num_interaction_layers(self) -> int:
         """Strategy "full": layers 0 .. min(visual_layers, audio_layers) - 1."""
         return min(self.visual_layers, self.audio_layers)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BridgeConfig":
-        return config_from_dict(cls, data, component=_COMPONENT)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "BridgeConfig":
-        return config_from_json(cls, path, component=_COMPONENT)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
 
 
 class BridgeAttention(QKNormAttention):

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from movakit.models.layers.config import check_dit_config, config_from_dict, config_from_json, config_to_dict
+from movakit.models.layers.config import JsonConfig, check_dit_config
 from movakit.models.layers.dit_block import DiTTower
 from movakit.models.layers.rope import video_rope_freqs, video_rope_split
 
@@ -25,7 +23,7 @@ _ALIASES = {"separated_timestep": "seperated_timestep"}
 
 
 @dataclass(frozen=True)
-class VideoDiTConfig:
+class VideoDiTConfig(JsonConfig):
     """Architecture of one video expert, from video_dit/config.json (official key names).
 
     Fields without a default must be in the file. The flags with defaults carry the official constructor's default
@@ -52,6 +50,9 @@ class VideoDiTConfig:
     require_clip_embedding: bool = True  # pipeline-side flag; the release uses false
     fuse_vae_embedding_in_latents: bool = False
 
+    COMPONENT = _COMPONENT
+    ALIASES = _ALIASES
+
     def __post_init__(self) -> None:
         check_dit_config(self, component=_COMPONENT)
         video_rope_split(self.dim // self.num_heads)  # ValueError if the head does not split into even RoPE parts
@@ -59,17 +60,6 @@ class VideoDiTConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VideoDiTConfig":
-        return config_from_dict(cls, data, component=_COMPONENT, aliases=_ALIASES)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "VideoDiTConfig":
-        return config_from_json(cls, path, component=_COMPONENT, aliases=_ALIASES)
-
-    def to_dict(self) -> dict[str, Any]:
-        return config_to_dict(self)
 
 
 class VideoDiT(DiTTower):

@@ -16,9 +16,29 @@ import json
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
+C = TypeVar("C", bound="JsonConfig")
+
+
+class JsonConfig:
+    """from_dict / from_json / to_dict for a frozen architecture dataclass, by the rules above. A subclass names
+    its component (for messages) in COMPONENT and may map alternative key spellings to field names in ALIASES."""
+
+    COMPONENT: ClassVar[str]
+    ALIASES: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        return config_from_dict(cls, data, component=cls.COMPONENT, aliases=cls.ALIASES)
+
+    @classmethod
+    def from_json(cls: type[C], path: str | Path) -> C:
+        return config_from_json(cls, path, component=cls.COMPONENT, aliases=cls.ALIASES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, component: str,
