@@ -81,6 +81,11 @@ def test_s3_keys_match_minio_and_settings_load_from_compose_env(compose):
         assert settings.listen == env[cls.env_name("listen")]
 
 
+def test_artifact_urls_point_at_the_s3_port_published_on_the_host(compose):
+    public = compose["services"]["gateway"]["environment"]["MOVA_GATEWAY_S3_PUBLIC_ENDPOINT"]
+    assert f"{public}:{_port(public)}" in compose["services"]["minio"]["ports"]
+
+
 def test_commands_start_the_right_modules(compose):
     for name, module in MODULES.items():
         command = compose["services"][name]["command"]
