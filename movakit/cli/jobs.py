@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     submit.add_argument("--guidance-scale", type=float, default=0.0, help="CFG scale (gateway default 5.0)")
     submit.add_argument("--seed", type=int, default=None, help="noise seed (default: drawn by the gateway)")
     submit.add_argument("--enhance-prompt", action="store_true", help="let the prompt enhancer rewrite the prompt")
-    submit.add_argument("--lora", default="", help="LoRA adapter name")
+    submit.add_argument("--lora", default="", help="LoRA adapter name (no denoiser applies adapters yet: the job fails)")
     submit.add_argument("--lora-scale", type=float, default=0.0, help="LoRA strength (default 1.0)")
     submit.add_argument("--priority", type=int, default=0, help="0 (default) .. 9")
     submit.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
