@@ -1,4 +1,5 @@
-"""OpenTelemetry for every service: tracer provider setup, W3C trace context in Kafka headers, gRPC interceptors.
+"""OpenTelemetry for every service: tracer provider setup, W3C trace context in Kafka headers, the gRPC server
+interceptor.
 
 One trace per job: the gateway starts the job's root span on Submit, `kafka.publish` injects the current
 context into the record headers, each stage continues it with `extract_context(record.headers)`, and the
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.grpc import client_interceptor, server_interceptor
+from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -89,22 +90,6 @@ def extract_context(headers: list[tuple[str, bytes]] | None) -> otel_context.Con
     return propagate.extract(carrier)
 
 
-def current_trace_id() -> str:
-    """Hex trace id of the current span, or "" outside any span."""
-    span_context = trace.get_current_span().get_span_context()
-    return format(span_context.trace_id, "032x") if span_context.is_valid else ""
-
-
 def grpc_server_interceptors() -> list[grpc.ServerInterceptor]:
     """Interceptors that open a SERVER span per RPC, continuing the caller's trace."""
     return [server_interceptor()]
-
-
-def traced_channel(address: str, *, max_message_mb: int = 64) -> grpc.Channel:
-    """An insecure gRPC channel to `address` whose calls open CLIENT spans and carry trace context."""
-    limit = max_message_mb * 1024 * 1024
-    channel = grpc.insecure_channel(
-        address,
-        options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
-    )
-    return grpc.intercept_channel(channel, client_interceptor())
