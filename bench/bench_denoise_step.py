@@ -13,44 +13,39 @@ Prints ratios only; no assertion on speed anywhere.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
+from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import DenoiseRequest, audio_latent_length, denoise
+from movakit.testing.release_configs import release_config
+from movakit.testing.tiny import tiny_config
 
 TEXT_LEN = 512  # umT5 context length, as the release
 SAMPLE_RATE, HOP = 48_000, 960  # release DAC: 50 Hz latents
 
 
-def _video_cfg(dim, heads, ffn, layers, text_dim) -> dict:
-    return {"dim": dim, "in_dim": 36, "ffn_dim": ffn, "out_dim": 16, "text_dim": text_dim, "freq_dim": 256,
-            "eps": 1e-6, "patch_size": [1, 2, 2], "num_heads": heads, "num_layers": layers,
-            "has_image_input": False, "require_clip_embedding": False}
-
-
-def _audio_cfg(dim, heads, ffn, layers, text_dim) -> dict:
-    return {"dim": dim, "in_dim": 128, "ffn_dim": ffn, "out_dim": 128, "text_dim": text_dim, "freq_dim": 256,
-            "eps": 1e-6, "patch_size": [1], "num_heads": heads, "num_layers": layers, "has_image_input": False,
-            "require_vae_embedding": False, "require_clip_embedding": False, "vae_type": "dac"}
-
-
-def _bridge_cfg(vdim, adim, vlayers, alayers, head_dim) -> dict:
-    return {"visual_layers": vlayers, "audio_layers": alayers, "visual_hidden_dim": vdim, "audio_hidden_dim": adim,
-            "audio_fps": 50.0, "head_dim": head_dim, "interaction_strategy": "full", "apply_cross_rope": True,
-            "apply_first_frame_bias_in_rope": False, "trainable_condition_scale": False, "pooled_adaln": False}
+def _sized(folder: str, **sizes) -> dict:
+    """The release config of `folder` with only the sizes changed."""
+    return {**release_config(folder), **sizes}
 
 
 CONFIGS = {
     # small: real head_dim (128); 1/10 of the release widths, 4 video / 3 audio layers
-    "small": (_video_cfg(512, 4, 1408, 4, 256), _audio_cfg(256, 2, 1024, 3, 256), _bridge_cfg(512, 256, 4, 3, 128)),
+    "small": (
+        _sized("video_dit", dim=512, num_heads=4, ffn_dim=1408, num_layers=4, text_dim=256),
+        _sized("audio_dit", dim=256, num_heads=2, ffn_dim=1024, num_layers=3, text_dim=256),
+        _sized("dual_tower_bridge", visual_hidden_dim=512, audio_hidden_dim=256, visual_layers=4, audio_layers=3),
+    ),
     # tiny: the test checkpoint's sizes
-    "tiny": (_video_cfg(48, 2, 64, 2, 32), _audio_cfg(48, 2, 64, 2, 32), _bridge_cfg(48, 48, 2, 2, 24)),
+    "tiny": (tiny_config("video_dit"), tiny_config("audio_dit"), tiny_config("dual_tower_bridge")),
 }
 
 
@@ -89,7 +84,8 @@ def bridge_flops(b: dict, t: Tokens) -> float:
 
 def step_flops(cfgs, t: Tokens, forwards: int) -> float:
     v, a, b = cfgs
-    return forwards * (tower_flops(v, t.video, 4) + tower_flops(a, t.audio, 1) + bridge_flops(b, t))
+    v_patch, a_patch = math.prod(v["patch_size"]), math.prod(a["patch_size"])
+    return forwards * (tower_flops(v, t.video, v_patch) + tower_flops(a, t.audio, a_patch) + bridge_flops(b, t))
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
@@ -140,8 +136,8 @@ def main() -> int:
         audio_dit=AudioDiT(AudioDiTConfig.from_dict(a_cfg)).to(dtype).eval(),
         bridge=DualTowerBridge(BridgeConfig.from_dict(b_cfg)).to(dtype).eval(),
         audio_vae=None,
-        scheduler=FlowMatchPairScheduler.from_config({"shift": 5.0, "extra_one_step": True}),
-        boundary_ratio=0.9,
+        scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
+        boundary_ratio=DEFAULT_BOUNDARY_RATIO,
     )
     t_lat, h_lat, w_lat = (args.num_frames - 1) // 4 + 1, args.height // 8, args.width // 8
     a_len = audio_latent_length(SAMPLE_RATE, HOP, args.num_frames, args.fps)

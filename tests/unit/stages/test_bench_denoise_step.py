@@ -39,7 +39,7 @@ def test_matmul_flops_match_torch_flop_counter():
     t = bench.Tokens(video=2 * 4 * 6, audio=7)
     with FlopCounterMode(display=False) as counter:
         dual_tower_forward(
-            vd, ad, br, video_x=torch.randn(1, 36, 2, 8, 12), audio_x=torch.randn(1, 128, 7),
+            vd, ad, br, video_x=torch.randn(1, v["in_dim"], 2, 8, 12), audio_x=torch.randn(1, a["in_dim"], 7),
             context=torch.randn(1, bench.TEXT_LEN, v["text_dim"]), t_video=torch.tensor([950.0]),
             t_audio=torch.tensor([950.0]), video_fps=24.0,
         )
