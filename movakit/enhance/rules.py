@@ -26,6 +26,7 @@ from movakit.enhance.text import (
     count_words,
     flatten_lines,
     normalise_quotes,
+    quoted_mask,
     split_sentences,
     truncate_words,
 )
@@ -139,10 +140,7 @@ def rule_rewrite(prompt: str, visual_description: str | None = None, *, max_word
 
 def _split_audio_label(text: str) -> tuple[str, str]:
     """Split at the first `Audio:`-style label that is outside quotes; the part after it is the sound section."""
-    inside = [False] * len(text)
-    for q in normalise_quotes(text).quotes:
-        for k in range(q.start, q.end):
-            inside[k] = True
+    inside = quoted_mask(normalise_quotes(text))
     for m in _AUDIO_LABEL_RE.finditer(text):
         if not inside[m.start(1)]:
             return text[: m.start(1)].rstrip(" ;,(-\u2014"), text[m.end() :]

@@ -98,6 +98,14 @@ def normalise_quotes(text: str) -> NormalisedText:
     return NormalisedText(text="".join(out), quotes=tuple(quotes), dropped_marks=tuple(dropped))
 
 
+def quoted_mask(norm: NormalisedText) -> list[bool]:
+    """mask[k] is True when `norm.text[k]` lies in a quoted span (both marks included)."""
+    mask = [False] * len(norm.text)
+    for q in norm.quotes:
+        mask[q.start : q.end] = [True] * (q.end - q.start)
+    return mask
+
+
 def _find_any(text: str, chars: str, start: int) -> int:
     hits = [j for j in (text.find(c, start) for c in chars) if j >= 0]
     return min(hits) if hits else -1
@@ -184,10 +192,7 @@ def split_sentences(norm: NormalisedText) -> list[str]:
     gives two sentences). Each sentence is stripped and keeps its own punctuation.
     """
     text = norm.text
-    inside = [False] * len(text)
-    for q in norm.quotes:
-        for k in range(q.start, q.end):
-            inside[k] = True
+    inside = quoted_mask(norm)
     cuts = [
         m.end()
         for m in _SENTENCE_END_RE.finditer(text)
