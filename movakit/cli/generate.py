@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from movakit.cli import UsageError
-from movakit.pipeline import OFFICIAL_NEGATIVE_PROMPT
 
 # Real checkpoints: the official inference defaults for MOVA-360p (MOVA-SPEC §4.1).
 REAL_DEFAULTS = {"height": 352, "width": 640, "num_frames": 193, "steps": 50}
@@ -65,8 +64,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--prompt", required=True, help="what happens, what is heard (speech in quotes)")
     p.add_argument("--image", help="first-frame image (PNG/JPEG); without it a white frame is used (spec §1.3)")
-    p.add_argument("--negative-prompt", default=OFFICIAL_NEGATIVE_PROMPT,
-                   help="negative prompt for CFG (default: the official short Chinese one)")
+    p.add_argument("--negative-prompt", help="negative prompt for CFG (default: the official short Chinese one)")
     p.add_argument("--height", type=int, help="pixels, multiple of 16 (default 352; tiny demo: 64)")
     p.add_argument("--width", type=int, help="pixels, multiple of 16 (default 640; tiny demo: 96)")
     p.add_argument("--num-frames", type=int, help="N with N = 4k+1 (default 193; tiny demo: 17)")
@@ -154,8 +152,15 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         if save_latents.suffix != ".safetensors":
             raise UsageError(f"--save-latents: must end in .safetensors, got {save_latents}")
 
+    if args.negative_prompt is None:
+        from movakit.pipeline import OFFICIAL_NEGATIVE_PROMPT  # here: the pipeline imports torch
+
+        negative_prompt = OFFICIAL_NEGATIVE_PROMPT
+    else:
+        negative_prompt = args.negative_prompt
+
     return GenerateArgs(
-        prompt=args.prompt, image=image, negative_prompt=args.negative_prompt, height=args.height,
+        prompt=args.prompt, image=image, negative_prompt=negative_prompt, height=args.height,
         width=args.width, num_frames=args.num_frames, fps=args.fps, steps=args.steps,
         guidance_scale=args.guidance_scale, seed=args.seed, checkpoint=checkpoint, device=device, dtype=dtype,
         output=output, save_latents=save_latents, enhance=args.enhance, offload=args.offload,
