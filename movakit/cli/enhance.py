@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         image = args.image.read_bytes()
     if args.first_frame is not None and not settings.first_frame.configured:
         raise UsageError("--first-frame: MOVA_FIRST_FRAME_BASE_URL is not set")
+    for name, value in (("--height", args.height), ("--width", args.width)):
+        if value <= 0:
+            raise UsageError(f"{name}: must be positive, got {value}")
     try:
         enhancer = build_enhancer(settings)
         result = enhance(enhancer, EnhanceRequest(prompt=args.prompt, image=image, enabled=not args.off))

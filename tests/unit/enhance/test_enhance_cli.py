@@ -63,6 +63,7 @@ def test_first_frame_is_written(fake_openai, monkeypatch, tmp_path, capsys):
         (["enhance", "x", "--image", "/nonexistent.png"], "--image"),
         (["enhance", "x", "--backend", "openai"], "MOVA_ENHANCER_BASE_URL"),
         (["enhance", "x", "--first-frame", "out.png"], "--first-frame"),
+        (["enhance", "x", "--height", "0"], "--height: must be positive"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, capsys):
