@@ -51,6 +51,7 @@ def _state_dir(parser) -> None:
 
 
 def _up(args) -> int:
+    from movakit.runtime.localstack import LocalStackError
     from movakit.runtime.stack import StackConfig, StackError, up
 
     try:
@@ -70,7 +71,7 @@ def _up(args) -> int:
                       otel_endpoint=args.otel_endpoint)
     try:
         addresses = up(cfg)
-    except StackError as exc:
+    except (StackError, LocalStackError) as exc:  # LocalStackError: Tansu or SeaweedFS missing or not starting
         print(f"mova stack up: {exc}")
         return 1
     print("stack is up:")

@@ -40,3 +40,17 @@ def test_free_ports_are_free():
     port = free_port()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", port))
+
+
+def test_stack_up_reports_a_broker_that_cannot_start(tmp_path, capsys):
+    from movakit.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))  # bound, not listening: `up` finds it closed, Tansu cannot bind it
+        port = taken.getsockname()[1]
+        others = [free_port() for _ in range(6)]
+        argv = ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", str(port), "--s3-port", str(others[0]),
+                "--gateway-port", str(others[1]), "--stage-ports", ",".join(map(str, others[2:]))]
+        assert main(argv) == 1
+    assert "mova stack up: tansu: exited" in capsys.readouterr().out
+    assert not (tmp_path / "stack.json").exists()
