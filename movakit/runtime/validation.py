@@ -1,4 +1,5 @@
-"""Request validation shared by the gateway and `mova generate` (no gRPC in here).
+"""Request validation of the gateway's Submit (no gRPC in here). `mova generate` checks its own options
+(movakit/cli/generate.py) and does not call this module.
 
 `validate_generation_params` checks a fully resolved parameter set (defaults already filled in by
 `with_defaults`) and raises InvalidArgument(field, message) for the first bad field. Nothing is rounded or
@@ -88,8 +89,8 @@ def with_defaults(params: common_pb2.GenerationParams, *, rng: random.Random | N
 def validate_generation_params(params, *, limits: Limits = DEFAULT_LIMITS, prefix: str = "params.") -> None:
     """Raises InvalidArgument for the first invalid field of a resolved parameter set.
 
-    `params` is a GenerationParams message (or any object with the same attribute names, e.g. the options of
-    `mova generate`); field names in errors are prefixed with `prefix`.
+    `params` is a GenerationParams message (or any object with the same attribute names; the lora checks then
+    do not apply); field names in errors are prefixed with `prefix`.
     """
 
     def bad(field: str, message: str) -> InvalidArgument:
