@@ -51,6 +51,15 @@ class FlowMatchPairConfig:
         return config
 
     def validate(self) -> None:
+        if isinstance(self.num_train_timesteps, bool) or not isinstance(self.num_train_timesteps, int):
+            raise ValueError(f"scheduler config: num_train_timesteps must be an integer, got {self.num_train_timesteps!r}")
+        for name in ("shift", "sigma_max", "sigma_min"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"scheduler config: {name} must be a number, got {value!r}")
+        for name in ("inverse_timesteps", "extra_one_step", "reverse_sigmas", "exponential_shift"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"scheduler config: {name} must be true or false, got {getattr(self, name)!r}")
         if self.num_train_timesteps < 2:
             raise ValueError(f"scheduler config: num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
         if self.shift <= 0:

@@ -102,6 +102,9 @@ def test_code_default_shift_is_not_the_release(sched):
         ({"inverse_timesteps": True}, NotImplementedError, "inverse_timesteps"),
         ({"reverse_sigmas": True}, NotImplementedError, "reverse_sigmas"),
         ({"shift_terminal": 0.1}, NotImplementedError, "shift_terminal"),
+        ({"shift": "5"}, ValueError, "shift must be a number"),
+        ({"num_train_timesteps": 1000.0}, ValueError, "num_train_timesteps must be an integer"),
+        ({"extra_one_step": "yes"}, ValueError, "extra_one_step must be true or false"),
     ],
 )
 def test_bad_configs_name_the_key(d, exc, match):
