@@ -118,7 +118,7 @@ def read_to_end(
     deadline = time.monotonic() + timeout_s
     try:
         assigned = sorted(consumer.assignment())
-        end = {tp: offset for tp, offset in consumer.end_offsets(assigned).items()}
+        end = consumer.end_offsets(assigned)
         remaining = {tp for tp in assigned if end[tp] > consumer.position(tp)}
         while remaining:
             if time.monotonic() > deadline:

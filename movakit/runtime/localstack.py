@@ -201,9 +201,10 @@ def _s3_answers(port: int) -> bool:
     if not port_open(port):
         return False
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1.0)  # noqa: S310 - loopback only
-    except urllib.error.HTTPError:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1.0):  # noqa: S310 - loopback only
+            return True
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response (and its socket)
         return True
     except (urllib.error.URLError, OSError):
         return False
-    return True
