@@ -61,6 +61,8 @@ class StackConfig:
         ports = [self.kafka_port, self.s3_port, self.gateway_port, *self.stage_ports]
         if len(set(ports)) != len(ports):
             raise StackError(f"ports must differ, got {ports}")
+        if not all(1 <= port <= 65535 for port in ports):
+            raise StackError(f"ports must lie in 1..65535, got {ports}")
         if self.denoiser_replicas < 1:
             raise StackError(f"--denoiser-replicas: must be >= 1, got {self.denoiser_replicas}")
 

@@ -54,3 +54,10 @@ def test_stack_up_reports_a_broker_that_cannot_start(tmp_path, capsys):
         assert main(argv) == 1
     assert "mova stack up: tansu: exited" in capsys.readouterr().out
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_stack_up_refuses_a_port_out_of_range(tmp_path, capsys):
+    from movakit.cli import main
+
+    assert main(["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", "70000"]) == 1
+    assert "mova stack up: ports must lie in 1..65535" in capsys.readouterr().out
