@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from PIL import Image
@@ -23,6 +23,10 @@ from movakit.stages.decode import DecodeRequest, decode
 from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, denoise
 from movakit.stages.encode import EncodeRequest, encode
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
+
+if TYPE_CHECKING:
+    from movakit.enhance.enhancer import Enhancer
+    from movakit.loading.checkpoint import MovaModels
 
 # The official short negative prompt (scripts/inference_single.py, MOVA-SPEC §4.1).
 OFFICIAL_NEGATIVE_PROMPT = (
@@ -105,11 +109,11 @@ def save_latents(latents: DenoiseResult, path: str | Path) -> Path:
 
 @torch.no_grad()
 def generate(
-    models,
+    models: MovaModels,
     req: GenerateRequest,
     output: str | Path,
     *,
-    enhancer=None,
+    enhancer: Enhancer | None = None,
     on_step: StepHook | None = None,
     cfg_batch: bool = True,
     offload: bool = False,
