@@ -12,14 +12,15 @@ the loader (movakit/loading/renames.py).
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from movakit.models.layers.config import config_from_dict, config_from_json
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # Keys a config.json may carry that are not DAC constructor arguments. SGLang's DAC config lists
@@ -82,20 +83,11 @@ class DacVAEConfig:
     @classmethod
     def from_dict(cls, data: dict) -> DacVAEConfig:
         """Keys starting with '_' (e.g. `_class_name`) and `hop_length` are ignored; other unknown keys raise."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if not k.startswith("_") and k not in _IGNORED_KEYS}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValueError(f"audio_vae config: unknown key {unknown[0]!r}")
-        required = [f.name for f in fields(cls) if f.default is MISSING]
-        missing = sorted(name for name in required if name not in kwargs)
-        if missing:
-            raise ValueError(f"audio_vae config: missing key {missing[0]!r}")
-        return cls(**kwargs)
+        return config_from_dict(cls, data, component="audio_vae", ignored=_IGNORED_KEYS)
 
     @classmethod
     def from_json(cls, path: str | Path) -> DacVAEConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return config_from_json(cls, path, component="audio_vae", ignored=_IGNORED_KEYS)
 
     def to_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -13,10 +13,12 @@ all requests. All arithmetic is float32, as in the official code.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from movakit.models.layers.config import config_from_dict
 
 # Keys the official scheduler_config.json may carry that do not change the sampler (the official code's own
 # per-call step count, diffusers bookkeeping). Ignored on purpose; any other unknown key is an error.
@@ -38,15 +40,7 @@ class FlowMatchPairConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FlowMatchPairConfig":
-        known = {f.name for f in fields(cls)}
-        kwargs = {}
-        for key, value in d.items():
-            if key.startswith("_") or key in _IGNORED_KEYS:
-                continue
-            if key not in known:
-                raise ValueError(f"scheduler config: unknown key {key!r}")
-            kwargs[key] = value
-        config = cls(**kwargs)
+        config = config_from_dict(cls, d, component="scheduler", ignored=_IGNORED_KEYS)
         config.validate()
         return config
 

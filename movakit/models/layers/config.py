@@ -1,11 +1,12 @@
 """Turn a checkpoint folder's config.json into a frozen architecture dataclass, strictly.
 
-Shared by the DiT and bridge configs. Rules (the same for every component):
-- keys starting with "_" (``_class_name``, ``_diffusers_version``, ...) are ignored;
+Shared by the DiT, bridge, audio VAE and scheduler configs. Key rules (the same for every component):
+- keys starting with "_" (``_class_name``, ``_diffusers_version``, ...) are ignored, and so are the keys a
+  component lists as not changing the module;
 - an unknown key is a ValueError naming the key (a typo must not silently select a default);
 - a missing key without a default is a ValueError naming the key;
-- values are type-checked against the dataclass annotations (bool is not accepted as int, int is accepted as float,
-  a JSON list is accepted for a tuple field).
+- with ``normalise_fields`` (the DiT and bridge configs), values are type-checked against the dataclass annotations
+  (bool is not accepted as int, int is accepted as float, a JSON list is accepted for a tuple field).
 Range checks and "flag value the release does not use" checks live in each config's ``__post_init__``.
 """
 
@@ -42,8 +43,9 @@ class JsonConfig:
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], *, component: str,
-                     aliases: Mapping[str, str] | None = None) -> T:
-    """Build ``cls`` from ``data`` (a parsed config.json); ``aliases`` maps alternative key spellings to field names."""
+                     aliases: Mapping[str, str] | None = None, ignored: tuple[str, ...] = ()) -> T:
+    """Build ``cls`` from ``data`` (a parsed config.json); ``aliases`` maps alternative key spellings to field names,
+    keys in ``ignored`` are known not to change the module and are skipped."""
     if not isinstance(data, Mapping):
         raise ValueError(f"{component} config: expected a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -52,7 +54,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, component: str,
     for key, value in data.items():
         if not isinstance(key, str):
             raise ValueError(f"{component} config: key {key!r} is not a string")
-        if key.startswith("_"):
+        if key.startswith("_") or key in ignored:
             continue
         name = aliases.get(key, key)
         if name not in names:
@@ -68,7 +70,7 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any], *, component: str,
 
 
 def config_from_json(cls: type[T], path: str | Path, *, component: str,
-                     aliases: Mapping[str, str] | None = None) -> T:
+                     aliases: Mapping[str, str] | None = None, ignored: tuple[str, ...] = ()) -> T:
     """Read ``path`` (a config.json) and build ``cls`` with :func:`config_from_dict`."""
     path = Path(path)
     try:
@@ -77,7 +79,7 @@ def config_from_json(cls: type[T], path: str | Path, *, component: str,
         raise FileNotFoundError(f"{component} config: {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{component} config: {path} is not valid JSON ({exc})") from None
-    return config_from_dict(cls, data, component=component, aliases=aliases)
+    return config_from_dict(cls, data, component=component, aliases=aliases, ignored=ignored)
 
 
 def normalise_fields(obj: Any, *, component: str) -> None:
