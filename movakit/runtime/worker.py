@@ -41,7 +41,7 @@ from opentelemetry import trace
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.object_store import ChecksumError, ObjectMissingError, ObjectStore, cancel_marker_key
+from movakit.runtime.object_store import ChecksumError, ObjectMissingError, ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
 
 log = logging.getLogger("movakit.worker")
@@ -112,7 +112,7 @@ def make_event(job_id: str, source: str, **kind: Message) -> events_pb2.JobEvent
 
 
 def manifest_key(job_id: str, stage_name: str) -> str:
-    return f"jobs/{job_id}/{stage_name}/result.pb"
+    return job_key(job_id, stage_name, "result.pb")
 
 
 def write_blob(store: ObjectStore, key: str, payload: bytes, content_type: str) -> None:

@@ -14,7 +14,7 @@ import grpc
 
 from movakit.api.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc, events_pb2
 from movakit.media import write_outputs
-from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE
 from movakit.runtime.worker import TaskContext, make_event, serve_direct
 from movakit.stages.decode import DecodeRequest, decode
@@ -49,7 +49,7 @@ class DecodeHandler:
             paths = write_outputs(result, Path(tmp) / "video.mp4")
             artifacts = []
             for (kind, name, content_type), path in zip(_OUTPUTS, paths, strict=True):
-                ref = self.store.put_bytes(f"jobs/{task.job_id}/output/{name}", Path(path).read_bytes(), content_type)
+                ref = self.store.put_bytes(job_key(task.job_id, "output", name), Path(path).read_bytes(), content_type)
                 artifacts.append(common_pb2.Artifact(kind=kind, ref=ref))
         return decoder_pb2.DecodeOutput(artifacts=artifacts)
 

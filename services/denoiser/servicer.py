@@ -18,7 +18,7 @@ import torch
 from google.protobuf import json_format
 
 from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_pb2
-from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.worker import TaskContext, read_blob, serve_direct, write_blob
 from movakit.stages.denoise import DenoiseRequest, StepInfo, audio_latent_length, denoise
@@ -29,7 +29,7 @@ log = logging.getLogger("movakit.denoiser")
 
 
 def checkpoint_index_key(job_id: str) -> str:
-    return f"jobs/{job_id}/denoise/checkpoints.json"
+    return job_key(job_id, "denoise", "checkpoints.json")
 
 
 class DenoiseHandler:
@@ -57,7 +57,7 @@ class DenoiseHandler:
         return [(int(e["step"]), json_format.ParseDict(e["ref"], common_pb2.TensorRef())) for e in entries]
 
     def _write_checkpoint(self, job_id: str, info: StepInfo, known: list[tuple[int, common_pb2.TensorRef]]) -> None:
-        ref = self.store.put_tensors(f"jobs/{job_id}/denoise/checkpoint-{info.step:04d}.safetensors", {
+        ref = self.store.put_tensors(job_key(job_id, "denoise", f"checkpoint-{info.step:04d}.safetensors"), {
             "video_latents": info.video_latents.detach().float().cpu().contiguous(),
             "audio_latents": info.audio_latents.detach().float().cpu().contiguous(),
             "step": torch.tensor([info.step], dtype=torch.int64),
@@ -121,11 +121,10 @@ class DenoiseHandler:
             seed=p.seed, video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
             audio_latent_length=audio_latent_length(self.audio_sample_rate, self.audio_hop_length, p.num_frames, p.fps),
         ), on_step=on_step)
-        base = f"jobs/{task.job_id}/denoise"
         return denoiser_pb2.DenoiseOutput(
-            video_latents=self.store.put_tensors(f"{base}/video_latents.safetensors",
+            video_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),
-            audio_latents=self.store.put_tensors(f"{base}/audio_latents.safetensors",
+            audio_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "audio_latents.safetensors"),
                                                  {"audio_latents": result.audio_latents}),
         )
 

@@ -13,7 +13,7 @@ import grpc
 from PIL import Image
 
 from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
-from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
 from movakit.runtime.worker import TaskContext, serve_direct
 from movakit.stages.encode import EncodeRequest, encode
@@ -46,12 +46,12 @@ class EncodeHandler:
             prompt=task.prompt, negative_prompt=p.negative_prompt, image=image,
             height=p.height, width=p.width, num_frames=p.num_frames))
         ctx.check_cancel()
-        base = f"jobs/{task.job_id}/encode"
         return encoder_pb2.EncodeOutput(
-            context=self.store.put_tensors(f"{base}/context.safetensors", {"context": result.context}),
-            negative_context=self.store.put_tensors(
-                f"{base}/negative_context.safetensors", {"negative_context": result.negative_context}),
-            y=self.store.put_tensors(f"{base}/y.safetensors", {"y": result.y}),
+            context=self.store.put_tensors(job_key(task.job_id, "encode", "context.safetensors"),
+                                           {"context": result.context}),
+            negative_context=self.store.put_tensors(job_key(task.job_id, "encode", "negative_context.safetensors"),
+                                                    {"negative_context": result.negative_context}),
+            y=self.store.put_tensors(job_key(task.job_id, "encode", "y.safetensors"), {"y": result.y}),
         )
 
     def outputs_valid(self, store: ObjectStore, output: encoder_pb2.EncodeOutput) -> bool:

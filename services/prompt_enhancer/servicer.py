@@ -12,7 +12,7 @@ from __future__ import annotations
 import grpc
 
 from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_enhancer_pb2_grpc
-from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
 from movakit.runtime.worker import TaskContext, make_event, serve_direct
 from movakit.enhance.first_frame import FirstFrameError, generate_first_frame
@@ -61,7 +61,7 @@ class EnhanceHandler:
             data = None
         output.notes.extend(notes)
         if data is not None:
-            output.first_frame.CopyFrom(self.store.put_bytes(f"jobs/{task.job_id}/enhance/first_frame", data))
+            output.first_frame.CopyFrom(self.store.put_bytes(job_key(task.job_id, "enhance", "first_frame"), data))
 
     def outputs_valid(self, store: ObjectStore, output) -> bool:
         if output.HasField("first_frame") and not store.exists(output.first_frame):
