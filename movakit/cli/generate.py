@@ -185,8 +185,8 @@ def run(args: argparse.Namespace) -> int:
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
     from movakit.stages.first_frame import first_frame_for
 
-    try:
-        enhancer_settings = EnhancerSettings.from_env()  # bad MOVA_ENHANCER_* / MOVA_FIRST_FRAME_*: before any model work
+    try:  # a bad MOVA_ENHANCER_* / MOVA_FIRST_FRAME_* variable is reported before any model work
+        enhancer_settings = EnhancerSettings.from_env()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -7,7 +7,7 @@ Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, 
 4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
    audio block i; then the remaining video blocks without bridge;
 5. heads (time_embedding output, not t_mod), unpatchify, float32.
-Every sample of the batch is independent (with cfg_batch the sampler runs the CFG positive and negative branches as B=2).
+Every sample of the batch is independent (with cfg_batch the sampler runs the CFG branches as one B=2 batch).
 """
 
 from __future__ import annotations
