@@ -49,16 +49,14 @@ def start_gateway(
     """Replays the job state from Kafka, starts following events and serves the job API; returns once the
     state is caught up and the server accepts calls. `reservation` (from reserve_listen_port) holds the listen
     port while the replay's connections are made; it is closed just before the server binds."""
-    objects = ObjectStore(
-        settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
-        secure=settings.s3_secure, region=settings.s3_region,
-    )
+    def store_at(endpoint: str) -> ObjectStore:
+        return ObjectStore(endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
+                           secure=settings.s3_secure, region=settings.s3_region)
+
+    objects = store_at(settings.s3_endpoint)
     objects.ensure_bucket()
     # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
-    signer = objects if not settings.s3_public_endpoint else ObjectStore(
-        settings.s3_public_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
-        secure=settings.s3_secure, region=settings.s3_region,
-    )
+    signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
     records = replay_job_state(settings.kafka_bootstrap, store, timeout_s=settings.startup_timeout_s)
     producer = mkafka.make_producer(settings.kafka_bootstrap)
