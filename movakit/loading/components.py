@@ -48,7 +48,11 @@ def load_video_vae(folder: str | Path, *, dtype: torch.dtype | None = None, devi
     config = {k: v for k, v in _read_json(path).items() if not k.startswith("_")}
     vae = build_on_meta(lambda: AutoencoderKLWan.from_config(config))
     load_component_strict(vae, folder, dtype=dtype, device=device)
-    return VideoVAE(vae).to(device=device).eval()
+    try:
+        wrapped = VideoVAE(vae)  # checks latents_mean / latents_std against z_dim
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    return wrapped.to(device=device).eval()
 
 
 def load_text_encoder(

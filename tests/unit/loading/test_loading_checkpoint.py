@@ -179,6 +179,15 @@ def test_component_config_error_names_the_file(tiny_copy):
         MovaCheckpoint(tiny_copy).load(("audio_vae",))
 
 
+def test_video_vae_statistics_error_names_the_file(tiny_copy):
+    path = tiny_copy / "video_vae" / "config.json"
+    data = json.loads(path.read_text())
+    data["latents_std"] = data["latents_std"][:3]
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="video_vae/config.json.*latents_std"):
+        MovaCheckpoint(tiny_copy).load(("video_vae",))
+
+
 def test_tensor_error_through_the_checkpoint_names_tensor_and_shard(tiny_copy):
     index_path = tiny_copy / "video_dit" / "diffusion_pytorch_model.safetensors.index.json"
     index = json.loads(index_path.read_text())
