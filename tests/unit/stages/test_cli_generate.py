@@ -95,3 +95,14 @@ def test_checkpoint_that_cannot_load_exits_2_naming_the_component(capsys, tmp_pa
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "mova: error: --checkpoint:" in err and "'video_dit' is not in the checkpoint" in err
+
+
+def test_real_checkpoint_defaults_are_the_pipeline_defaults():
+    from movakit.cli.generate import REAL_DEFAULTS
+    from movakit.pipeline import GenerateRequest
+
+    d = GenerateRequest(prompt="x")
+    assert REAL_DEFAULTS == {"height": d.height, "width": d.width, "num_frames": d.num_frames,
+                             "steps": d.num_inference_steps}
+    args = _parse()
+    assert (args.fps, args.guidance_scale, args.seed) == (d.fps, d.guidance_scale, d.seed)
