@@ -106,3 +106,14 @@ def test_real_checkpoint_defaults_are_the_pipeline_defaults():
                              "steps": d.num_inference_steps}
     args = _parse()
     assert (args.fps, args.guidance_scale, args.seed) == (d.fps, d.guidance_scale, d.seed)
+
+
+def test_registering_generate_and_enhance_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, argparse, movakit.cli.generate as g, movakit.cli.enhance as e; "
+            "sub = argparse.ArgumentParser().add_subparsers(); g.register(sub); e.register(sub); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # torch costs ~1.7 s on every mova command
