@@ -16,7 +16,9 @@ One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group
 A transient error (a connection to S3 or Kafka failed or timed out, S3 answered 5xx) does not commit: the record
 is read again after a backoff, up to `max_attempts` times. Any other stage error, or the last transient one,
 publishes a `failed` event plus a DeadLetter record and commits, so one bad job never blocks the partition or
-kills the process. Every task runs in a span whose parent is the trace context of the Kafka headers.
+kills the process. An error outside the stage (Kafka failing while dead-lettering or committing) rewinds to the
+record, which is read again after a pause. Every task runs in a span whose parent is the trace context of the
+Kafka headers.
 """
 
 from __future__ import annotations
@@ -241,12 +243,26 @@ class StageWorker:
                 self._log_assignment()
                 for records in batches.values():
                     for record in records:
-                        self.handle_record(record)
+                        try:
+                            self.handle_record(record)
+                        except Exception:  # noqa: BLE001 - e.g. Kafka failed while dead-lettering or committing
+                            log.exception("record not handled: it will be read again", extra={"fields": {
+                                "replica": self.replica_id, "partition": record.partition, "offset": record.offset}})
+                            self._rewind(record)
+                            self._stop.wait(1.0)
         finally:
             self._consumer.close()
             self._producer.flush()
             self._producer.close()
             log.info("worker stopped", extra={"fields": {"replica": self.replica_id, **asdict(self.stats)}})
+
+    def _rewind(self, record) -> None:
+        """Seek back to `record`, so the next poll returns it again (uncommitted, it is not lost)."""
+        try:
+            self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+        except Exception:  # noqa: BLE001 - no longer assigned here: its new owner reads it from the committed offset
+            log.warning("could not rewind: the partition moved to another replica", extra={"fields": {
+                "replica": self.replica_id, "partition": record.partition, "offset": record.offset}})
 
     def _log_assignment(self) -> None:
         now = frozenset((tp.topic, tp.partition) for tp in self._consumer.assignment())
@@ -306,7 +322,7 @@ class StageWorker:
                     self.stats.retried += 1
                     log.warning("transient error: the task will be retried", exc_info=True,
                                 extra={"fields": {**fields, "attempt": attempt}})
-                    self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+                    self._rewind(record)
                     self._stop.wait(self.retry_backoff_s * 2 ** (attempt - 1))
                     return  # not committed: the same record comes back on the next poll
                 self._attempts.pop(where, None)

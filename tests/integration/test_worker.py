@@ -15,6 +15,7 @@ import pytest
 import torch
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaTimeoutError
 
 from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
 from movakit.runtime import kafka as mkafka
@@ -173,6 +174,31 @@ def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
     mkafka.publish(env["producer"], env["inbox"], job2, _task(env["store"], job2, 4.0))
     assert env["outputs"].wait(lambda m: m.job_id == job2)
     assert env["worker"].stats.dead_letters == 2
+
+
+def test_a_kafka_error_outside_the_stage_does_not_end_the_worker(worker_env):
+    env = worker_env
+    worker = env["worker"]
+    deliver = worker._dead_letter
+    failures = []
+
+    def broker_down_once(record, job_id, reason):  # the first dead-letter publish meets a broker error
+        if not failures:
+            failures.append(record.offset)
+            raise KafkaTimeoutError("injected: dead-letter publish timed out")
+        deliver(record, job_id, reason)
+
+    worker._dead_letter = broker_down_once
+    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
+    try:
+        env["producer"].send(env["inbox"], key=b"garbage", value=b"\xfe not a protobuf either").get(timeout=10)
+        (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and m.payload == b"\xfe not a protobuf either")
+        assert failures == [letter.offset]  # the same record, read again after the failure
+    finally:
+        dead.consumer.close()
+    job = f"job-{uuid.uuid4().hex[:8]}"  # and the worker still runs tasks
+    mkafka.publish(env["producer"], env["inbox"], job, _task(env["store"], job, 3.0))
+    assert env["outputs"].wait(lambda m: m.job_id == job)
 
 
 def test_cancelled_job_is_not_run_and_offsets_are_committed(worker_env):
