@@ -3,7 +3,8 @@
 Every field of a settings dataclass is one environment variable `MOVA_<SERVICE>_<FIELD>` and one flag
 `--<field-with-dashes>`; a flag wins over the variable, the variable over the default. Each service's
 `settings.py` subclasses `StageSettings`, adds its own fields and sets `SERVICE` and the `listen` default.
-This module is the only place the stage services read `os.environ`.
+This module is where the stage services read `os.environ` (besides the prompt enhancer's backend settings,
+MOVA_ENHANCER_* and MOVA_FIRST_FRAME_*, read by movakit.enhance.settings).
 """
 
 from __future__ import annotations
