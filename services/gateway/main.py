@@ -62,17 +62,20 @@ def start_gateway(
     producer = mkafka.make_producer(settings.kafka_bootstrap)
     follower = EventFollower(settings.kafka_bootstrap, store, producer, timeout_s=settings.startup_timeout_s)
     follower.start()
-    if not follower.caught_up.wait(settings.startup_timeout_s):
+    try:
+        if not follower.caught_up.wait(settings.startup_timeout_s):
+            raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
+        servicer = JobServicer(
+            store, objects, producer, signer=signer, limits=settings.limits(),
+            max_active_jobs=settings.max_active_jobs, presign_expiry_s=settings.presign_expiry_s,
+        )
+        if reservation is not None:
+            reservation.close()
+        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)
+    except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         follower.stop()
         producer.close()
-        raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
-    servicer = JobServicer(
-        store, objects, producer, signer=signer, limits=settings.limits(), max_active_jobs=settings.max_active_jobs,
-        presign_expiry_s=settings.presign_expiry_s,
-    )
-    if reservation is not None:
-        reservation.close()
-    server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)
+        raise
     log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
     return RunningGateway(settings.listen, server, store, follower, producer)
 

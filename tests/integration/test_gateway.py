@@ -6,6 +6,7 @@ another test's stage workers."""
 from __future__ import annotations
 
 import io
+import threading
 import time
 import urllib.request
 import uuid
@@ -19,6 +20,7 @@ from PIL import Image
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.grpc_server import BindError
 from movakit.runtime.object_store import cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from services.gateway.main import start_gateway
@@ -306,3 +308,13 @@ def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, job
         assert restarted.store.get(job_id) is not None
     finally:
         restarted.stop()
+
+
+def test_a_gateway_that_cannot_listen_stops_what_it_started(gateway, gateway_config):
+    def followers() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "gateway-events")
+
+    before = followers()
+    with pytest.raises(BindError, match=gateway.address):
+        start_gateway(gateway_config(listen=gateway.address))  # the running gateway holds that port
+    assert followers() == before
