@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from movakit.loading import MovaModels
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
@@ -100,17 +101,6 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-@dataclass
-class _Models:
-    video_dit: torch.nn.Module
-    video_dit_2: torch.nn.Module
-    audio_dit: torch.nn.Module
-    bridge: torch.nn.Module
-    audio_vae: None
-    scheduler: FlowMatchPairScheduler
-    boundary_ratio: float
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="use the tiny test sizes (smoke run)")
@@ -130,12 +120,11 @@ def main() -> int:
     torch.manual_seed(0)
     cfgs = CONFIGS["tiny" if args.tiny else "small"]
     v_cfg, a_cfg, b_cfg = cfgs
-    models = _Models(
+    models = MovaModels(
         video_dit=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
         video_dit_2=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
         audio_dit=AudioDiT(AudioDiTConfig.from_dict(a_cfg)).to(dtype).eval(),
         bridge=DualTowerBridge(BridgeConfig.from_dict(b_cfg)).to(dtype).eval(),
-        audio_vae=None,
         scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
         boundary_ratio=DEFAULT_BOUNDARY_RATIO,
     )

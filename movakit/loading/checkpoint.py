@@ -85,17 +85,17 @@ class ModelIndex:
 
 @dataclass(frozen=True)
 class MovaModels:
-    """Loaded components; the ones not asked for are None."""
+    """Loaded components; the ones not asked for (or not given, when tests and benchmarks build a subset) are None."""
 
-    video_dit: torch.nn.Module | None
-    video_dit_2: torch.nn.Module | None
-    audio_dit: torch.nn.Module | None
-    bridge: torch.nn.Module | None
-    audio_vae: torch.nn.Module | None  # DacVAE, always float32
-    video_vae: torch.nn.Module | None  # VideoVAE
-    text_encoder: torch.nn.Module | None  # TextEncoder
-    scheduler: object | None  # FlowMatchPairScheduler
-    boundary_ratio: float
+    boundary_ratio: float  # from model_index.json: the switch to video_dit_2 at t < boundary_ratio * 1000
+    video_dit: torch.nn.Module | None = None
+    video_dit_2: torch.nn.Module | None = None
+    audio_dit: torch.nn.Module | None = None
+    bridge: torch.nn.Module | None = None
+    audio_vae: torch.nn.Module | None = None  # DacVAE, always float32
+    video_vae: torch.nn.Module | None = None  # VideoVAE
+    text_encoder: torch.nn.Module | None = None  # TextEncoder
+    scheduler: object | None = None  # FlowMatchPairScheduler
     random_weights: bool = False  # True for checkpoints written by movakit.testing.tiny
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from movakit.loading import MovaModels
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import DenoiseRequest, denoise, initial_noise
 
@@ -40,17 +41,6 @@ class _Cfg:
     in_dim: int
 
 
-@dataclass(frozen=True)
-class _Models:
-    video_dit: nn.Module
-    video_dit_2: nn.Module
-    audio_dit: nn.Module
-    bridge: nn.Module
-    audio_vae: None
-    scheduler: FlowMatchPairScheduler
-    boundary_ratio: float
-
-
 @pytest.fixture(scope="module")
 def fam():
     return es.make_family(seed=10)
@@ -66,10 +56,9 @@ def _inputs(fam, seed=0):
 
 def _run_h3(fam, *, steps, cfg, seed=7, start_step=0, video_noise=None, audio_noise=None, cfg_batch=True):
     ctx, neg, y = _inputs(fam)
-    models = _Models(
+    models = MovaModels(
         video_dit=_Holder("video_dit"), video_dit_2=_Holder("video_dit_2"),
-        audio_dit=_Holder("audio_dit", in_dim=fam.audio_cfg["in_dim"]), bridge=_Holder("bridge"),
-        audio_vae=None, scheduler=FlowMatchPairScheduler.from_config(dict(RELEASE_SCHEDULER)), boundary_ratio=0.9,
+        audio_dit=_Holder("audio_dit", in_dim=fam.audio_cfg["in_dim"]), bridge=_Holder("bridge"), scheduler=FlowMatchPairScheduler.from_config(dict(RELEASE_SCHEDULER)), boundary_ratio=0.9,
     )
     calls = []
     vel = es.reference_velocity_fn(fam, FPS)

@@ -9,7 +9,6 @@ MovaCheckpoint on one side and read raw with safetensors on the other, so a load
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import exactness_setup as es
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from movakit.loading import MovaModels
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
@@ -30,29 +30,17 @@ RELEASE_SCHEDULER = {"num_train_timesteps": 1000, "shift": 5.0, "extra_one_step"
 REL = 1e-5
 
 
-@dataclass(frozen=True)
-class _Models:
-    video_dit: nn.Module
-    video_dit_2: nn.Module
-    audio_dit: nn.Module
-    bridge: nn.Module
-    audio_vae: None
-    scheduler: FlowMatchPairScheduler
-    boundary_ratio: float
-
-
 def _load(module: nn.Module, sd: dict) -> nn.Module:
     module.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
     return module.eval()
 
 
-def _h1_models(fam: es.Family) -> _Models:
-    return _Models(
+def _h1_models(fam: es.Family) -> MovaModels:
+    return MovaModels(
         video_dit=_load(VideoDiT(VideoDiTConfig.from_dict(fam.video_cfg)), fam.video_sd),
         video_dit_2=_load(VideoDiT(VideoDiTConfig.from_dict(fam.video_cfg)), fam.video_2_sd),
         audio_dit=_load(AudioDiT(AudioDiTConfig.from_dict(fam.audio_cfg)), fam.audio_sd),
         bridge=_load(DualTowerBridge(BridgeConfig.from_dict(fam.bridge_cfg)), fam.bridge_sd),
-        audio_vae=None,
         scheduler=FlowMatchPairScheduler.from_config(dict(RELEASE_SCHEDULER)),
         boundary_ratio=0.9,
     )

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from movakit.loading import MovaModels
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import (
     DenoiseRequest,
@@ -45,24 +46,12 @@ class _AudioDiT(nn.Module):
         self.config = _AudioConfig(in_dim=CA)
 
 
-@dataclass
-class _Models:
-    video_dit: nn.Module
-    video_dit_2: nn.Module
-    audio_dit: nn.Module
-    bridge: nn.Module
-    audio_vae: nn.Module | None
-    scheduler: FlowMatchPairScheduler
-    boundary_ratio: float
-
-
-def _models() -> _Models:
-    return _Models(
+def _models() -> MovaModels:
+    return MovaModels(
         video_dit=_Expert(0.9, "video_dit"),
         video_dit_2=_Expert(-0.4, "video_dit_2"),
         audio_dit=_AudioDiT(),
         bridge=nn.Linear(1, 1),
-        audio_vae=None,
         scheduler=FlowMatchPairScheduler.from_config(SCHED),
         boundary_ratio=0.9,
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pytest
 import torch
 
+from movakit.loading import MovaModels
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
@@ -24,31 +24,19 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@dataclass
-class _Models:
-    video_dit: torch.nn.Module
-    video_dit_2: torch.nn.Module
-    audio_dit: torch.nn.Module
-    bridge: torch.nn.Module
-    audio_vae: None
-    scheduler: FlowMatchPairScheduler
-    boundary_ratio: float
-
-
 def _strip(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 
 
 @pytest.fixture(scope="module")
-def models() -> _Models:
+def models() -> MovaModels:
     torch.manual_seed(0)
     v = VideoDiTConfig.from_dict(_strip(tiny_config("video_dit")))
-    m = _Models(
+    m = MovaModels(
         video_dit=VideoDiT(v).eval(),
         video_dit_2=VideoDiT(v).eval(),
         audio_dit=AudioDiT(AudioDiTConfig.from_dict(_strip(tiny_config("audio_dit")))).eval(),
         bridge=DualTowerBridge(BridgeConfig.from_dict(_strip(tiny_config("dual_tower_bridge")))).eval(),
-        audio_vae=None,
         scheduler=FlowMatchPairScheduler.from_config(_strip(tiny_config("scheduler"))),
         boundary_ratio=0.9,
     )
@@ -61,7 +49,7 @@ def models() -> _Models:
     return m
 
 
-def _req(m: _Models, **kw) -> DenoiseRequest:
+def _req(m: MovaModels, **kw) -> DenoiseRequest:
     g = torch.Generator().manual_seed(3)
     text_dim = m.video_dit.config.text_dim
     base = dict(
