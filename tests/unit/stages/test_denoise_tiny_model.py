@@ -15,15 +15,6 @@ from movakit.stages.denoise import DenoiseRequest, denoise
 from movakit.testing.tiny import tiny_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a busy 2-core machine (10x faster there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _strip(cfg: dict) -> dict:
     return {k: v for k, v in cfg.items() if not k.startswith("_")}
 

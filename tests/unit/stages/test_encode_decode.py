@@ -25,15 +25,6 @@ from movakit.stages.first_frame import first_frame_for
 H, W, N = 32, 48, 9  # latent (16, 3, 4, 6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a busy 2-core machine (10x faster there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class _FakeText:
     """Stand-in text encoder: a (1, 6, 4) tensor that depends on the prompt."""
 
