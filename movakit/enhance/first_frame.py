@@ -93,6 +93,18 @@ def _image_bytes(reply: dict, url: str, timeout_s: float) -> bytes:
     raise FirstFrameError(f"reply from {url}: data[0] has neither b64_json nor url")
 
 
+def draw_first_frame_or_none(
+    settings: EnhancerSettings, prompt: str, height: int, width: int, notes: list[str]
+) -> bytes | None:
+    """`generate_first_frame`, with a failing endpoint turned into a note: None means "keep the model's own
+    first frame" (no endpoint configured, or it failed after its retries; `notes` then says why)."""
+    try:
+        return generate_first_frame(settings, prompt, height, width, notes=notes)
+    except FirstFrameError as exc:
+        notes.append(f"{exc}; using the default first frame")
+        return None
+
+
 def first_frame_source(
     settings: EnhancerSettings, *, fallback: FirstFrameSource = first_frame_for, events: list[str] | None = None
 ) -> FirstFrameSource:
@@ -103,11 +115,7 @@ def first_frame_source(
     sink: list[str] = [] if events is None else events
 
     def source(prompt: str, height: int, width: int) -> Image.Image:
-        try:
-            data = generate_first_frame(settings, prompt, height, width, notes=sink)
-        except FirstFrameError as exc:
-            sink.append(f"{exc}; using the default first frame")
-            return fallback(prompt, height, width)
+        data = draw_first_frame_or_none(settings, prompt, height, width, sink)
         if data is None:
             return fallback(prompt, height, width)
         from movakit.stages.encode import crop_and_resize  # here: the stage imports torch, the enhancer does not

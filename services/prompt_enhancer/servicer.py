@@ -15,7 +15,7 @@ from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_e
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
 from movakit.runtime.worker import TaskContext, make_event, serve_direct
-from movakit.enhance.first_frame import FirstFrameError, generate_first_frame
+from movakit.enhance.first_frame import draw_first_frame_or_none
 from movakit.stages.enhance import EnhanceRequest, EnhancerSettings, enhance
 
 
@@ -53,12 +53,7 @@ class EnhanceHandler:
         """Ask the image endpoint for the first frame of a text-only job; on failure the notes say why and the
         encoder keeps the model's white-frame fallback."""
         notes: list[str] = []
-        try:
-            data = generate_first_frame(self.settings, output.prompt, task.params.height, task.params.width,
-                                        notes=notes)
-        except FirstFrameError as exc:
-            notes.append(f"{exc}; using the default first frame")
-            data = None
+        data = draw_first_frame_or_none(self.settings, output.prompt, task.params.height, task.params.width, notes)
         output.notes.extend(notes)
         if data is not None:
             output.first_frame.CopyFrom(self.store.put_bytes(job_key(task.job_id, "enhance", "first_frame"), data))
