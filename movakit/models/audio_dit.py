@@ -6,7 +6,6 @@ Same block as the video tower; RoPE is plain 1-D over the whole head ("dac" vari
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -68,14 +67,7 @@ class AudioDiT(DiTTower):
     dual-tower forward uses the pieces."""
 
     def __init__(self, config: AudioDiTConfig):
-        patch = config.patch_size
-        super().__init__(
-            nn.Conv1d(config.in_dim, config.dim, kernel_size=patch, stride=patch),
-            dim=config.dim, text_dim=config.text_dim, freq_dim=config.freq_dim, ffn_dim=config.ffn_dim,
-            num_heads=config.num_heads, num_layers=config.num_layers, eps=config.eps,
-            out_features=config.out_dim * math.prod(patch),
-        )
-        self.config = config
+        super().__init__(config, nn.Conv1d)
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
         """x (B, in_dim, L) -> tokens (B, L / p, D), grid (L / p,)."""

@@ -7,7 +7,6 @@ velocity (B, out_dim=16, F, H, W). Math and key names: MOVA-SPEC §2.1, §2.6, �
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -67,14 +66,7 @@ class VideoDiT(DiTTower):
     the dual-tower forward uses the pieces."""
 
     def __init__(self, config: VideoDiTConfig):
-        patch = config.patch_size
-        super().__init__(
-            nn.Conv3d(config.in_dim, config.dim, kernel_size=patch, stride=patch),
-            dim=config.dim, text_dim=config.text_dim, freq_dim=config.freq_dim, ffn_dim=config.ffn_dim,
-            num_heads=config.num_heads, num_layers=config.num_layers, eps=config.eps,
-            out_features=config.out_dim * math.prod(patch),
-        )
-        self.config = config
+        super().__init__(config, nn.Conv3d)
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """x (B, in_dim, F, H, W) -> tokens (B, f*h*w, D) in (f, h, w) order, grid (f, h, w)."""

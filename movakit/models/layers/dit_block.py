@@ -11,6 +11,8 @@ Head: LN(x) * (1 + scale) + shift with (shift, scale) = head.modulation (1, 2, D
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -81,23 +83,26 @@ class DiTTower(nn.Module):
     official modules, so state_dict() lists keys in the official order.
     """
 
-    def __init__(self, patch_embedding: nn.Module, *, dim: int, text_dim: int, freq_dim: int, ffn_dim: int,
-                 num_heads: int, num_layers: int, eps: float, out_features: int):
+    def __init__(self, config, conv: type[nn.Conv1d] | type[nn.Conv3d]):
+        """config: a VideoDiTConfig or AudioDiTConfig (same field names); conv: the patch embedding's class."""
         super().__init__()
+        self.config = config
+        dim, text_dim, freq_dim, ffn_dim = config.dim, config.text_dim, config.freq_dim, config.ffn_dim
+        num_heads, eps, patch = config.num_heads, config.eps, config.patch_size
         self.dim = dim
         self.freq_dim = freq_dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        # 1. patch embedding (Conv3d for video, Conv1d for audio)
-        self.patch_embedding = patch_embedding
+        # 1. patch embedding (Conv3d for video, Conv1d for audio), kernel = stride = patch
+        self.patch_embedding = conv(config.in_dim, dim, kernel_size=patch, stride=patch)
         # 2. text embedding: Linear(text_dim, D), GELU(tanh), Linear(D, D)
         self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         # 3. time embedding: Linear(freq_dim, D), SiLU, Linear(D, D); projection SiLU, Linear(D, 6D)
         self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         # 4. blocks, 5. head
-        self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps) for _ in range(num_layers)])
-        self.head = Head(dim, out_features, eps)
+        self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps) for _ in range(config.num_layers)])
+        self.head = Head(dim, config.out_dim * math.prod(patch), eps)
 
     @property
     def dtype(self) -> torch.dtype:
