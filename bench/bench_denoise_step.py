@@ -26,8 +26,8 @@ from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import DenoiseRequest, audio_latent_length, denoise
-from movakit.testing.release_configs import release_config
-from movakit.testing.tiny import tiny_config
+from movakit.loading.release_configs import release_config
+from movakit.loading.demo import tiny_config
 
 TEXT_LEN = 512  # umT5 context length, as the release
 SAMPLE_RATE, HOP = 48_000, 960  # release DAC: 50 Hz latents

@@ -1,4 +1,4 @@
-"""Media files: the MP4 (H.264 + AAC 48 kHz), the WAV and the preview PNG of a generated clip, and probing.
+"""Media: first-frame crop and resize, and the files of a generated clip: the MP4 (H.264 + AAC 48 kHz), the WAV and the preview PNG of a generated clip, and probing.
 
 As in the official save path (MOVA-SPEC §4.3 step 8): audio -> 16-bit PCM WAV (clip to [-1, 1], ×32767, truncated
 to int16); video frames -> H.264 yuv420p; mux with AAC 192 kb/s at 48 kHz, `+faststart`, `-shortest` (the output
@@ -20,6 +20,30 @@ from PIL import Image
 
 AAC_BITRATE = "192k"
 OUTPUT_SAMPLE_RATE = 48_000
+
+
+# Filter of the final resize to (width, height): the official script's crop_and_resize calls PIL's resize with
+# its default filter for RGB images, bicubic (diffusers' VideoProcessor then sees the exact size: no second pass).
+RESAMPLE = Image.Resampling.BICUBIC
+
+
+def crop_and_resize(image: Image.Image, height: int, width: int) -> Image.Image:
+    """Centre-crop to the aspect ratio width:height, then resize to exactly (width, height); RGB.
+
+    Crop geometry as the official script: the kept side is whole, the cropped side's length is truncated
+    (int(...)) and its offset floor-halved; then one bicubic resize.
+    """
+    image = image.convert("RGB")
+    w, h = image.size
+    if h / w < height / width:  # too wide: keep every row, crop columns
+        crop_w = int(h / height * width)
+        left = (w - crop_w) // 2
+        image = image.crop((left, 0, left + crop_w, h))
+    else:  # too tall or the same aspect: keep every column, crop rows
+        crop_h = int(w / width * height)
+        top = (h - crop_h) // 2
+        image = image.crop((0, top, w, top + crop_h))
+    return image.resize((width, height), RESAMPLE)
 
 
 class ClipLike(Protocol):

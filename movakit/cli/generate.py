@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
     if opts.checkpoint is None:
-        from movakit.testing.tiny import default_demo_checkpoint
+        from movakit.loading.demo import default_demo_checkpoint
 
         path = default_demo_checkpoint()
         what = f"No --checkpoint given: the tiny demo checkpoint at {path}"

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from movakit.testing.tiny import write_tiny_checkpoint
+    from movakit.loading.demo import write_tiny_checkpoint
 
     if args.seed < 0:
         raise UsageError(f"--seed: must be >= 0, got {args.seed}")

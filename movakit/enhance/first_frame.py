@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.text import paragraphs
+from movakit.media import crop_and_resize
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 _MAX_PROMPT_CHARS = 1000  # image endpoints commonly cap prompts around here
@@ -118,8 +119,6 @@ def first_frame_source(
         data = draw_first_frame_or_none(settings, prompt, height, width, sink)
         if data is None:
             return fallback(prompt, height, width)
-        from movakit.stages.encode import crop_and_resize  # here: the stage imports torch, the enhancer does not
-
         with Image.open(io.BytesIO(data)) as im:
             return crop_and_resize(im, height, width)
 

@@ -32,7 +32,7 @@ COMPONENT_FOLDERS: dict[str, str] = {
 ALL_COMPONENTS: tuple[str, ...] = tuple(COMPONENT_FOLDERS)
 _KNOWN_FOLDERS = frozenset(COMPONENT_FOLDERS.values()) | {"tokenizer"}
 DEFAULT_BOUNDARY_RATIO = 0.9  # official MOVA.__init__ default, used when model_index.json omits it
-TINY_MARKER = "movakit_tiny.json"  # written by movakit.testing.tiny: the weights are random
+TINY_MARKER = "movakit_tiny.json"  # written by movakit.loading.demo: the weights are random
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class MovaModels:
     video_vae: torch.nn.Module | None = None  # VideoVAE
     text_encoder: torch.nn.Module | None = None  # TextEncoder
     scheduler: object | None = None  # FlowMatchPairScheduler
-    random_weights: bool = False  # True for checkpoints written by movakit.testing.tiny
+    random_weights: bool = False  # True for checkpoints written by movakit.loading.demo
 
 
 class MovaCheckpoint:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from movakit.models.layers.config import JsonConfig, check_dit_config, reject_flag
+from movakit.config import JsonConfig, check_dit_config, reject_flag
 from movakit.models.layers.dit_block import DiTTower
 from movakit.models.layers.rope import audio_rope_freqs
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from movakit.models.layers.config import config_from_dict, config_from_json
+from movakit.config import config_from_dict, config_from_json
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # Keys a config.json may carry that are not DAC constructor arguments. SGLang's DAC config lists

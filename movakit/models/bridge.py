@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from movakit.models.layers.attention import QKNormAttention, multi_head_attention
-from movakit.models.layers.config import JsonConfig, normalise_fields, reject_flag, require_positive
+from movakit.config import JsonConfig, normalise_fields, reject_flag, require_positive
 from movakit.models.layers.rope import apply_rope_rotate_half, bridge_positions, rotate_half_cos_sin
 
 _COMPONENT = "dual_tower_bridge"

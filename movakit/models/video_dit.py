@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from movakit.models.layers.config import JsonConfig, check_dit_config
+from movakit.config import JsonConfig, check_dit_config
 from movakit.models.layers.dit_block import DiTTower
 from movakit.models.layers.rope import video_rope_freqs, video_rope_split
 

@@ -1,7 +1,7 @@
 """Process supervision for `mova stack up|status|down|init`: the whole stack on 127.0.0.1, without Docker.
 
 `up` starts Tansu (Kafka protocol) and SeaweedFS (S3 with access keys) through movakit.runtime.localstack,
-creates the topics and the bucket, then one process per service (`python -m services.<name>.main`), each
+creates the topics and the bucket, then one process per service (`python -m movakit.services.<name>.main`), each
 configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/logs/<name>.log; the processes
 (pid, start time, address, log) are recorded in <state_dir>/stack.json so `status` and `down` can find them from
 another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
@@ -28,10 +28,9 @@ from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
 
 STATE_FILE = "stack.json"
-# The stage services in pipeline order, with the settings prefix each one reads (services/<dir>/settings.py).
+# The stage services in pipeline order, with the settings prefix each one reads (movakit/services/<dir>/settings.py).
 STAGE_SERVICES = (("prompt-enhancer", "prompt_enhancer"), ("encoder", "encoder"), ("denoiser", "denoiser"),
                   ("decoder", "decoder"))
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StackError(RuntimeError):
@@ -115,7 +114,7 @@ def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, re
 def _spawn_service(cfg: StackConfig, name: str, module: str, env: dict[str, str], address: str) -> ProcessEntry:
     log_path = cfg.state_dir / "logs" / f"{name}.log"
     proc = localstack.spawn([sys.executable, "-m", module], log_path,
-                            {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}, _REPO_ROOT)
+                            {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}, cfg.state_dir)
     return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service")
 
 
@@ -176,7 +175,7 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
 
         checkpoint = cfg.checkpoint
         if not checkpoint:  # resolved once here so the services do not race to build the cache
-            from movakit.testing.tiny import default_demo_checkpoint
+            from movakit.loading.demo import default_demo_checkpoint
 
             checkpoint = str(default_demo_checkpoint())
         addresses["checkpoint"] = checkpoint
@@ -184,14 +183,14 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         gateway_env = _service_env(cfg, "gateway", gateway, checkpoint, "")
         if not cfg.checkpoint:  # the tiny demo checkpoint: accept tiny sizes (e.g. 32x32) for quick plumbing runs
             gateway_env["MOVA_GATEWAY_ANY_SIZE"] = "true"
-        entries.append(_spawn_service(cfg, "gateway", "services.gateway.main", gateway_env, gateway))
+        entries.append(_spawn_service(cfg, "gateway", "movakit.services.gateway.main", gateway_env, gateway))
         for (name, prefix), port in zip(STAGE_SERVICES, cfg.stage_ports, strict=True):
             replicas = cfg.denoiser_replicas if name == "denoiser" else 1
             for i in range(replicas):
                 listen = f"127.0.0.1:{port if i == 0 else localstack.free_port()}"
                 label = name if replicas == 1 else f"{name}-{i + 1}"
                 env = _service_env(cfg, prefix, listen, checkpoint, label)
-                entries.append(_spawn_service(cfg, label, f"services.{prefix}.main", env, listen))
+                entries.append(_spawn_service(cfg, label, f"movakit.services.{prefix}.main", env, listen))
                 addresses[label] = listen
         _write_state(cfg, entries, addresses)
         _wait_healthy(cfg, [e for e in entries if e.kind == "service"])

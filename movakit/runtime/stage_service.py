@@ -40,7 +40,7 @@ def open_checkpoint(settings: StageSettings):
 
     path = settings.checkpoint
     if not path:
-        from movakit.testing.tiny import default_demo_checkpoint
+        from movakit.loading.demo import default_demo_checkpoint
 
         path = str(default_demo_checkpoint())
     return MovaCheckpoint(path)

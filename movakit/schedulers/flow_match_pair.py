@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from movakit.models.layers.config import config_from_dict
+from movakit.config import config_from_dict
 
 # Keys the official scheduler_config.json may carry that do not change the sampler (the official code's own
 # per-call step count, diffusers bookkeeping). Ignored on purpose; any other unknown key is an error.

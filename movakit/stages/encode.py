@@ -2,7 +2,7 @@
 
   1. the reference image (or, with none, the replaceable first-frame source of stages/first_frame.py) is
      centre-cropped to the target aspect ratio, resized to (width, height) (bicubic; the official script's
-     crop_and_resize) and mapped to [-1, 1];
+     crop_and_resize, movakit/media.py) and mapped to [-1, 1];
   2. an N-frame clip (frame 0 = the image, frames 1..N-1 = zeros) goes through the video VAE (posterior mode,
      normalised with latents_mean/std) -> (1, z_dim, T_lat, H/8, W/8);
   3. the mask: 4 channels, ones at latent frame 0, zeros elsewhere, built as the official code does (per pixel
@@ -20,12 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from movakit.media import crop_and_resize
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
-
-# Filter of the final resize to (width, height): the official script's crop_and_resize calls PIL's resize with
-# its default filter for RGB images, bicubic (diffusers' VideoProcessor then sees the exact size: no second pass).
-RESAMPLE = Image.Resampling.BICUBIC
-
 
 class EncoderModels(Protocol):
     """What this stage reads from the loaded checkpoint (movakit.loading.MovaModels has these fields)."""
@@ -60,25 +56,6 @@ def validate_geometry(height: int, width: int, num_frames: int, *, spatial_scale
         raise ValueError(f"width must be a positive multiple of {div}, got {width}")
     if num_frames < 1 or num_frames % temporal_scale != 1:
         raise ValueError(f"num_frames must be {temporal_scale}k+1 (e.g. 17, 97, 193), got {num_frames}")
-
-
-def crop_and_resize(image: Image.Image, height: int, width: int) -> Image.Image:
-    """Centre-crop to the aspect ratio width:height, then resize to exactly (width, height); RGB.
-
-    Crop geometry as the official script: the kept side is whole, the cropped side's length is truncated
-    (int(...)) and its offset floor-halved; then one bicubic resize.
-    """
-    image = image.convert("RGB")
-    w, h = image.size
-    if h / w < height / width:  # too wide: keep every row, crop columns
-        crop_w = int(h / height * width)
-        left = (w - crop_w) // 2
-        image = image.crop((left, 0, left + crop_w, h))
-    else:  # too tall or the same aspect: keep every column, crop rows
-        crop_h = int(w / width * height)
-        top = (h - crop_h) // 2
-        image = image.crop((0, top, w, top + crop_h))
-    return image.resize((width, height), RESAMPLE)
 
 
 def image_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -11,8 +11,8 @@ from pathlib import Path
 from torch import nn
 
 from movakit.loading.strict import build_on_meta
-from movakit.testing.release_configs import release_config
-from movakit.testing.tiny import build_component, stored_tensors
+from movakit.loading.release_configs import release_config
+from movakit.loading.demo import build_component, stored_tensors
 
 LISTED = ("audio_vae", "video_vae", "text_encoder")
 

@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from movakit.runtime.stack import STAGE_SERVICES
-from services.decoder.settings import DecoderSettings
-from services.denoiser.settings import DenoiserSettings
-from services.encoder.settings import EncoderSettings
-from services.gateway.settings import GatewaySettings
-from services.prompt_enhancer.settings import PromptEnhancerSettings
+from movakit.services.decoder.settings import DecoderSettings
+from movakit.services.denoiser.settings import DenoiserSettings
+from movakit.services.encoder.settings import EncoderSettings
+from movakit.services.gateway.settings import GatewaySettings
+from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"gateway": GatewaySettings, "prompt-enhancer": PromptEnhancerSettings, "encoder": EncoderSettings,
@@ -89,6 +89,6 @@ def test_artifact_urls_point_at_the_s3_port_published_on_the_host(compose):
 def test_commands_start_the_right_modules(compose):
     for name, module in MODULES.items():
         command = compose["services"][name]["command"]
-        assert command == ["python", "-m", f"services.{module}.main"]
-        assert (ROOT / "services" / module / "main.py").is_file()
+        assert command == ["python", "-m", f"movakit.services.{module}.main"]
+        assert (ROOT / "movakit" / "services" / module / "main.py").is_file()
     assert compose["services"]["init"]["command"][:3] == ["mova", "stack", "init"]

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from movakit.runtime.topics import TOPICS
-from services.decoder.servicer import DecodeHandler
-from services.denoiser.servicer import DenoiseHandler
-from services.encoder.servicer import EncodeHandler
-from services.prompt_enhancer.servicer import EnhanceHandler
+from movakit.services.decoder.servicer import DecodeHandler
+from movakit.services.denoiser.servicer import DenoiseHandler
+from movakit.services.encoder.servicer import EncodeHandler
+from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

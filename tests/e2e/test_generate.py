@@ -81,7 +81,7 @@ def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkey
     from movakit.loading import MovaCheckpoint
     from movakit.pipeline import GenerateRequest, generate
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
-    from movakit.testing.tiny import default_demo_checkpoint
+    from movakit.loading.demo import default_demo_checkpoint
 
     monkeypatch.setenv("MOVA_CACHE_DIR", str(cache_dir))
 

@@ -79,7 +79,7 @@ def gateway_kafka(tmp_path_factory):
 
 def gateway_settings(kafka: str, s3_config, **overrides):
     """GatewaySettings for the test servers: a free port, any multiple-of-16 size, a generous queue bound."""
-    from services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
+    from movakit.services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
 
     values = dict(
         listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
@@ -101,7 +101,7 @@ def gateway_config(gateway_kafka, s3_config):
 @pytest.fixture(scope="module")
 def gateway(gateway_kafka, s3_config):
     """A running in-process gateway (RunningGateway: .address, .store, .stop())."""
-    from services.gateway.main import start_gateway
+    from movakit.services.gateway.main import start_gateway
 
     running = start_gateway(gateway_settings(gateway_kafka, s3_config))
     yield running

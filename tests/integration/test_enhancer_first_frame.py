@@ -15,7 +15,7 @@ from PIL import Image
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.enhance.settings import EnhancerSettings, FirstFrameSettings
 from movakit.stages.enhance import build_enhancer
-from services.prompt_enhancer.servicer import EnhanceHandler
+from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import BindError
 from movakit.runtime.object_store import cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
-from services.gateway.main import start_gateway
+from movakit.services.gateway.main import start_gateway
 
 pytestmark = pytest.mark.integration
 

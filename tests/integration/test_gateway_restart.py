@@ -1,5 +1,5 @@
 """A restarted gateway process still knows every job: it replays mova.job-state and mova.events at startup.
-Runs the real entry point (`python -m services.gateway.main`) as a subprocess, stopped with SIGTERM."""
+Runs the real entry point (`python -m movakit.services.gateway.main`) as a subprocess, stopped with SIGTERM."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_process(kafka: str, s3_config, port: int, log_path: Path, *extra: str) -> subprocess.Popen:
     argv = [
-        sys.executable, "-m", "services.gateway.main", "--listen", f"127.0.0.1:{port}", "--kafka-bootstrap", kafka,
+        sys.executable, "-m", "movakit.services.gateway.main", "--listen", f"127.0.0.1:{port}", "--kafka-bootstrap", kafka,
         "--s3-endpoint", s3_config.endpoint, "--s3-access-key", s3_config.access_key,
         "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket, "--any-size", "true", *extra,
     ]

@@ -13,8 +13,8 @@ from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
 from movakit.models.audio_vae import DacVAEConfig
 from movakit.runtime.worker import JobCancelled, TaskContext, run_or_reuse
-from movakit.testing.tiny import default_demo_checkpoint
-from services.denoiser.servicer import COMPONENTS, DenoiseHandler
+from movakit.loading.demo import default_demo_checkpoint
+from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
 pytestmark = pytest.mark.integration
 

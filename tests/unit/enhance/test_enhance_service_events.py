@@ -8,7 +8,7 @@ from test_enhance_openai import INVALID, PROMPT, make_enhancer
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.cli.jobs import describe
-from services.prompt_enhancer.servicer import EnhanceHandler
+from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
 
 def test_fallback_and_rejections_reach_the_job_event(fake_openai):

@@ -1,4 +1,4 @@
-"""H3's first-frame preprocessing (stages/encode.py) against the official script's crop_and_resize
+"""H3's first-frame preprocessing (movakit/media.py, stages/encode.py) against the official script's crop_and_resize
 (mova/datasets/transforms/custom.py) + diffusers VideoProcessor.preprocess. See tests/reference/NOTES.md."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from movakit.stages.encode import crop_and_resize, image_to_tensor
+from movakit.media import crop_and_resize
+from movakit.stages.encode import image_to_tensor
 
 
 def _image(h: int, w: int, seed: int = 0) -> Image.Image:

@@ -43,7 +43,7 @@ def _official_image(name: str) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from movakit.testing.tiny import write_tiny_checkpoint
+    from movakit.loading.demo import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=3)
 

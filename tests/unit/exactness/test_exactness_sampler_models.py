@@ -2,7 +2,7 @@
 sampler driving the reference forward, from the same noise tensors.
 
 Two setups: modules built in the test from the tiny family (3 video / 2 audio layers, so one video block runs
-after the bridge layers), and the tiny checkpoint on disk (movakit.testing.tiny.default_demo_checkpoint), loaded through
+after the bridge layers), and the tiny checkpoint on disk (movakit.loading.demo.default_demo_checkpoint), loaded through
 MovaCheckpoint on one side and read raw with safetensors on the other, so a loader rename or transpose shows.
 """
 
@@ -97,7 +97,7 @@ def _raw_state_dict(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint():
-    from movakit.testing.tiny import default_demo_checkpoint
+    from movakit.loading.demo import default_demo_checkpoint
 
     return default_demo_checkpoint()  # the project's cached tiny checkpoint (built once)
 

@@ -13,7 +13,7 @@ import torch
 @pytest.fixture(scope="module")
 def vae_and_stats():
     from movakit.loading import MovaCheckpoint
-    from movakit.testing.tiny import default_demo_checkpoint
+    from movakit.loading.demo import default_demo_checkpoint
 
     root = default_demo_checkpoint()
     cfg = json.loads((root / "video_vae" / "config.json").read_text())

@@ -14,8 +14,8 @@ from movakit.models.audio_dit import AudioDiTConfig
 from movakit.models.audio_vae import DacVAEConfig
 from movakit.models.bridge import BridgeConfig
 from movakit.models.video_dit import VideoDiTConfig
-from movakit.testing.release_configs import release_config
-from movakit.testing.tiny import default_demo_checkpoint, write_tiny_checkpoint
+from movakit.loading.release_configs import release_config
+from movakit.loading.demo import default_demo_checkpoint, write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from torch import nn
 from movakit.loading import build_on_meta, load_component_strict
 from movakit.models.audio_vae import DacVAE, DacVAEConfig
 from movakit.testing.keys import key_listing, release_module_on_meta
-from movakit.testing.release_configs import release_config
+from movakit.loading.release_configs import release_config
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "audio_vae.txt"
 

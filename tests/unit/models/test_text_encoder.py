@@ -9,7 +9,7 @@ import torch
 
 from movakit.models.text_encoder import MAX_LENGTH, TextEncoder, clean_prompt
 from movakit.testing.keys import key_listing, release_module_on_meta
-from movakit.testing.tiny import write_tiny_checkpoint
+from movakit.loading.demo import write_tiny_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "text_encoder.txt"
 # umT5-XXL parameter count from the released text_encoder/model.safetensors.index.json (MOVA-SPEC §1).
@@ -117,7 +117,7 @@ def test_tokenizer_json_is_loaded_verbatim_with_byte_fallback(encoder):
 def test_tiny_tokenizer_reloads_as_t5_tokenizer_fast(tmp_path):
     from transformers import T5TokenizerFast
 
-    from movakit.testing.tiny_tokenizer import write_tiny_tokenizer
+    from movakit.loading.demo_tokenizer import write_tiny_tokenizer
 
     size = write_tiny_tokenizer(tmp_path)
     tok = T5TokenizerFast.from_pretrained(str(tmp_path))

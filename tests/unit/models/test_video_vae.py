@@ -10,8 +10,8 @@ import torch
 
 from movakit.models.video_vae import VideoVAE
 from movakit.testing.keys import key_listing, release_module_on_meta
-from movakit.testing.release_configs import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
-from movakit.testing.tiny import write_tiny_checkpoint
+from movakit.loading.release_configs import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+from movakit.loading.demo import write_tiny_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "video_vae.txt"
 

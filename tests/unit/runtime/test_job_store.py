@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2 as c
 from movakit.api.v1 import events_pb2 as e
-from services.gateway.job_store import JobStore, PageTokenError
+from movakit.services.gateway.job_store import JobStore, PageTokenError
 
 
 def job(job_id: str, created_s: int = 1, key: str = "") -> c.Job:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from movakit.runtime import settings as s
-from services.gateway.settings import GatewaySettings
+from movakit.services.gateway.settings import GatewaySettings
 
 
 def test_typed_reads():

@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from movakit.runtime.stage_settings import JsonLogFormatter
-from services.decoder.settings import DecoderSettings
-from services.denoiser.settings import DenoiserSettings
-from services.encoder.settings import EncoderSettings
-from services.prompt_enhancer.settings import PromptEnhancerSettings
+from movakit.services.decoder.settings import DecoderSettings
+from movakit.services.denoiser.settings import DenoiserSettings
+from movakit.services.encoder.settings import EncoderSettings
+from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
 
 
 def test_defaults_are_the_local_stack_addresses():

@@ -12,7 +12,7 @@ from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import DenoiseRequest, denoise
-from movakit.testing.tiny import tiny_config
+from movakit.loading.demo import tiny_config
 
 
 def _strip(cfg: dict) -> dict:

@@ -10,12 +10,12 @@ import torch
 from diffusers import AutoencoderKLWan
 from PIL import Image
 
+from movakit.media import crop_and_resize
 from movakit.models.audio_vae import DacVAE, DacVAEConfig
 from movakit.models.video_vae import VideoVAE
 from movakit.stages.decode import DecodeRequest, decode, pixels_to_uint8
 from movakit.stages.encode import (
     EncodeRequest,
-    crop_and_resize,
     encode,
     first_frame_mask,
     image_to_tensor,

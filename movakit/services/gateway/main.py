@@ -1,4 +1,4 @@
-"""Gateway entry point: `python -m services.gateway.main [--flag value ...]` (flags and variables: settings.py).
+"""Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
 gRPC server (JobService + health + reflection).
@@ -20,10 +20,10 @@ from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
-from services.gateway.follower import EventFollower, replay_job_state
-from services.gateway.job_store import JobStore
-from services.gateway.servicer import JobServicer, add_servicer
-from services.gateway.settings import GatewaySettings
+from movakit.services.gateway.follower import EventFollower, replay_job_state
+from movakit.services.gateway.job_store import JobStore
+from movakit.services.gateway.servicer import JobServicer, add_servicer
+from movakit.services.gateway.settings import GatewaySettings
 
 log = logging.getLogger("movakit.gateway")
 

@@ -19,7 +19,7 @@ from movakit.runtime import validation
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.runtime.worker import make_event
-from services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
+from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
 
 log = logging.getLogger("movakit.gateway")
 

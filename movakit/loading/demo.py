@@ -1,6 +1,6 @@
 """A tiny MOVA checkpoint with random weights, in the official layout (MOVA-SPEC §5, §12.5).
 
-Every folder of the release is written with the release's config keys (movakit.testing.release_configs) and
+Every folder of the release is written with the release's config keys (movakit.loading.release_configs) and
 tiny sizes; video_dit, video_dit_2 and text_encoder are sharded with an index; model_index.json is in the
 official save_pretrained form; `movakit_tiny.json` marks the weights as random, so whatever runs on it
 produces noise and must say so.
@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from movakit.loading.checkpoint import TINY_MARKER
-from movakit.testing.release_configs import release_config
-from movakit.testing.tiny_tokenizer import write_tiny_tokenizer
+from movakit.loading.release_configs import release_config
+from movakit.loading.demo_tokenizer import write_tiny_tokenizer
 
 WRITER_VERSION = 2  # bump whenever the written files change, so cached demo checkpoints are rebuilt
 TEXT_DIM = 32  # tiny umT5 d_model = the DiTs' text_dim
@@ -165,7 +165,7 @@ def _write_into(root: Path, *, seed: int, dtype: torch.dtype) -> None:
         root / TINY_MARKER,
         {
             "random_weights": True,
-            "note": "tiny MOVA checkpoint with RANDOM weights (movakit.testing.tiny): outputs are noise",
+            "note": "tiny MOVA checkpoint with RANDOM weights (movakit.loading.demo): outputs are noise",
             "seed": seed,
             "dtype": str(dtype).removeprefix("torch."),
             "writer_version": WRITER_VERSION,

@@ -1,4 +1,4 @@
-"""Denoiser service entry point: `python -m services.denoiser.main [--flag value ...]` (flags: see settings.py).
+"""Denoiser service entry point: `python -m movakit.services.denoiser.main [--flag value ...]` (flags: see settings.py).
 
 Both video experts are loaded once at startup and stay resident; of the audio VAE only its config is read (the
 audio latent length comes from its sample rate and hop length). The listen port is reserved before the heavy
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from movakit.runtime.stage_settings import reserve_listen_port
-from services.denoiser.settings import DenoiserSettings
+from movakit.services.denoiser.settings import DenoiserSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     reservation = reserve_listen_port(settings.listen)
     from movakit.models.audio_vae import DacVAEConfig
     from movakit.runtime.stage_service import load_models, open_checkpoint, run_stage_service
-    from services.denoiser.servicer import COMPONENTS, DenoiseHandler, add_servicers
+    from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler, add_servicers
 
     audio = DacVAEConfig.from_json(open_checkpoint(settings).folder("audio_vae") / "config.json")
     return run_stage_service(

@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE
-from services.gateway.job_store import JobStore
+from movakit.services.gateway.job_store import JobStore
 
 log = logging.getLogger("movakit.gateway.follower")
 

@@ -1,4 +1,4 @@
-"""Prompt-enhancer service entry point: `python -m services.prompt_enhancer.main [--flag value ...]`.
+"""Prompt-enhancer service entry point: `python -m movakit.services.prompt_enhancer.main [--flag value ...]`.
 
 Deployment flags/variables: settings.py (MOVA_PROMPT_ENHANCER_*); the enhancer backend: MOVA_ENHANCER_*
 (movakit.stages.enhance.EnhancerSettings). No model checkpoint is loaded here. The listen port is reserved
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from movakit.runtime.stage_settings import reserve_listen_port
-from services.prompt_enhancer.settings import PromptEnhancerSettings
+from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import run_stage_service
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
-    from services.prompt_enhancer.servicer import EnhanceHandler, add_servicers
+    from movakit.services.prompt_enhancer.servicer import EnhanceHandler, add_servicers
 
     enhancer_settings = EnhancerSettings.from_env()
     return run_stage_service(settings, "prompt-enhancer",
