@@ -18,38 +18,18 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from PIL import Image
 
+from movakit.execution import cfg_batch_for
 from movakit.media import write_outputs
-from movakit.stages.decode import DecodeRequest, decode
-from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, denoise
-from movakit.stages.encode import EncodeRequest, encode
+from movakit.model_rules import ModelRules
+from movakit.request import GenerationRequest
+from movakit.stages.decode import decode, decode_request
+from movakit.stages.denoise import DenoiseResult, StepHook, denoise, denoise_request
+from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 if TYPE_CHECKING:
     from movakit.enhance.enhancer import Enhancer
     from movakit.loading.checkpoint import MovaModels
-
-# The official short negative prompt (scripts/inference_single.py, MOVA-SPEC §4.1).
-OFFICIAL_NEGATIVE_PROMPT = (
-    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
-    "JPEG压缩残留，丑陋的，残缺的，多余的手指"
-)
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    """One clip to make. Defaults are the official inference defaults for MOVA-360p (MOVA-SPEC §4.1)."""
-
-    prompt: str
-    image: Image.Image | None = None  # None: the first-frame source (white frame by default)
-    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
-    height: int = 352
-    width: int = 640
-    num_frames: int = 193
-    fps: float = 24.0
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
-    seed: int = 42
-
 
 @dataclass(frozen=True)
 class StageTimes:
@@ -110,12 +90,14 @@ def save_latents(latents: DenoiseResult, path: str | Path) -> Path:
 @torch.no_grad()
 def generate(
     models: MovaModels,
-    req: GenerateRequest,
+    req: GenerationRequest,
     output: str | Path,
     *,
+    rules: ModelRules,
+    image: Image.Image | None = None,
     enhancer: Enhancer | None = None,
     on_step: StepHook | None = None,
-    cfg_batch: bool = True,
+    cfg_batch: bool | None = None,
     offload: bool = False,
     device: str | torch.device | None = None,
     first_frame: FirstFrameSource = first_frame_for,
@@ -124,15 +106,22 @@ def generate(
 ) -> GenerateResult:
     """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
 
-    models: a movakit.loading.MovaModels with every component loaded.
+    models: a movakit.loading.MovaModels with every component loaded; rules: its checkpoint's ModelRules.
+    req: a resolved request (movakit.request.resolve); image: its first-frame image (None: the `first_frame`
+      source, the white frame by default).
     enhancer: a movakit.stages.enhance Enhancer, or None to use the prompt as given.
     offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
       active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
     latents_path: also save the final latents (see save_latents).
+    cfg_batch: batch the two guidance branches; None = movakit.execution.cfg_batch_for(device), as the denoiser
+      service decides.
     on_stage: called with "enhance" (only when enhancing), "encode", "denoise", "decode", "write" as each stage starts.
     """
+    req.require_resolved()
     stage = on_stage if on_stage is not None else (lambda name: None)
     device = torch.device(device) if device is not None else next(models.audio_dit.parameters()).device
+    if cfg_batch is None:
+        cfg_batch = cfg_batch_for(str(device))
 
     # --- enhance (optional) ---
     t0 = time.perf_counter()
@@ -142,9 +131,9 @@ def generate(
         from movakit.stages.enhance import EnhanceRequest, enhance
 
         image_bytes = None
-        if req.image is not None:
+        if image is not None:
             buf = io.BytesIO()
-            req.image.convert("RGB").save(buf, format="PNG")
+            image.convert("RGB").save(buf, format="PNG")
             image_bytes = buf.getvalue()
         result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image_bytes, enabled=True))
         prompt, backend, events = result.prompt, result.backend, result.events
@@ -153,41 +142,14 @@ def generate(
     # --- encode ---
     stage("encode")
     with _visiting(offload, device, models.text_encoder, models.video_vae):
-        enc = encode(
-            models,
-            EncodeRequest(
-                prompt=prompt,
-                negative_prompt=req.negative_prompt,
-                image=req.image,
-                height=req.height,
-                width=req.width,
-                num_frames=req.num_frames,
-            ),
-            first_frame=first_frame,
-        )
+        enc = encode(models, encode_request(req, prompt, image), first_frame=first_frame)
     t2 = time.perf_counter()
 
-    # --- denoise (the stage itself places the two video experts; the audio length comes from the audio VAE) ---
+    # --- denoise (the stage itself places the two video experts) ---
     stage("denoise")
     with _visiting(offload, device, models.audio_dit, models.bridge, also_back=(models.video_dit, models.video_dit_2)):
-        latents = denoise(
-            models,
-            DenoiseRequest(
-                context=enc.context,
-                negative_context=enc.negative_context,
-                y=enc.y,
-                height=req.height,
-                width=req.width,
-                num_frames=req.num_frames,
-                fps=req.fps,
-                num_inference_steps=req.num_inference_steps,
-                guidance_scale=req.guidance_scale,
-                seed=req.seed,
-            ),
-            on_step=on_step,
-            cfg_batch=cfg_batch,
-            offload=offload,
-        )
+        latents = denoise(models, denoise_request(req, enc, rules), on_step=on_step, cfg_batch=cfg_batch,
+                          offload=offload)
     latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu())
     if latents_path is not None:
         save_latents(latents, latents_path)
@@ -196,7 +158,7 @@ def generate(
     # --- decode ---
     stage("decode")
     with _visiting(offload, device, models.video_vae, models.audio_vae):
-        clip = decode(models, DecodeRequest(latents.video_latents, latents.audio_latents, fps=req.fps))
+        clip = decode(models, decode_request(req, latents.video_latents, latents.audio_latents))
     t4 = time.perf_counter()
 
     stage("write")

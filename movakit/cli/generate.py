@@ -8,17 +8,16 @@ and says loudly that the output is noise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from movakit import request as contract
 from movakit.cli import UsageError
+from movakit.execution import cfg_batch_for
 
-# Real checkpoints: the official inference defaults for MOVA-360p (MOVA-SPEC §4.1).
-REAL_DEFAULTS = {"height": 352, "width": 640, "num_frames": 193, "steps": 50}
-# The tiny demo checkpoint: small enough that a first run ends in seconds on 2 CPU cores.
-TINY_DEFAULTS = {"height": 64, "width": 96, "num_frames": 17, "steps": 10}
 DEFAULT_OUTPUT = "out/mova.mp4"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -35,22 +34,13 @@ and run:  mova generate --checkpoint /path/to/MOVA-360p --device cuda --prompt "
 class GenerateArgs:
     """The validated options (nothing here has touched a model yet)."""
 
-    prompt: str
+    request: contract.GenerationRequest  # not resolved yet: size, frames and steps depend on the checkpoint
     image: Path | None
-    negative_prompt: str
-    height: int | None  # None: the checkpoint-dependent default
-    width: int | None
-    num_frames: int | None
-    fps: float
-    steps: int | None
-    guidance_scale: float
-    seed: int
     checkpoint: Path | None
     device: str
     dtype: str
     output: Path
     save_latents: Path | None
-    enhance: bool
     offload: bool
     cfg_batch: bool
 
@@ -62,63 +52,42 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--prompt", required=True, help="what happens, what is heard (speech in quotes)")
-    p.add_argument("--image", help="first-frame image (PNG/JPEG); without it a white frame is used (spec §1.3)")
-    p.add_argument("--negative-prompt", help="negative prompt for CFG (default: the official short Chinese one)")
-    p.add_argument("--height", type=int, help="pixels, multiple of 16 (default 352; tiny demo: 64)")
-    p.add_argument("--width", type=int, help="pixels, multiple of 16 (default 640; tiny demo: 96)")
-    p.add_argument("--num-frames", type=int, help="N with N = 4k+1 (default 193; tiny demo: 17)")
-    p.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24); sets the audio length")
-    p.add_argument("--steps", type=int, help="denoising steps (default 50; tiny demo: 10)")
-    p.add_argument("--guidance-scale", type=float, default=5.0, help="CFG scale on video and audio (default 5.0)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the initial noise (CPU generator; default 42)")
+    contract.add_options(p)  # the request options, the same as `mova submit`'s
     p.add_argument("--checkpoint", help="MOVA checkpoint folder (model_index.json); default: the tiny demo one")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
                    help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"MP4 path; the .wav and .png go beside it ({DEFAULT_OUTPUT})")
     p.add_argument("--save-latents", help="also save the final latents (safetensors: video, audio)")
-    p.add_argument("--enhance", action=argparse.BooleanOptionalAction, default=False,
-                   help="rewrite the prompt with the enhancer first (default off: exact to the official pipeline)")
     p.add_argument("--offload", action="store_true",
                    help="keep components on the CPU and move each to the device only while it runs")
     p.add_argument("--cfg-batch", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the positive and negative CFG branches as one batch-2 forward (default: on for CUDA, "
-                        "where it is faster; off on the CPU, where two batch-1 forwards give latents bit-identical "
-                        "to the official sampler)")
+                   help="run the two guidance branches as one batch-2 forward; default: on for CUDA, off on the "
+                        "CPU, as the denoiser service decides (docs/stack.md: it changes speed and memory, and "
+                        "the latents by kernel rounding only)")
     p.set_defaults(func=run)
 
 
 def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> GenerateArgs:
     """Check every option; raise UsageError naming the first bad one. Loads no model."""
-    if not args.prompt.strip():
-        raise UsageError("--prompt: must not be empty")
-    for name, value in (("--height", args.height), ("--width", args.width)):
-        if value is not None and (value <= 0 or value % 16):
-            raise UsageError(f"{name}: must be a positive multiple of 16, got {value}")
-    if args.num_frames is not None and (args.num_frames < 1 or args.num_frames % 4 != 1):
-        raise UsageError(f"--num-frames: must be 4k+1 (e.g. 17, 97, 193), got {args.num_frames}")
-    if not args.fps > 0 or args.fps > 240:
-        raise UsageError(f"--fps: must be in (0, 240], got {args.fps}")
-    if args.steps is not None and not 1 <= args.steps <= 1000:
-        raise UsageError(f"--steps: must be in [1, 1000], got {args.steps}")
-    if not args.guidance_scale > 0:
-        raise UsageError(f"--guidance-scale: must be > 0, got {args.guidance_scale}")
-    if not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed: must be in [0, 2^63), got {args.seed}")
+    try:
+        req = contract.from_options(args)
+    except contract.InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    if req.seed is None:
+        req = dataclasses.replace(req, seed=contract.GENERATE_SEED)
+    if req.lora_name:
+        raise UsageError(f"--lora: {contract.lora_not_applied(req.lora_name)}")
 
     image = None
     if args.image is not None:
         image = Path(args.image)
         if not image.is_file():
             raise UsageError(f"--image: no such file: {image}")
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            with Image.open(image) as im:
-                im.verify()
-        except (UnidentifiedImageError, OSError, SyntaxError):
-            raise UsageError(f"--image: not a readable image: {image}") from None
+            contract.validate_image(image.read_bytes(), field="--image")
+        except contract.InvalidArgument as exc:
+            raise UsageError(str(exc)) from None
 
     checkpoint = None
     if args.checkpoint is not None:
@@ -152,19 +121,10 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         if save_latents.suffix != ".safetensors":
             raise UsageError(f"--save-latents: must end in .safetensors, got {save_latents}")
 
-    if args.negative_prompt is None:
-        from movakit.pipeline import OFFICIAL_NEGATIVE_PROMPT  # here: the pipeline imports torch
-
-        negative_prompt = OFFICIAL_NEGATIVE_PROMPT
-    else:
-        negative_prompt = args.negative_prompt
-
     return GenerateArgs(
-        prompt=args.prompt, image=image, negative_prompt=negative_prompt, height=args.height,
-        width=args.width, num_frames=args.num_frames, fps=args.fps, steps=args.steps,
-        guidance_scale=args.guidance_scale, seed=args.seed, checkpoint=checkpoint, device=device, dtype=dtype,
-        output=output, save_latents=save_latents, enhance=args.enhance, offload=args.offload,
-        cfg_batch=args.cfg_batch if args.cfg_batch is not None else device.startswith("cuda"),
+        request=req, image=image, checkpoint=checkpoint, device=device, dtype=dtype, output=output,
+        save_latents=save_latents, offload=args.offload,
+        cfg_batch=args.cfg_batch if args.cfg_batch is not None else cfg_batch_for(device),
     )
 
 
@@ -181,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
 
     from movakit.loading import CheckpointError, MovaCheckpoint
     from movakit.enhance.first_frame import first_frame_source
-    from movakit.pipeline import GenerateRequest, generate
+    from movakit.model_rules import ModelRules, RulesError
+    from movakit.pipeline import generate
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
     from movakit.stages.first_frame import first_frame_for
 
@@ -205,19 +166,23 @@ def run(args: argparse.Namespace) -> int:
     tiny = ckpt.random_weights
     if tiny:
         _say(RANDOM_WEIGHTS_WARNING.format(what=what))
-    defaults = TINY_DEFAULTS if tiny else REAL_DEFAULTS
-    height = opts.height if opts.height is not None else defaults["height"]
-    width = opts.width if opts.width is not None else defaults["width"]
-    num_frames = opts.num_frames if opts.num_frames is not None else defaults["num_frames"]
-    steps = opts.steps if opts.steps is not None else defaults["steps"]
+    try:
+        rules = ModelRules.from_checkpoint(path)
+    except RulesError as exc:
+        raise UsageError(f"--checkpoint: {exc}") from None
+    try:
+        req = contract.validate(contract.resolve(opts.request, rules), rules)
+    except contract.InvalidArgument as exc:
+        raise UsageError(f"{contract.FLAGS[exc.field]}: {exc.reason}") from None
+    steps = req.num_inference_steps
     _say(
-        f"mova generate: {width}x{height}, {num_frames} frames at {opts.fps:g} fps, {steps} steps, "
-        f"guidance {opts.guidance_scale:g}, seed {opts.seed}, device {opts.device}, {opts.dtype}"
+        f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
+        f"guidance {req.guidance_scale:g}, seed {req.seed}, device {opts.device}, {opts.dtype}"
         + (", offload" if opts.offload else "")
     )
 
     try:
-        enhancer = build_enhancer(enhancer_settings) if opts.enhance else None
+        enhancer = build_enhancer(enhancer_settings) if req.enhance_prompt else None
     except ValueError as exc:  # e.g. MOVA_ENHANCER_MODEL_PATH without a config.json
         raise UsageError(f"--enhance: {exc}") from None
     image = Image.open(opts.image).convert("RGB") if opts.image is not None else None
@@ -248,14 +213,9 @@ def run(args: argparse.Namespace) -> int:
         bars[-1].update(1)
         bars[-1].set_postfix_str(info.expert)
 
-    req = GenerateRequest(
-        prompt=opts.prompt, image=image, negative_prompt=opts.negative_prompt, height=height, width=width,
-        num_frames=num_frames, fps=opts.fps, num_inference_steps=steps, guidance_scale=opts.guidance_scale,
-        seed=opts.seed,
-    )
     try:
         result = generate(
-            models, req, opts.output, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
+            models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
             offload=opts.offload, device=opts.device, latents_path=opts.save_latents, on_stage=on_stage,
             first_frame=first_frame,
         )

@@ -17,6 +17,7 @@ import torch
 
 from movakit.loading import components as load
 from movakit.loading.safetensors_io import CheckpointError
+from movakit.model_rules import TINY_MARKER
 
 # MovaModels field -> component folder (= key in model_index.json).
 COMPONENT_FOLDERS: dict[str, str] = {
@@ -32,7 +33,6 @@ COMPONENT_FOLDERS: dict[str, str] = {
 ALL_COMPONENTS: tuple[str, ...] = tuple(COMPONENT_FOLDERS)
 _KNOWN_FOLDERS = frozenset(COMPONENT_FOLDERS.values()) | {"tokenizer"}
 DEFAULT_BOUNDARY_RATIO = 0.9  # official MOVA.__init__ default, used when model_index.json omits it
-TINY_MARKER = "movakit_tiny.json"  # written by movakit.loading.demo: the weights are random
 
 
 @dataclass(frozen=True)

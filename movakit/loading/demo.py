@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from movakit.loading.checkpoint import TINY_MARKER
 from movakit.loading.release_configs import release_config
+from movakit.model_rules import TINY_MARKER
 from movakit.loading.demo_tokenizer import write_tiny_tokenizer
 
 WRITER_VERSION = 2  # bump whenever the written files change, so cached demo checkpoints are rebuilt

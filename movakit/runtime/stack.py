@@ -6,8 +6,8 @@ configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/lo
 (pid, start time, address, log) are recorded in <state_dir>/stack.json so `status` and `down` can find them from
 another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
-Without a checkpoint (the tiny demo one) the gateway is started with MOVA_GATEWAY_ANY_SIZE=true, so tiny sizes
-such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
+Every service, the gateway included, gets the same checkpoint folder: the gateway judges requests by its configs
+(movakit/model_rules.py), so on the tiny demo checkpoint tiny sizes such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
 that already run (docker-compose's one-shot init service).
 """
 
@@ -103,10 +103,9 @@ def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, re
         f"{p}LISTEN": listen, f"{p}KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
         f"{p}S3_ENDPOINT": f"127.0.0.1:{cfg.s3_port}", f"{p}S3_ACCESS_KEY": cfg.access_key,
         f"{p}S3_SECRET_KEY": cfg.secret_key, f"{p}S3_BUCKET": cfg.bucket, f"{p}OTEL_EXPORTER": cfg.otel_exporter,
-        f"{p}OTEL_ENDPOINT": cfg.otel_endpoint,
+        f"{p}OTEL_ENDPOINT": cfg.otel_endpoint, f"{p}CHECKPOINT": checkpoint,
     }
     if prefix != "gateway":
-        env[f"{p}CHECKPOINT"] = checkpoint
         env[f"{p}REPLICA_ID"] = replica
     return env
 
@@ -181,8 +180,6 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         addresses["checkpoint"] = checkpoint
         gateway = f"127.0.0.1:{cfg.gateway_port}"
         gateway_env = _service_env(cfg, "gateway", gateway, checkpoint, "")
-        if not cfg.checkpoint:  # the tiny demo checkpoint: accept tiny sizes (e.g. 32x32) for quick plumbing runs
-            gateway_env["MOVA_GATEWAY_ANY_SIZE"] = "true"
         entries.append(_spawn_service(cfg, "gateway", "movakit.services.gateway.main", gateway_env, gateway))
         for (name, prefix), port in zip(STAGE_SERVICES, cfg.stage_ports, strict=True):
             replicas = cfg.denoiser_replicas if name == "denoiser" else 1

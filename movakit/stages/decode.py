@@ -16,6 +16,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from movakit.request import GenerationRequest
+
 
 class DecoderModels(Protocol):
     """What this stage reads from the loaded checkpoint (movakit.loading.MovaModels has these fields)."""
@@ -29,6 +31,13 @@ class DecodeRequest:
     video_latents: torch.Tensor  # (1, z_dim, T_lat, H/8, W/8) normalised, as the sampler ends it
     audio_latents: torch.Tensor  # (1, latent_dim, L_a) raw DAC latent
     fps: float
+
+
+def decode_request(req: GenerationRequest, video_latents: torch.Tensor, audio_latents: torch.Tensor) -> DecodeRequest:
+    """The decode stage's request for a resolved generation request and the denoiser's final latents (the embedded
+    pipeline and the decoder service both build it here)."""
+    req.require_resolved()
+    return DecodeRequest(video_latents=video_latents, audio_latents=audio_latents, fps=req.fps)
 
 
 @dataclass(frozen=True)

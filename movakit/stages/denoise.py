@@ -22,7 +22,10 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from movakit.model_rules import ModelRules
+from movakit.request import GenerationRequest
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
+from movakit.stages.encode import EncodeResult
 
 # Channels of the first-frame mask at the front of y (MOVA-SPEC §1.3): y = cat(mask[4], image_latent[z_dim]).
 MASK_CHANNELS = 4
@@ -39,7 +42,6 @@ class DenoiserModels(Protocol):
     video_dit_2: nn.Module | None
     audio_dit: nn.Module | None
     bridge: nn.Module | None
-    audio_vae: nn.Module | None
     scheduler: FlowMatchPairScheduler | None
     boundary_ratio: float
 
@@ -56,12 +58,10 @@ class DenoiseRequest:
     num_inference_steps: int
     guidance_scale: float
     seed: int
+    audio_latent_length: int  # L_a (audio_latent_length() below, from the audio VAE's sample rate and hop)
     video_noise: torch.Tensor | None = None  # (1, z_dim, T_lat, H/8, W/8); the latents at start_step when resuming
     audio_noise: torch.Tensor | None = None  # (1, audio_channels, L_a); the latents at start_step when resuming
     start_step: int = 0  # steps already done (resume): then both tensors above are required
-    # Audio latent length L_a; None -> computed from the audio VAE's sample_rate and hop_length
-    # (audio_latent_length() below), which then must be loaded.
-    audio_latent_length: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,23 @@ def audio_num_samples(sample_rate: int, num_frames: int, fps: float) -> int:
 def audio_latent_length(sample_rate: int, hop_length: int, num_frames: int, fps: float) -> int:
     """Audio latent length L_a = (samples − 1) // hop + 1 (403 for 193 frames at 24 fps, 48 kHz, hop 960)."""
     return (audio_num_samples(sample_rate, num_frames, fps) - 1) // hop_length + 1
+
+
+def denoise_request(req: GenerationRequest, encoded: EncodeResult, rules: ModelRules, *,
+                    video_noise: torch.Tensor | None = None, audio_noise: torch.Tensor | None = None,
+                    start_step: int = 0) -> DenoiseRequest:
+    """The denoise stage's request for a resolved generation request and the encode stage's result; the audio
+    latent length from the checkpoint's audio rate and hop. The embedded pipeline and the denoiser service both
+    build it here. video_noise / audio_noise / start_step: the latents to resume from (see DenoiseRequest)."""
+    req.require_resolved()
+    return DenoiseRequest(
+        context=encoded.context, negative_context=encoded.negative_context, y=encoded.y, height=req.height,
+        width=req.width, num_frames=req.num_frames, fps=req.fps, num_inference_steps=req.num_inference_steps,
+        guidance_scale=req.guidance_scale, seed=req.seed,
+        audio_latent_length=audio_latent_length(rules.audio_sample_rate, rules.audio_hop_length, req.num_frames,
+                                                req.fps),
+        video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
+    )
 
 
 def initial_noise(
@@ -152,7 +169,7 @@ def denoise(
     """Run steps start_step..num_inference_steps-1 of the sampler and return the final latents (float32).
 
     cfg_batch: run the positive and negative CFG branches as one B=2 forward (default) or as two B=1 forwards;
-      both give the same result up to kernel rounding.
+      both give the same result up to kernel rounding (callers choose with movakit.execution.cfg_batch_for).
     offload: keep only the active video expert on the execution device (the device of `audio_dit`); the other
       waits on the CPU and the two trade places at the switch.
     forward: the dual-tower forward; default `movakit.models.dual_tower.dual_tower_forward`.
@@ -169,15 +186,7 @@ def denoise(
     # --- 1. initial latents (float32) ---
     y = req.y.to(device=device, dtype=torch.float32)
     video_shape = (1, y.shape[1] - MASK_CHANNELS, *y.shape[2:])
-    if req.audio_latent_length is not None:
-        audio_len = req.audio_latent_length
-    elif models.audio_vae is not None:
-        audio_len = audio_latent_length(
-            models.audio_vae.sample_rate, models.audio_vae.hop_length, req.num_frames, req.fps
-        )
-    else:
-        raise ValueError("audio_latent_length is not given and models.audio_vae is not loaded")
-    audio_shape = (1, models.audio_dit.config.in_dim, audio_len)
+    audio_shape = (1, models.audio_dit.config.in_dim, req.audio_latent_length)
     if req.video_noise is None or req.audio_noise is None:
         video_noise, audio_noise = initial_noise(req.seed, video_shape, audio_shape)
     video = video_noise if req.video_noise is None else req.video_noise

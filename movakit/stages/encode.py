@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from movakit.media import crop_and_resize
+from movakit.request import GenerationRequest
 from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 class EncoderModels(Protocol):
@@ -45,6 +46,15 @@ class EncodeResult:
     context: torch.Tensor  # (1, 512, text_dim)
     negative_context: torch.Tensor  # (1, 512, text_dim)
     y: torch.Tensor  # (1, 4 + z_dim, T_lat, H/8, W/8) float32: mask then image latent
+
+
+def encode_request(req: GenerationRequest, prompt: str, image: Image.Image | None) -> EncodeRequest:
+    """The encode stage's request for a resolved generation request (the embedded pipeline and the encoder service
+    both build it here): `prompt` is the one the text encoder sees (the enhancer's or the user's own), `image` the
+    first frame (None: the first-frame source of `encode` supplies it)."""
+    req.require_resolved()
+    return EncodeRequest(prompt=prompt, negative_prompt=req.negative_prompt, image=image, height=req.height,
+                         width=req.width, num_frames=req.num_frames)
 
 
 def validate_geometry(height: int, width: int, num_frames: int, *, spatial_scale: int = 8, temporal_scale: int = 4) -> None:

@@ -11,15 +11,15 @@ import torch
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
-from movakit.models.audio_vae import DacVAEConfig
+from movakit.model_rules import ModelRules
 from movakit.runtime.worker import JobCancelled, TaskContext, run_or_reuse
 from movakit.loading.demo import default_demo_checkpoint
 from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
 pytestmark = pytest.mark.integration
 
-PARAMS = common_pb2.GenerationParams(prompt="p", height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=4,
-                                     guidance_scale=2.0, seed=3)
+PARAMS = common_pb2.GenerationParams(prompt="p", negative_prompt="n", height=32, width=32, num_frames=5, fps=8.0,
+                                     num_inference_steps=4, guidance_scale=2.0, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,8 @@ def models():
 
 
 def _handler(models, store, every: int) -> DenoiseHandler:
-    audio = DacVAEConfig.from_json(default_demo_checkpoint() / "audio_vae" / "config.json")
-    return DenoiseHandler(models, store, checkpoint_every=every, audio_sample_rate=audio.sample_rate,
-                          audio_hop_length=audio.hop_length)
+    return DenoiseHandler(models, store, rules=ModelRules.from_checkpoint(default_demo_checkpoint()),
+                          checkpoint_every=every, cfg_batch=False)
 
 
 def _task(store, models, job_id: str) -> events_pb2.DenoiseTask:

@@ -17,7 +17,8 @@ from movakit.media import write_outputs
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE
 from movakit.runtime.worker import TaskContext, make_event, serve_direct
-from movakit.stages.decode import DecodeRequest, decode
+from movakit.request import from_proto
+from movakit.stages.decode import decode, decode_request
 
 COMPONENTS = ("video_vae", "audio_vae")
 _OUTPUTS = (("video", "video.mp4", "video/mp4"), ("audio", "audio.wav", "audio/wav"),
@@ -39,11 +40,10 @@ class DecodeHandler:
     def run(self, task: events_pb2.DecodeTask, ctx: TaskContext) -> decoder_pb2.DecodeOutput:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
-        if task.params.fps <= 0:
-            raise ValueError(f"params.fps: must be > 0, got {task.params.fps}")
+        req = from_proto(task.params).require_resolved()
         video = self.store.get_tensors(task.video_latents)["video_latents"]
         audio = self.store.get_tensors(task.audio_latents)["audio_latents"]
-        result = decode(self.models, DecodeRequest(video_latents=video, audio_latents=audio, fps=task.params.fps))
+        result = decode(self.models, decode_request(req, video, audio))
         ctx.check_cancel()
         with tempfile.TemporaryDirectory(prefix="mova-decode-") as tmp:
             paths = write_outputs(result, Path(tmp) / "video.mp4")

@@ -21,7 +21,10 @@ from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_p
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.worker import TaskContext, read_blob, serve_direct, write_blob
-from movakit.stages.denoise import DenoiseRequest, StepInfo, audio_latent_length, denoise
+from movakit.model_rules import ModelRules
+from movakit.request import from_proto, lora_not_applied
+from movakit.stages.denoise import StepInfo, denoise, denoise_request
+from movakit.stages.encode import EncodeResult
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler")
 _EXPERT_NAMES = {"video_dit": "high_noise", "video_dit_2": "low_noise"}
@@ -40,13 +43,15 @@ class DenoiseHandler:
     task_type = events_pb2.DenoiseTask
     output_type = denoiser_pb2.DenoiseOutput
 
-    def __init__(self, models, store: ObjectStore, *, checkpoint_every: int, audio_sample_rate: int,
-                 audio_hop_length: int) -> None:
+    def __init__(self, models, store: ObjectStore, *, rules: ModelRules, checkpoint_every: int,
+                 cfg_batch: bool) -> None:
+        """rules: the checkpoint's ModelRules (the audio length; the audio VAE itself is not loaded here);
+        cfg_batch: movakit.execution.cfg_batch_for(the service's device), as `mova generate` decides it."""
         self.models = models
         self.store = store
+        self.rules = rules
         self.checkpoint_every = checkpoint_every
-        self.audio_sample_rate = audio_sample_rate  # from the audio VAE's config: the VAE itself is not loaded here
-        self.audio_hop_length = audio_hop_length
+        self.cfg_batch = cfg_batch
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def _checkpoints(self, job_id: str) -> list[tuple[int, common_pb2.TensorRef]]:
@@ -88,14 +93,14 @@ class DenoiseHandler:
     def run(self, task: events_pb2.DenoiseTask, ctx: TaskContext) -> denoiser_pb2.DenoiseOutput:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
-        p = task.params
-        if p.HasField("lora") and p.lora.name:
-            raise ValueError(f"params.lora: adapter {p.lora.name!r} requested, but this denoiser applies no LoRA "
-                             "adapters (not implemented); the job is not run without it")
-        context = self.store.get_tensors(task.context)["context"]
-        negative = self.store.get_tensors(task.negative_context)["negative_context"]
-        y = self.store.get_tensors(task.y)["y"]
-        total = p.num_inference_steps
+        req = from_proto(task.params)
+        if req.lora_name:
+            raise ValueError(f"params.lora.name: {lora_not_applied(req.lora_name)}")
+        encoded = EncodeResult(context=self.store.get_tensors(task.context)["context"],
+                               negative_context=self.store.get_tensors(task.negative_context)["negative_context"],
+                               y=self.store.get_tensors(task.y)["y"])
+        req.require_resolved()
+        total = req.num_inference_steps
         known = self._checkpoints(task.job_id)  # the index is read once per task
         resume = self._newest_valid(task.job_id, known, total)
         start_step, video_noise, audio_noise = 0, None, None
@@ -115,12 +120,9 @@ class DenoiseHandler:
                 self._write_checkpoint(task.job_id, info, known)
             ctx.check_cancel()
 
-        result = denoise(self.models, DenoiseRequest(
-            context=context, negative_context=negative, y=y, height=p.height, width=p.width,
-            num_frames=p.num_frames, fps=p.fps, num_inference_steps=total, guidance_scale=p.guidance_scale,
-            seed=p.seed, video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
-            audio_latent_length=audio_latent_length(self.audio_sample_rate, self.audio_hop_length, p.num_frames, p.fps),
-        ), on_step=on_step)
+        result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
+                                                      audio_noise=audio_noise, start_step=start_step),
+                         on_step=on_step, cfg_batch=self.cfg_batch)
         return denoiser_pb2.DenoiseOutput(
             video_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),

@@ -16,7 +16,8 @@ from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
 from movakit.runtime.worker import TaskContext, serve_direct
-from movakit.stages.encode import EncodeRequest, encode
+from movakit.request import from_proto
+from movakit.stages.encode import encode, encode_request
 
 COMPONENTS = ("text_encoder", "video_vae")
 
@@ -41,10 +42,7 @@ class EncodeHandler:
         image = None
         if task.HasField("image") and task.image.key:
             image = Image.open(io.BytesIO(self.store.get_bytes(task.image))).convert("RGB")
-        p = task.params
-        result = encode(self.models, EncodeRequest(
-            prompt=task.prompt, negative_prompt=p.negative_prompt, image=image,
-            height=p.height, width=p.width, num_frames=p.num_frames))
+        result = encode(self.models, encode_request(from_proto(task.params), task.prompt, image))
         ctx.check_cancel()
         return encoder_pb2.EncodeOutput(
             context=self.store.put_tensors(job_key(task.job_id, "encode", "context.safetensors"),

@@ -53,6 +53,7 @@ def start_gateway(
         return ObjectStore(endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
                            secure=settings.s3_secure, region=settings.s3_region)
 
+    rules = settings.rules()  # read first: a checkpoint folder without its configs stops the start here
     objects = store_at(settings.s3_endpoint)
     objects.ensure_bucket()
     # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
@@ -66,7 +67,7 @@ def start_gateway(
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
         servicer = JobServicer(
-            store, objects, producer, signer=signer, limits=settings.limits(),
+            store, objects, producer, signer=signer, rules=rules,
             max_active_jobs=settings.max_active_jobs, presign_expiry_s=settings.presign_expiry_s,
         )
         if reservation is not None:

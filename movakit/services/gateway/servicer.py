@@ -15,7 +15,8 @@ from minio.error import S3Error
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
-from movakit.runtime import validation
+from movakit import request as contract
+from movakit.model_rules import ModelRules
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.runtime.worker import make_event
@@ -39,26 +40,28 @@ def _now() -> Timestamp:
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
-        limits: validation.Limits, max_active_jobs: int, presign_expiry_s: int,
+        rules: ModelRules, max_active_jobs: int, presign_expiry_s: int,
     ) -> None:
         self._jobs = store
         self._objects = objects
         self._signer = signer  # presigns artifact URLs for the endpoint clients use
         self._producer = producer
-        self._limits = limits
+        self._rules = rules  # the checkpoint's: preset, size step, frame rule, trained sizes
         self._max_active = max_active_jobs
         self._presign_s = presign_expiry_s
         self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
 
     # ---- Submit ----------------------------------------------------------------------------------------------
     def Submit(self, request: gateway_pb2.SubmitRequest, context: grpc.ServicerContext) -> gateway_pb2.SubmitResponse:
+        try:  # the same contract as `mova generate`: defaults filled (seed drawn), then every field checked
+            req = contract.resolve(contract.from_proto(request.params), self._rules)
+            params = contract.to_proto(contract.validate(req, self._rules))
+        except contract.InvalidArgument as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params.{exc}")
         try:
-            params = validation.with_defaults(request.params)
-            validation.validate_generation_params(params, limits=self._limits)
-            validation.validate_idempotency_key(request.idempotency_key)
-            if request.image:
-                validation.validate_image(request.image)
-        except validation.InvalidArgument as exc:
+            contract.validate_idempotency_key(request.idempotency_key)
+            content_type = contract.validate_image(request.image) if request.image else ""
+        except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
         with self._submit_lock:
@@ -75,14 +78,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
                     f"{active} jobs are queued or running (limit {self._max_active}); retry later",
                 )
             try:
-                job = self._create(params, request)
+                job = self._create(params, request, content_type)
             except (KafkaError, S3Error, OSError) as exc:
                 log.exception("submit failed")
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {type(exc).__name__}: {exc}")
         log.info("job submitted", extra={"fields": {"job_id": job.job_id, "key": request.idempotency_key}})
         return gateway_pb2.SubmitResponse(job_id=job.job_id, existing=False, job=job)
 
-    def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest) -> common_pb2.Job:
+    def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest,
+                content_type: str) -> common_pb2.Job:
         job_id = uuid.uuid4().hex
         now = _now()
         job = common_pb2.Job(
@@ -91,8 +95,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             stage=common_pb2.STAGE_ENHANCE, total_steps=params.num_inference_steps, effective_prompt=params.prompt,
         )
         if request.image:
-            content_type = validation.image_content_type(request.image)
-            key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX.get(content_type, 'bin')}")
+            key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX[content_type]}")
             job.input_image.CopyFrom(self._objects.put_bytes(key, request.image, content_type))
         self._jobs.put(job)
         try:

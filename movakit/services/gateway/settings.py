@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from movakit.runtime import settings as s
 from movakit.runtime.telemetry import EXPORTERS
-from movakit.runtime.validation import Limits
 
 PREFIX = "MOVA_GATEWAY_"
 
@@ -32,7 +31,7 @@ class GatewaySettings:
     s3_public_endpoint: str = ""  # host:port clients use in artifact URLs (compose: 127.0.0.1:9000); "" = s3_endpoint
     presign_expiry_s: int = 3600  # lifetime of artifact download URLs, 60 .. 604800 s
     max_active_jobs: int = 64  # Submit answers RESOURCE_EXHAUSTED while this many jobs are queued or running
-    any_size: bool = False  # accept any multiple-of-16 size up to 1280 (tiny test checkpoints), not only MOVA's four
+    checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
     startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
@@ -76,8 +75,16 @@ class GatewaySettings:
         if self.otel_exporter == "otlp" and not self.otel_endpoint:
             raise s.SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
 
-    def limits(self) -> Limits:
-        return Limits(any_size=self.any_size)
+    def rules(self):
+        """The ModelRules of `checkpoint` (the cached tiny demo checkpoint when empty, as the stage services)."""
+        from movakit.model_rules import ModelRules
+
+        path = self.checkpoint
+        if not path:
+            from movakit.loading.demo import default_demo_checkpoint  # imports torch: only for the demo default
+
+            path = str(default_demo_checkpoint())
+        return ModelRules.from_checkpoint(path)
 
     def redacted(self) -> dict[str, object]:
         return s.redacted(self)

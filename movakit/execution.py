@@ -1,0 +1,17 @@
+"""How a request runs on a device: choices that change speed and memory, never what a request means.
+
+Guidance (CFG) batching: with guidance on, each step runs the model for the prompt and for the negative prompt.
+Batched, both go through one batch-2 forward (faster on a GPU, about twice the activation memory); unbatched,
+as two batch-1 forwards (the official sampler's order). The two differ only by kernel rounding (about 1e-6 in
+float32), so for bit-identical results every mode must make the same choice on the same device: `cfg_batch_for`
+is that choice, used by `mova generate` (unless --cfg-batch / --no-cfg-batch says otherwise) and by the denoiser
+service for its MOVA_DENOISER_DEVICE.
+"""
+
+from __future__ import annotations
+
+
+def cfg_batch_for(device: str) -> bool:
+    """Batch the two guidance branches on CUDA devices ("cuda", "cuda:N"); run them one by one elsewhere (the
+    CPU: bit-identical to the official sampler)."""
+    return device.split(":")[0] == "cuda"
