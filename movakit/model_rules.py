@@ -1,8 +1,7 @@
 """What a checkpoint decides about a request, read from its small JSON config files (no torch, no weights).
 
 The gateway reads these rules from the checkpoint folder its settings name, `mova generate` from the checkpoint
-it loads, so both judge a request by the same rules. Each rule comes from the config that defines it
-(docs/model.md tells what the numbers mean):
+it loads, so both judge a request by the same rules. Each rule comes from the config that defines it:
 - spatial size step = video VAE spatial stride x video DiT patch size (8 x 2 = 16 for MOVA): height and width
   must be multiples of it;
 - frame rule N = temporal_stride·k + 1 from the video VAE's temporal stride (4 for MOVA): the first frame is its

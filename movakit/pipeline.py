@@ -7,7 +7,6 @@ Stages hand tensors over in memory; nothing here touches the network. With the e
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
-from PIL import Image
 
 from movakit.execution import cfg_batch_for
 from movakit.media import write_outputs
@@ -25,7 +23,7 @@ from movakit.request import GenerationRequest
 from movakit.stages.decode import decode, decode_request
 from movakit.stages.denoise import DenoiseResult, StepHook, denoise, denoise_request
 from movakit.stages.encode import encode, encode_request
-from movakit.stages.first_frame import FirstFrameSource, first_frame_for
+from movakit.stages.first_frame import FirstFrameDraw, open_first_frame
 
 if TYPE_CHECKING:
     from movakit.enhance.enhancer import Enhancer
@@ -94,21 +92,23 @@ def generate(
     output: str | Path,
     *,
     rules: ModelRules,
-    image: Image.Image | None = None,
+    image: bytes | None = None,
     enhancer: Enhancer | None = None,
     on_step: StepHook | None = None,
     cfg_batch: bool | None = None,
     offload: bool = False,
     device: str | torch.device | None = None,
-    first_frame: FirstFrameSource = first_frame_for,
+    draw_first_frame: FirstFrameDraw | None = None,
     latents_path: str | Path | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> GenerateResult:
     """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
 
     models: a movakit.loading.MovaModels with every component loaded; rules: its checkpoint's ModelRules.
-    req: a resolved request (movakit.request.resolve); image: its first-frame image (None: the `first_frame`
-      source, the white frame by default).
+    req: a resolved request (movakit.request.resolve); image: its first-frame image file (PNG, JPEG or WebP bytes, as
+      the gateway takes it; None: the frame
+      `draw_first_frame` draws from the prompt used, when given and it draws one, else the white frame; the rule
+      of movakit/stages/first_frame.py).
     enhancer: a movakit.stages.enhance Enhancer, or None to use the prompt as given.
     offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
       active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
@@ -130,19 +130,16 @@ def generate(
         stage("enhance")
         from movakit.stages.enhance import EnhanceRequest, enhance
 
-        image_bytes = None
-        if image is not None:
-            buf = io.BytesIO()
-            image.convert("RGB").save(buf, format="PNG")
-            image_bytes = buf.getvalue()
-        result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image_bytes, enabled=True))
+        result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image, enabled=True))
         prompt, backend, events = result.prompt, result.backend, result.events
+    if image is None and draw_first_frame is not None:
+        image = draw_first_frame(prompt, req.height, req.width)
     t1 = time.perf_counter()
 
     # --- encode ---
     stage("encode")
     with _visiting(offload, device, models.text_encoder, models.video_vae):
-        enc = encode(models, encode_request(req, prompt, image), first_frame=first_frame)
+        enc = encode(models, encode_request(req, prompt, open_first_frame(image) if image is not None else None))
     t2 = time.perf_counter()
 
     # --- denoise (the stage itself places the two video experts) ---

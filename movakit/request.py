@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from movakit.model_rules import ModelRules
 
-# The official short negative prompt of the MOVA inference script (docs/model.md): used when none is given.
+# The short negative prompt of the official MOVA inference script: used when a request gives none (or "").
 OFFICIAL_NEGATIVE_PROMPT = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指"

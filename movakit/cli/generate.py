@@ -136,15 +136,13 @@ def run(args: argparse.Namespace) -> int:
     opts = validate(args)
 
     import torch
-    from PIL import Image
     from tqdm import tqdm
 
     from movakit.loading import CheckpointError, MovaCheckpoint
-    from movakit.enhance.first_frame import first_frame_source
+    from movakit.enhance.first_frame import draw_first_frame_or_none
     from movakit.model_rules import ModelRules, RulesError
     from movakit.pipeline import generate
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
-    from movakit.stages.first_frame import first_frame_for
 
     try:  # a bad MOVA_ENHANCER_* / MOVA_FIRST_FRAME_* variable is reported before any model work
         enhancer_settings = EnhancerSettings.from_env()
@@ -185,12 +183,14 @@ def run(args: argparse.Namespace) -> int:
         enhancer = build_enhancer(enhancer_settings) if req.enhance_prompt else None
     except ValueError as exc:  # e.g. MOVA_ENHANCER_MODEL_PATH without a config.json
         raise UsageError(f"--enhance: {exc}") from None
-    image = Image.open(opts.image).convert("RGB") if opts.image is not None else None
+    image = opts.image.read_bytes() if opts.image is not None else None
     # Text-only: the spec's white frame, unless MOVA_FIRST_FRAME_BASE_URL names an image-generation endpoint.
     first_frame_notes: list[str] = []
-    first_frame = first_frame_for
+    draw = None
     if image is None and enhancer_settings.first_frame.configured:
-        first_frame = first_frame_source(enhancer_settings, events=first_frame_notes)
+        def draw(prompt: str, height: int, width: int) -> bytes | None:
+            return draw_first_frame_or_none(enhancer_settings, prompt, height, width, first_frame_notes)
+
         _say(f"first frame: drawn by {enhancer_settings.first_frame.base_url} (white frame if that fails)")
     load_device = "cpu" if opts.offload else opts.device
     _say(f"loading {path} ...")
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         result = generate(
             models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
             offload=opts.offload, device=opts.device, latents_path=opts.save_latents, on_stage=on_stage,
-            first_frame=first_frame,
+            draw_first_frame=draw,
         )
     finally:
         for bar in bars:

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.json_format import MessageToJson
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit import request as contract
 from movakit.cli import UsageError
 from movakit.runtime.settings import SettingsError, check_address
 
@@ -28,20 +29,7 @@ _BAR_WIDTH = 30
 def register(subparsers) -> None:
     submit = subparsers.add_parser("submit", help="submit a job to the gateway and follow it")
     _gateway_option(submit)
-    submit.add_argument("prompt", help="text prompt (used verbatim unless --enhance-prompt)")
-    submit.add_argument("--image", type=Path, help="first-frame image (PNG/JPEG/WebP)")
-    submit.add_argument("--negative-prompt", default="", help="negative prompt (default: the model's)")
-    submit.add_argument("--height", type=int, default=0, help="pixels, multiple of 16 (gateway default 352)")
-    submit.add_argument("--width", type=int, default=0, help="pixels, multiple of 16 (gateway default 640)")
-    submit.add_argument("--num-frames", type=int, default=0, help="frames, N %% 4 == 1 (gateway default 193)")
-    submit.add_argument("--fps", type=float, default=0.0, help="frames per second (gateway default 24)")
-    submit.add_argument("--steps", type=int, default=0, help="denoising steps (gateway default 50)")
-    submit.add_argument("--guidance-scale", type=float, default=0.0, help="CFG scale (gateway default 5.0)")
-    submit.add_argument("--seed", type=int, default=None, help="noise seed (default: drawn by the gateway)")
-    submit.add_argument("--enhance-prompt", action="store_true", help="let the prompt enhancer rewrite the prompt")
-    submit.add_argument("--lora", default="", help="LoRA adapter name (no denoiser applies adapters yet: the job fails)")
-    submit.add_argument("--lora-scale", type=float, default=0.0, help="LoRA strength (default 1.0)")
-    submit.add_argument("--priority", type=int, default=0, help="0 (default) .. 9")
+    contract.add_options(submit)  # the request options, the same as `mova generate`'s
     submit.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="exit 0 only when the job succeeded")
@@ -106,31 +94,21 @@ def _rpc_error(exc: grpc.RpcError) -> int:
 
 # ---- submit ----------------------------------------------------------------------------------------------------
 def build_request(args) -> gateway_pb2.SubmitRequest:
-    """The SubmitRequest for parsed `mova submit` options (UsageError for options the client can judge)."""
-    image = b""
-    if args.image is not None:
-        if not args.image.is_file():
-            raise UsageError(f"--image: no such file: {args.image}")
-        image = args.image.read_bytes()
-    for flag, value in (("--height", args.height), ("--width", args.width), ("--num-frames", args.num_frames),
-                        ("--steps", args.steps), ("--priority", args.priority)):
-        if value < 0:
-            raise UsageError(f"{flag}: must not be negative, got {value}")
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed: must not be negative, got {args.seed}")
-    if args.lora_scale and not args.lora:
-        raise UsageError("--lora-scale: needs --lora")
-    params = common_pb2.GenerationParams(
-        prompt=args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
-        num_frames=args.num_frames, fps=args.fps, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, enhance_prompt=args.enhance_prompt, priority=args.priority,
-    )
-    if args.seed is not None:
-        params.seed = args.seed
-    if args.lora:
-        params.lora.name = args.lora
-        params.lora.scale = args.lora_scale
-    return gateway_pb2.SubmitRequest(params=params, image=image, idempotency_key=args.idempotency_key)
+    """The SubmitRequest for parsed `mova submit` options; the options the client can judge on their own are
+    checked here with the contract's words (UsageError), the rest by the gateway against its checkpoint."""
+    try:
+        req = contract.from_options(args)
+        image = b""
+        if args.image is not None:
+            path = Path(args.image)
+            if not path.is_file():
+                raise UsageError(f"--image: no such file: {path}")
+            image = path.read_bytes()
+            contract.validate_image(image, field="--image")
+        contract.validate_idempotency_key(args.idempotency_key, field="--idempotency-key")
+    except contract.InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    return gateway_pb2.SubmitRequest(params=contract.to_proto(req), image=image, idempotency_key=args.idempotency_key)
 
 
 def _submit(args) -> int:

@@ -5,7 +5,7 @@ Entry points: `build_enhancer(EnhancerSettings.from_env())`, then `Enhancer.run(
 """
 
 from movakit.enhance.enhancer import Enhancer, build_enhancer
-from movakit.enhance.first_frame import FirstFrameError, first_frame_source, generate_first_frame
+from movakit.enhance.first_frame import FirstFrameError, generate_first_frame
 from movakit.enhance.http import BackendError
 from movakit.enhance.rules import PromptTooLongError, RuleRewrite, rule_rewrite
 from movakit.enhance.settings import EnhancerSettings, FirstFrameSettings
@@ -26,7 +26,6 @@ __all__ = [
     "Validation",
     "build_enhancer",
     "clean_answer",
-    "first_frame_source",
     "generate_first_frame",
     "rule_rewrite",
     "validate_caption",

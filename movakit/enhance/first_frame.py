@@ -3,7 +3,8 @@
 MOVA always needs a first frame; without a user image the pipeline falls back to a white frame
 (`movakit/stages/first_frame.py`, MOVA-SPEC §1.3), which often yields flat colour. When MOVA_FIRST_FRAME_BASE_URL
 is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the caption's opening paragraph;
-`first_frame_source(settings)` wraps that as a drop-in replacement for the pipeline's white-frame source.
+`draw_first_frame_or_none` is what both modes call (the prompt-enhancer service and `mova generate`, right after
+enhancing): the rule that picks a job's first frame is in `movakit/stages/first_frame.py`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from PIL import Image, UnidentifiedImageError
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.text import paragraphs
-from movakit.media import crop_and_resize
-from movakit.stages.first_frame import FirstFrameSource, first_frame_for
 
 _MAX_PROMPT_CHARS = 1000  # image endpoints commonly cap prompts around here
 
@@ -104,23 +103,4 @@ def draw_first_frame_or_none(
     except FirstFrameError as exc:
         notes.append(f"{exc}; using the default first frame")
         return None
-
-
-def first_frame_source(
-    settings: EnhancerSettings, *, fallback: FirstFrameSource = first_frame_for, events: list[str] | None = None
-) -> FirstFrameSource:
-    """A `FirstFrameSource` (what `movakit.pipeline.generate(first_frame=...)` takes) that draws the frame with
-    the configured image endpoint, centre-cropped and resized to exactly width x height, and uses `fallback`
-    (the spec's white frame) when no endpoint is configured or the endpoint fails; failures and retries are
-    appended to `events` when given."""
-    sink: list[str] = [] if events is None else events
-
-    def source(prompt: str, height: int, width: int) -> Image.Image:
-        data = draw_first_frame_or_none(settings, prompt, height, width, sink)
-        if data is None:
-            return fallback(prompt, height, width)
-        with Image.open(io.BytesIO(data)) as im:
-            return crop_and_resize(im, height, width)
-
-    return source
 

@@ -141,6 +141,8 @@ def _validate(models: DenoiserModels, req: DenoiseRequest) -> None:
         raise ValueError(f"guidance_scale must be > 0, got {req.guidance_scale}")
     if req.fps <= 0:
         raise ValueError(f"fps must be > 0, got {req.fps}")
+    if req.audio_latent_length < 1:
+        raise ValueError(f"audio_latent_length must be >= 1, got {req.audio_latent_length}")
     if req.y.ndim != 5 or req.y.shape[0] != 1 or req.y.shape[1] <= MASK_CHANNELS:
         raise ValueError(f"y must be (1, 4 + z_dim, T, H/8, W/8), got {tuple(req.y.shape)}")
     for name in ("context", "negative_context"):

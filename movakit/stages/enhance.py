@@ -8,7 +8,7 @@ backend and its cache; build it once per process with `build_enhancer(EnhancerSe
 from __future__ import annotations
 
 from movakit.enhance.enhancer import Enhancer, build_enhancer
-from movakit.enhance.first_frame import FirstFrameError, first_frame_source, generate_first_frame
+from movakit.enhance.first_frame import FirstFrameError, generate_first_frame
 from movakit.enhance.rules import PromptTooLongError
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.stage_types import EnhanceRequest, EnhanceResult
@@ -22,7 +22,6 @@ __all__ = [
     "PromptTooLongError",
     "build_enhancer",
     "enhance",
-    "first_frame_source",
     "generate_first_frame",
 ]
 

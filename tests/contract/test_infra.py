@@ -68,7 +68,8 @@ def test_collector_receives_otlp_grpc_on_4317():
 def test_dev_overlay_patches_point_at_the_right_env_entries():
     overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "dev" / "kustomization.yaml").read_text())
     assert overlay["resources"] == ["../../base"]
-    (deployments,) = [p for p in overlay["patches"] if p["target"]["kind"] == "Deployment"]
+    (deployments,) = [p for p in overlay["patches"] if p["target"]["kind"] == "Deployment"
+                      and "labelSelector" in p["target"]]
     ops = yaml.safe_load(deployments["patch"])
     expected = {"/spec/template/spec/containers/0/env/5/value": "_CHECKPOINT",
                 "/spec/template/spec/containers/0/env/6/value": "_DEVICE",
@@ -80,3 +81,11 @@ def test_dev_overlay_patches_point_at_the_right_env_entries():
         for path, suffix in expected.items():
             index = int(path.split("/")[-2])
             assert env[index]["name"].endswith(suffix), (name, index, env[index]["name"])
+
+
+def test_dev_overlay_points_the_gateway_at_the_demo_checkpoint_too():
+    overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "dev" / "kustomization.yaml").read_text())
+    (patch,) = [p for p in overlay["patches"] if p["target"].get("name") == "gateway"]
+    (op, _) = yaml.safe_load(patch["patch"])
+    env = _docs(INFRA / "k8s" / "base" / "gateway.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[int(op["path"].split("/")[-2])]["name"] == "MOVA_GATEWAY_CHECKPOINT" and op["value"] == ""

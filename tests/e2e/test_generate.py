@@ -79,9 +79,11 @@ def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkey
     import torch
 
     from movakit.loading import MovaCheckpoint
-    from movakit.pipeline import GenerateRequest, generate
-    from movakit.stages.enhance import EnhancerSettings, build_enhancer
     from movakit.loading.demo import default_demo_checkpoint
+    from movakit.model_rules import ModelRules
+    from movakit.pipeline import generate
+    from movakit.request import GenerationRequest, resolve
+    from movakit.stages.enhance import EnhancerSettings, build_enhancer
 
     monkeypatch.setenv("MOVA_CACHE_DIR", str(cache_dir))
 
@@ -89,10 +91,12 @@ def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkey
     torch.set_num_threads(1)
     try:
         models = MovaCheckpoint(default_demo_checkpoint()).load()
+        rules = ModelRules.from_checkpoint(default_demo_checkpoint())
         stages, steps = [], []
-        req = GenerateRequest(prompt="a dog barks", height=32, width=48, num_frames=5, fps=8.0, num_inference_steps=2)
+        req = resolve(GenerationRequest(prompt="a dog barks", height=32, width=48, num_frames=5, fps=8.0,
+                                        num_inference_steps=2, enhance_prompt=True), rules)
         res = generate(
-            models, req, tmp_path / "o.mp4", enhancer=build_enhancer(EnhancerSettings()),
+            models, req, tmp_path / "o.mp4", rules=rules, enhancer=build_enhancer(EnhancerSettings()),
             on_stage=stages.append, on_step=steps.append, latents_path=tmp_path / "l.safetensors",
         )
     finally:

@@ -78,13 +78,14 @@ def gateway_kafka(tmp_path_factory):
 
 
 def gateway_settings(kafka: str, s3_config, **overrides):
-    """GatewaySettings for the test servers: a free port, any multiple-of-16 size, a generous queue bound."""
+    """GatewaySettings for the test servers: a free port, the tiny demo checkpoint's rules (any multiple-of-16 size),
+    a generous queue bound."""
     from movakit.services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
 
     values = dict(
         listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
         s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
-        any_size=True, max_active_jobs=1000, startup_timeout_s=30.0,
+        max_active_jobs=1000, startup_timeout_s=30.0,
     )
     values.update(overrides)
     settings = GatewaySettings(**values)

@@ -6,6 +6,7 @@ another test's stage workers."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 import urllib.request
@@ -19,6 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.loading.release_configs import release_config
+from movakit.request import OFFICIAL_NEGATIVE_PROMPT, TINY_PRESET
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import BindError
 from movakit.runtime.object_store import cancel_marker_key, job_key
@@ -48,9 +51,9 @@ def submit(jobs, image: bytes = b"", key: str = "", **params) -> gateway_pb2.Sub
     return jobs.Submit(request, timeout=10)
 
 
-def png(width: int = 48, height: int = 32, mode: str = "RGB") -> bytes:
+def png(width: int = 48, height: int = 32, mode: str = "RGB", fmt: str = "PNG") -> bytes:
     buffer = io.BytesIO()
-    Image.new(mode, (width, height), color=1 if mode == "1" else (200, 30, 30)).save(buffer, format="PNG")
+    Image.new(mode, (width, height), color=1 if mode == "1" else (200, 30, 30)).save(buffer, format=fmt)
     return buffer.getvalue()
 
 
@@ -86,11 +89,15 @@ def wait_state(jobs, job_id: str, state: int, attempts: int = 100) -> common_pb2
         ({"guidance_scale": 25.0}, b"", "", "params.guidance_scale"),
         ({"fps": 500.0}, b"", "", "params.fps"),
         ({"prompt": "   "}, b"", "", "params.prompt"),
+        ({"prompt": "\u200b\u200b"}, b"", "", "params.prompt"),
+        ({"prompt": "\x00\x01"}, b"", "", "params.prompt"),
         ({"prompt": "x" * 2001}, b"", "", "params.prompt"),
         ({"negative_prompt": "y" * 2001}, b"", "", "params.negative_prompt"),
         ({"priority": 10}, b"", "", "params.priority"),
         ({}, b"not an image at all", "", "image"),
         ({}, png()[:40], "", "image"),
+        ({}, png(fmt="GIF"), "", "image"),
+        ({}, png(fmt="BMP"), "", "image"),
         ({}, b"", "k" * 129, "idempotency_key"),
         ({}, b"", "has space", "idempotency_key"),
     ],
@@ -109,8 +116,11 @@ def test_absurd_image_dimensions_are_refused(jobs):
     assert err.value.details().startswith("image:")
 
 
-def test_production_sizes_only_without_any_size(gateway_config):
-    strict = start_gateway(gateway_config(any_size=False))
+def test_a_released_checkpoint_takes_its_trained_sizes_only(gateway_config, tmp_path):
+    for folder in ("video_vae", "video_dit", "audio_vae"):  # the configs the gateway reads; no weights needed
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "config.json").write_text(json.dumps(release_config(folder)))
+    strict = start_gateway(gateway_config(checkpoint=str(tmp_path)))
     try:
         with grpc.insecure_channel(strict.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
@@ -118,8 +128,8 @@ def test_production_sizes_only_without_any_size(gateway_config):
                 submit(stub)  # 32x48
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "params.height" in err.value.details() and "352x640" in err.value.details()
-            ok = submit(stub, height=352, width=640)
-            assert ok.job.params.height == 352
+            ok = submit(stub, height=352, width=640, num_frames=0, num_inference_steps=0)
+            assert (ok.job.params.height, ok.job.params.num_frames, ok.job.params.num_inference_steps) == (352, 193, 50)
     finally:
         strict.stop()
 
@@ -130,7 +140,9 @@ def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, 
     job = response.job
     assert not response.existing and job.job_id == response.job_id
     assert job.state == common_pb2.JOB_STATE_QUEUED
-    assert job.params.num_inference_steps == 50 and job.params.guidance_scale == 5.0  # defaults filled in
+    # defaults filled in: the tiny demo checkpoint's preset, the official negative prompt
+    assert job.params.num_inference_steps == TINY_PRESET.num_inference_steps and job.params.guidance_scale == 5.0
+    assert job.params.negative_prompt == OFFICIAL_NEGATIVE_PROMPT
     assert job.params.HasField("seed")  # drawn by the gateway
     assert job.input_image.key == job_key(job.job_id, "input", "image.png")
     assert object_store.get_bytes(job.input_image) == image

@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+from PIL import Image
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2
@@ -28,7 +29,7 @@ def publish(producer, job_id: str, **kind) -> None:
 
 
 def test_submit_detach_then_watch_get_list(gateway, producer, object_store, capsys):
-    assert main(["submit", "a cli job", "--gateway", gateway.address, "--detach", *SMALL]) == 0
+    assert main(["submit", "--prompt", "a cli job", "--gateway", gateway.address, "--detach", *SMALL]) == 0
     job_id = capsys.readouterr().out.strip()
     assert gateway.store.get(job_id) is not None
 
@@ -64,26 +65,26 @@ def test_submit_wait_exits_nonzero_when_the_job_fails(gateway, producer, capsys)
 
     worker = threading.Thread(target=fail_it)
     worker.start()
-    code = main(["submit", prompt, "--gateway", gateway.address, "--wait", *SMALL])
+    code = main(["submit", "--prompt", prompt, "--gateway", gateway.address, "--wait", *SMALL])
     worker.join()
     assert code == 1
     assert "FAILED: decode failed: disk full" in capsys.readouterr().err
 
 
 def test_cancel_and_bad_options(gateway, capsys):
-    assert main(["submit", "to cancel", "--gateway", gateway.address, "--detach", "--seed", "7", *SMALL]) == 0
+    assert main(["submit", "--prompt", "to cancel", "--gateway", gateway.address, "--detach", "--seed", "7", *SMALL]) == 0
     job_id = capsys.readouterr().out.strip()
     assert gateway.store.get(job_id).params.seed == 7
     assert main(["jobs", "cancel", job_id, "--gateway", gateway.address]) == 0
     assert "cancelling (cancel requested)" in capsys.readouterr().out
     assert gateway.store.get(job_id).state == common_pb2.JOB_STATE_CANCELLING
 
-    assert main(["submit", "x", "--gateway", gateway.address, "--num-frames", "6"]) == 2
+    assert main(["submit", "--prompt", "x", "--gateway", gateway.address, "--num-frames", "6"]) == 2
     assert "INVALID_ARGUMENT: params.num_frames" in capsys.readouterr().err
     assert main(["jobs", "get", "no-such-job", "--gateway", gateway.address]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        main(["submit", "x", "--gateway", gateway.address, "--image", "/no/such.png"])
+        main(["submit", "--prompt", "x", "--gateway", gateway.address, "--image", "/no/such.png"])
     assert exit_info.value.code == 2
     assert "--image: no such file" in capsys.readouterr().err
 
@@ -93,11 +94,11 @@ def test_submit_sends_every_option(tmp_path):
     from movakit.cli.jobs import build_request
 
     image = tmp_path / "frame.png"
-    image.write_bytes(b"\x89PNG fake")  # the gateway judges the bytes, the client only reads them
+    Image.new("RGB", (8, 8)).save(image)
     args = build_parser().parse_args([
-        "submit", "p", "--image", str(image), "--negative-prompt", "n", "--height", "352", "--width", "640",
+        "submit", "--prompt", "p", "--image", str(image), "--negative-prompt", "n", "--height", "352", "--width", "640",
         "--num-frames", "9", "--fps", "12", "--steps", "3", "--guidance-scale", "4.5", "--seed", "0",
-        "--enhance-prompt", "--lora", "style-a", "--lora-scale", "0.5", "--priority", "4", "--idempotency-key", "k1",
+        "--enhance", "--lora", "style-a", "--lora-scale", "0.5", "--priority", "4", "--idempotency-key", "k1",
     ])
     request = build_request(args)
     expected = gateway_pb2.SubmitRequest(
@@ -106,7 +107,20 @@ def test_submit_sends_every_option(tmp_path):
             guidance_scale=4.5, seed=0, enhance_prompt=True, lora=common_pb2.LoraAdapter(name="style-a", scale=0.5),
             priority=4,
         ),
-        image=b"\x89PNG fake", idempotency_key="k1",
+        image=image.read_bytes(), idempotency_key="k1",
     )
     assert request == expected
     assert request.params.HasField("seed")  # seed 0 is sent, not "unset"
+
+
+def test_submit_and_generate_refuse_a_bad_option_with_the_same_words(tmp_path, capsys):
+    gif = tmp_path / "frame.gif"
+    Image.new("RGB", (8, 8)).save(gif)
+    for argv in (["--steps", "500"], ["--prompt", "\u200b\u200b"], ["--image", str(gif)], ["--lora-scale", "1"]):
+        said = []
+        for command in (["submit", "--gateway", "127.0.0.1:1"], ["generate"]):
+            with pytest.raises(SystemExit) as exit_info:
+                main([*command, "--prompt", "p", *argv])
+            assert exit_info.value.code == 2
+            said.append(capsys.readouterr().err.strip().splitlines()[-1])
+        assert said[0] == said[1] and said[0].startswith(f"mova: error: {argv[0]}: "), said

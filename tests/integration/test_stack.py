@@ -3,6 +3,7 @@ on the tiny random-weight checkpoint and on private ports (a user's stack on the
 
 One module-scoped stack (two denoiser replicas, every service exporting OTLP to a collector this test runs on
 127.0.0.1) serves all tests: a job end to end with its MP4 checked by ffprobe, its trace spanning every service,
+the same request through the stack and through `mova generate` giving the same latents, WAV and preview bytes,
 two denoiser replicas sharing jobs, a redelivered task skipped, and `status` / `down`.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
+from PIL import Image
 from kafka.partitioner.default import murmur2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -165,6 +168,53 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
     assert stage_spans <= names  # enhance, encode, denoise, decode
     assert {"s3.get_object", "s3.put_object"} <= names  # the object store calls are inside the job's trace
     assert {"mova.enhance publish", "mova.encode publish", "mova.denoise publish", "mova.decode publish"} <= names
+
+
+# Every field of a request set (the image too); the other case leaves all but the prompt to the defaults.
+EVERY_FIELD = dict(negative_prompt="blurry, static", height=32, width=48, num_frames=9, fps=12.0,
+                   num_inference_steps=3, guidance_scale=3.5, seed=1234)
+_OPTION = {"negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
+           "num_frames": "--num-frames", "fps": "--fps", "num_inference_steps": "--steps",
+           "guidance_scale": "--guidance-scale", "seed": "--seed"}
+
+
+@pytest.mark.parametrize("every_field", [False, True], ids=["defaults", "every-field"])
+def test_stack_and_generate_give_the_same_bytes(local_stack, tmp_path, every_field):
+    from safetensors.torch import load_file
+
+    from movakit.cli import main as mova
+
+    cfg, addresses, stub = local_stack
+    fields, image = {}, b""
+    if every_field:
+        fields = EVERY_FIELD
+        frame = tmp_path / "frame.png"
+        Image.effect_mandelbrot((80, 40), (-2.0, -1.0, 1.0, 1.0), 64).convert("RGB").save(frame)
+        image = frame.read_bytes()
+    prompt = "A lighthouse blinks at dusk. Waves crash softly."
+    job_id = stub.Submit(gateway_pb2.SubmitRequest(params=common_pb2.GenerationParams(prompt=prompt, **fields),
+                                                   image=image), timeout=30).job_id
+    events = _watch(stub, job_id, timeout_s=300.0)
+    assert events[-1].WhichOneof("kind") == "succeeded", events[-1]
+    seed = stub.Get(gateway_pb2.GetJobRequest(job_id=job_id)).params.seed  # drawn by the gateway by default
+
+    argv = ["generate", "--prompt", prompt, "--checkpoint", addresses["checkpoint"], "--device", "cpu",
+            "--dtype", "float32", "--output", str(tmp_path / "clip.mp4"),
+            "--save-latents", str(tmp_path / "latents.safetensors"), "--seed", str(seed)]
+    argv += [x for name, value in fields.items() if name != "seed" for x in (_OPTION[name], str(value))]
+    if every_field:
+        argv += ["--image", str(tmp_path / "frame.png")]
+    assert mova(argv) == 0
+
+    store = _store(cfg, addresses)
+    for kind in ("video", "audio"):  # the denoiser keeps the final latents of every job in S3
+        ref = store.tensor_ref_at(f"jobs/{job_id}/denoise/{kind}_latents.safetensors")
+        stack_latents = store.get_tensors(ref)[f"{kind}_latents"]
+        local = load_file(str(tmp_path / "latents.safetensors"))[kind]
+        assert torch.equal(stack_latents, local), f"{kind} latents differ: {(stack_latents - local).abs().max()}"
+    artifacts = {a.kind: a for a in events[-1].succeeded.artifacts}
+    assert store.get_bytes(artifacts["audio"].ref) == (tmp_path / "clip.wav").read_bytes()
+    assert store.get_bytes(artifacts["preview"].ref) == (tmp_path / "clip.png").read_bytes()
 
 
 def _settled_assignment(logs: dict[str, str], timeout_s: float = 60.0) -> dict[str, set[int]]:

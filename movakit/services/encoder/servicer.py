@@ -7,10 +7,8 @@ safetensors file each, and hand the refs to the denoiser.
 
 from __future__ import annotations
 
-import io
 
 import grpc
-from PIL import Image
 
 from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
@@ -18,6 +16,7 @@ from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
 from movakit.runtime.worker import TaskContext, serve_direct
 from movakit.request import from_proto
 from movakit.stages.encode import encode, encode_request
+from movakit.stages.first_frame import open_first_frame
 
 COMPONENTS = ("text_encoder", "video_vae")
 
@@ -41,7 +40,7 @@ class EncodeHandler:
             raise ValueError("prompt: must not be empty (the enhancer's output or the original prompt)")
         image = None
         if task.HasField("image") and task.image.key:
-            image = Image.open(io.BytesIO(self.store.get_bytes(task.image))).convert("RGB")
+            image = open_first_frame(self.store.get_bytes(task.image))
         result = encode(self.models, encode_request(from_proto(task.params), task.prompt, image))
         ctx.check_cancel()
         return encoder_pb2.EncodeOutput(

@@ -7,7 +7,7 @@ import pytest
 from enhance_helpers import Reply, image_reply, png_bytes
 from PIL import Image
 
-from movakit.enhance.first_frame import FirstFrameError, first_frame_prompt, first_frame_source, generate_first_frame
+from movakit.enhance.first_frame import FirstFrameError, first_frame_prompt, generate_first_frame
 from movakit.enhance.settings import EnhancerSettings, FirstFrameSettings
 
 CAPTION = "A lighthouse keeper climbs the spiral stairs.\n\nHe lights the lamp.\n\nThe audio carries wind."
@@ -77,18 +77,3 @@ def test_prompt_is_the_first_paragraph():
     assert first_frame_prompt(CAPTION) == "A lighthouse keeper climbs the spiral stairs."
     with pytest.raises(ValueError, match="prompt"):
         first_frame_prompt("  ")
-
-
-def test_first_frame_source_fits_the_image_and_falls_back_to_white(fake_openai):
-    fake_openai.script(image_reply(png_bytes(color=(10, 120, 200), size=(64, 36))))
-    events = []
-    source = first_frame_source(settings_for(fake_openai), events=events)
-    frame = source(CAPTION, 96, 160)
-    assert (frame.mode, frame.size) == ("RGB", (160, 96))
-    assert frame.getpixel((80, 48)) == (10, 120, 200)
-    fake_openai.script(Reply(500, {"error": "down"}))
-    white = source(CAPTION, 96, 160)
-    assert white.size == (160, 96) and white.getextrema() == ((255, 255), (255, 255), (255, 255))
-    assert any("using the default first frame" in e for e in events)
-    unconfigured = first_frame_source(EnhancerSettings())(CAPTION, 32, 48)
-    assert unconfigured.size == (48, 32) and unconfigured.getpixel((0, 0)) == (255, 255, 255)

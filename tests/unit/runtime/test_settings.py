@@ -40,13 +40,13 @@ def test_gateway_defaults_match_the_stack_addresses():
     assert (settings.listen, settings.kafka_bootstrap, settings.s3_endpoint) == (
         "127.0.0.1:50051", "127.0.0.1:9092", "127.0.0.1:9000"
     )
-    assert settings.limits().any_size is False
+    assert settings.checkpoint == ""  # the tiny demo checkpoint's rules, as the stage services
 
 
 def test_gateway_flag_beats_variable_beats_default():
-    env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": "5", "MOVA_GATEWAY_S3_BUCKET": "b1", "MOVA_GATEWAY_ANY_SIZE": "1"}
+    env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": "5", "MOVA_GATEWAY_S3_BUCKET": "b1", "MOVA_GATEWAY_CHECKPOINT": "/m"}
     settings = GatewaySettings.load(["--s3-bucket", "b2"], env)
-    assert (settings.max_active_jobs, settings.s3_bucket, settings.any_size) == (5, "b2", True)
+    assert (settings.max_active_jobs, settings.s3_bucket, settings.checkpoint) == (5, "b2", "/m")
 
 
 @pytest.mark.parametrize(

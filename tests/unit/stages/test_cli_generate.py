@@ -9,7 +9,7 @@ from PIL import Image
 
 from movakit.cli import UsageError, build_parser, main
 from movakit.cli.generate import validate
-from movakit.pipeline import OFFICIAL_NEGATIVE_PROMPT
+from movakit.request import GENERATE_SEED
 
 
 def _parse(*argv: str) -> argparse.Namespace:
@@ -19,13 +19,15 @@ def _parse(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize(
     "argv,option",
     [
-        (["--height", "100"], "--height"),
+        (["--height", "2000"], "--height"),
         (["--width", "0"], "--width"),
-        (["--num-frames", "16"], "--num-frames"),
+        (["--num-frames", "3"], "--num-frames"),
         (["--fps", "0"], "--fps"),
         (["--steps", "0"], "--steps"),
         (["--guidance-scale", "-1"], "--guidance-scale"),
         (["--seed", "-3"], "--seed"),
+        (["--priority", "10"], "--priority"),
+        (["--lora", "style-a"], "--lora"),
         (["--device", "tpu"], "--device"),
         (["--device", "cuda:7"], "--device"),
         (["--output", "clip.avi"], "--output"),
@@ -46,30 +48,35 @@ def test_bad_option_exits_2_naming_it_before_any_model_work(argv, option, capsys
 
 
 def test_empty_prompt_and_unreadable_image(tmp_path):
-    with pytest.raises(UsageError, match="--prompt"):
-        validate(build_parser().parse_args(["generate", "--prompt", "  "]), cuda_count=0)
+    for prompt in ("  ", "\u200b\u200b", "\x00\x01"):
+        with pytest.raises(UsageError, match="^--prompt: must contain visible text"):
+            validate(build_parser().parse_args(["generate", "--prompt", prompt]), cuda_count=0)
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
-    with pytest.raises(UsageError, match="--image: not a readable image"):
+    with pytest.raises(UsageError, match="^--image: not a decodable PNG, JPEG or WebP image"):
         validate(_parse("--image", str(junk)), cuda_count=0)
+    gif = tmp_path / "frame.gif"
+    Image.new("RGB", (8, 8)).save(gif)
+    with pytest.raises(UsageError, match="^--image: a GIF image; only PNG, JPEG or WebP are accepted"):
+        validate(_parse("--image", str(gif)), cuda_count=0)
 
 
 def test_defaults(tmp_path):
     img = tmp_path / "f.png"
     Image.new("RGB", (8, 8)).save(img)
     opts = validate(_parse("--image", str(img)), cuda_count=0)
-    assert opts.negative_prompt == OFFICIAL_NEGATIVE_PROMPT and opts.negative_prompt.startswith("色调艳丽")
-    assert (opts.fps, opts.guidance_scale, opts.seed) == (24.0, 5.0, 42)
-    assert opts.height is None and opts.steps is None  # resolved per checkpoint (tiny demo vs real)
+    req = opts.request
+    assert req.seed == GENERATE_SEED == 42  # the same output every run; the other defaults: resolved per checkpoint
+    assert req.negative_prompt is None and req.height is None and req.num_inference_steps is None
     assert (opts.device, opts.dtype) == ("cpu", "float32")
     # CFG batching: off on the CPU (bit-identical to the official two forwards), on for CUDA (faster)
-    assert opts.enhance is False and opts.cfg_batch is False and opts.offload is False
+    assert req.enhance_prompt is False and opts.cfg_batch is False and opts.offload is False
     gpu = validate(_parse(), cuda_count=1)
     assert (gpu.device, gpu.dtype, gpu.cfg_batch) == ("cuda", "bfloat16", True)
     assert validate(_parse("--cfg-batch"), cuda_count=0).cfg_batch is True
     assert validate(_parse("--no-cfg-batch"), cuda_count=1).cfg_batch is False
     assert validate(_parse("--device", "cuda:0", "--dtype", "float32"), cuda_count=1).dtype == "float32"
-    assert validate(_parse("--enhance", "--no-cfg-batch"), cuda_count=0).enhance is True
+    assert validate(_parse("--enhance", "--no-cfg-batch"), cuda_count=0).request.enhance_prompt is True
 
 
 def test_dtype_choices_are_enforced_by_the_parser(capsys):
@@ -88,24 +95,22 @@ def test_bad_enhancer_variable_exits_2_naming_it_before_any_model_work(capsys, t
     assert not (tmp_path / "cache").exists()
 
 
-def test_checkpoint_that_cannot_load_exits_2_naming_the_component(capsys, tmp_path):
+def test_checkpoint_that_cannot_load_exits_2_naming_what_is_missing(capsys, tmp_path):
     (tmp_path / "model_index.json").write_text('{"_class_name": "MOVA"}')  # lists no component
     with pytest.raises(SystemExit) as exc:
         main(["generate", "--prompt", "a dog barks", "--checkpoint", str(tmp_path)])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "mova: error: --checkpoint:" in err and "'video_dit' is not in the checkpoint" in err
+    assert "mova: error: --checkpoint:" in err and "video_vae/config.json does not exist" in err
 
 
-def test_real_checkpoint_defaults_are_the_pipeline_defaults():
-    from movakit.cli.generate import REAL_DEFAULTS
-    from movakit.pipeline import GenerateRequest
-
-    d = GenerateRequest(prompt="x")
-    assert REAL_DEFAULTS == {"height": d.height, "width": d.width, "num_frames": d.num_frames,
-                             "steps": d.num_inference_steps}
-    args = _parse()
-    assert (args.fps, args.guidance_scale, args.seed) == (d.fps, d.guidance_scale, d.seed)
+def test_checkpoint_rules_are_checked_after_the_checkpoint_is_read(capsys):
+    for argv, said in ((["--height", "100"], "--height: 100 is not a multiple of 16"),
+                       (["--num-frames", "16"], "--num-frames: 16 is not 4k+1 (e.g. 17)")):
+        with pytest.raises(SystemExit) as exc:
+            main(["generate", "--prompt", "a dog barks", *argv])
+        assert exc.value.code == 2
+        assert f"mova: error: {said}" in capsys.readouterr().err
 
 
 def test_registering_generate_and_enhance_does_not_import_torch():

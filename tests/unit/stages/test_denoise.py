@@ -239,7 +239,7 @@ def test_offload_keeps_results_and_leaves_active_expert_on_device():
         (dict(negative_context=torch.zeros(1, 5, 10)), "negative_context"),
         (dict(height=HL * 8 + 8), "height x width"),
         (dict(video_noise=torch.zeros(1, Z, T, HL, WL + 1)), "video_noise must have shape"),
-        (dict(audio_latent_length=None), "audio_latent_length"),
+        (dict(audio_latent_length=0), "audio_latent_length"),
     ],
 )
 def test_invalid_requests_name_the_field(kw, match):
