@@ -167,7 +167,7 @@ def add_options(parser) -> None:
                                 help=o.help)
         else:
             parser.add_argument(o.flag, dest=o.field, type=o.type, default=None, required=o.field == "prompt",
-                                help=o.help)
+                                metavar=o.flag.lstrip("-").replace("-", "_").upper(), help=o.help)
 
 
 def from_options(args) -> GenerationRequest:
