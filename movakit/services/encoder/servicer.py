@@ -7,7 +7,6 @@ safetensors file each, and hand the refs to the denoiser.
 
 from __future__ import annotations
 
-
 import grpc
 
 from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
