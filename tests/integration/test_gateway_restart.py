@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.loading.demo import default_demo_checkpoint
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import check_health
 from movakit.runtime.localstack import free_port, start_tansu
@@ -28,7 +29,8 @@ def start_process(kafka: str, s3_config, port: int, log_path: Path, *extra: str)
     argv = [
         sys.executable, "-m", "movakit.services.gateway.main", "--listen", f"127.0.0.1:{port}", "--kafka-bootstrap", kafka,
         "--s3-endpoint", s3_config.endpoint, "--s3-access-key", s3_config.access_key,
-        "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket, "--any-size", "true", *extra,
+        "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket,
+        "--checkpoint", str(default_demo_checkpoint()), *extra,  # its configs: any multiple-of-16 size
     ]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
