@@ -124,3 +124,14 @@ def test_submit_and_generate_refuse_a_bad_option_with_the_same_words(tmp_path, c
             assert exit_info.value.code == 2
             said.append(capsys.readouterr().err.strip().splitlines()[-1])
         assert said[0] == said[1] and said[0].startswith(f"mova: error: {argv[0]}: "), said
+
+
+def test_a_rule_of_the_checkpoint_gets_the_same_reason_from_the_gateway_and_generate(gateway, capsys):
+    assert main(["submit", "--prompt", "p", "--gateway", gateway.address, "--num-frames", "6"]) == 2
+    from_gateway = capsys.readouterr().err.strip().splitlines()[-1]
+    with pytest.raises(SystemExit):
+        main(["generate", "--prompt", "p", "--num-frames", "6"])
+    from_generate = capsys.readouterr().err.strip().splitlines()[-1]
+    reason = "6 is not 4k+1 (e.g. 5)"
+    assert from_gateway == f"mova: error: INVALID_ARGUMENT: params.num_frames: {reason}"
+    assert from_generate == f"mova: error: --num-frames: {reason}"
