@@ -67,7 +67,7 @@ class AudioDiT(DiTTower):
     dual-tower forward uses the pieces."""
 
     def __init__(self, config: AudioDiTConfig):
-        super().__init__(config, nn.Conv1d)
+        super().__init__(config, nn.Conv1d, "audio")
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int]]:
         """x (B, in_dim, L) -> tokens (B, L / p, D), grid (L / p,)."""

@@ -70,24 +70,24 @@ class BridgeConfig(JsonConfig):
 class BridgeAttention(QKNormAttention):
     """Cross-attention of one bridge block (key prefix ``inner``): rotate-half RoPE on q and k."""
 
-    def __init__(self, dim: int, kv_dim: int, num_heads: int):
-        super().__init__(dim, num_heads, BRIDGE_EPS, kv_dim=kv_dim)
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, kv_stream: str):
+        super().__init__(dim, num_heads, BRIDGE_EPS, kv_dim=kv_dim, kv_stream=kv_stream)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_rope: CosSin, y_rope: CosSin) -> torch.Tensor:
         # x (B, Lx, dim) raw query stream; y (B, Ly, kv_dim) layer-normed conditioning stream
         q = apply_rope_rotate_half(self.norm_q(self.q(x)), *x_rope, self.num_heads)  # (B, Lx, dim)
         k = apply_rope_rotate_half(self.norm_k(self.k(y)), *y_rope, self.num_heads)  # (B, Ly, dim)
         v = self.v(y)
-        return self.o(multi_head_attention(q, k, v, self.num_heads))
+        return self.o(multi_head_attention(q, k, v, self.num_heads, self.kv_stream))
 
 
 class BridgeBlock(nn.Module):
     """One direction of one interaction layer: y_norm (LayerNorm of the conditioning stream) + inner attention."""
 
-    def __init__(self, dim: int, kv_dim: int, num_heads: int):
+    def __init__(self, dim: int, kv_dim: int, num_heads: int, kv_stream: str):
         super().__init__()
         self.y_norm = nn.LayerNorm(kv_dim, eps=BRIDGE_EPS)
-        self.inner = BridgeAttention(dim, kv_dim, num_heads)
+        self.inner = BridgeAttention(dim, kv_dim, num_heads, kv_stream)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_rope: CosSin, y_rope: CosSin) -> torch.Tensor:
         return self.inner(x, self.y_norm(y), x_rope, y_rope)
@@ -102,9 +102,9 @@ class DualTowerBridge(nn.Module):
         v_dim, a_dim, hd = config.visual_hidden_dim, config.audio_hidden_dim, config.head_dim
         layers = range(config.num_interaction_layers)
         # 1. audio -> video: query = video stream, key/value = audio stream
-        self.audio_to_video_conditioners = nn.ModuleDict({str(i): BridgeBlock(v_dim, a_dim, v_dim // hd) for i in layers})
+        self.audio_to_video_conditioners = nn.ModuleDict({str(i): BridgeBlock(v_dim, a_dim, v_dim // hd, "audio") for i in layers})
         # 2. video -> audio: query = audio stream, key/value = video stream
-        self.video_to_audio_conditioners = nn.ModuleDict({str(i): BridgeBlock(a_dim, v_dim, a_dim // hd) for i in layers})
+        self.video_to_audio_conditioners = nn.ModuleDict({str(i): BridgeBlock(a_dim, v_dim, a_dim // hd, "video") for i in layers})
 
     @property
     def num_interaction_layers(self) -> int:

@@ -7,6 +7,8 @@ Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, 
 4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
    audio block i; then the remaining video blocks without bridge;
 5. heads (time_embedding output, not t_mod), unpatchify, float32.
+Under movakit.parallel.sequence_parallel the token streams are split over the ranks after step 3 and gathered
+after the heads (docs/parallel.md).
 Every sample of the batch is independent (with cfg_batch the sampler runs the CFG branches as one B=2 batch).
 """
 
@@ -17,6 +19,7 @@ import torch
 from movakit.models.audio_dit import AudioDiT
 from movakit.models.bridge import DualTowerBridge
 from movakit.models.video_dit import VideoDiT
+from movakit.parallel import active_sequence_parallel
 
 
 def check_compatible(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge) -> None:
@@ -82,6 +85,12 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     v_freqs = video_dit.rope_freqs(grid)  # complex128 (f*h*w, 1, head_dim/2)
     a_freqs = audio_dit.rope_freqs(a_grid)  # complex128 (L, 1, head_dim/2)
     v_rope, a_rope = bridge.build_aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
+    split = active_sequence_parallel()
+    if split is not None:  # context parallel: this rank's tokens and their rows of every per-token table
+        v, a = split.shard(v, "video"), split.shard(a, "audio")
+        v_freqs, a_freqs = split.shard_table(v_freqs, "video"), split.shard_table(a_freqs, "audio")
+        v_rope = tuple(split.shard_table(t, "video") for t in v_rope)
+        a_rope = tuple(split.shard_table(t, "audio") for t in a_rope)
 
     # 4. interleaved towers with the bridge before each shared layer, then the remaining video blocks
     shared = min(len(video_dit.blocks), len(audio_dit.blocks))
@@ -93,7 +102,10 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     for i in range(shared, len(video_dit.blocks)):
         v = video_dit.blocks[i](v, v_ctx, v_mod, v_freqs)
 
-    # 5. heads and unpatchify
-    video_velocity = video_dit.unpatchify(video_dit.head(v, v_emb), grid)
-    audio_velocity = audio_dit.unpatchify(audio_dit.head(a, a_emb), a_grid)
+    # 5. heads (per token), then every rank's tokens back together, and unpatchify
+    v, a = video_dit.head(v, v_emb), audio_dit.head(a, a_emb)
+    if split is not None:
+        v, a = split.gather(v, "video"), split.gather(a, "audio")
+    video_velocity = video_dit.unpatchify(v, grid)
+    audio_velocity = audio_dit.unpatchify(a, a_grid)
     return video_velocity.float(), audio_velocity.float()

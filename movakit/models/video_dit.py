@@ -66,7 +66,7 @@ class VideoDiT(DiTTower):
     the dual-tower forward uses the pieces."""
 
     def __init__(self, config: VideoDiTConfig):
-        super().__init__(config, nn.Conv3d)
+        super().__init__(config, nn.Conv3d, "video")
 
     def patchify(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
         """x (B, in_dim, F, H, W) -> tokens (B, f*h*w, D) in (f, h, w) order, grid (f, h, w)."""

@@ -10,10 +10,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from movakit.models.layers.rope import apply_rope_interleaved
+from movakit.parallel import active_sequence_parallel
 
 
-def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Unmasked attention, scale 1/sqrt(head_dim). q (B, Lq, D), k/v (B, Lk, D) -> (B, Lq, D)."""
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
+                         kv_stream: str | None = None) -> torch.Tensor:
+    """Unmasked attention, scale 1/sqrt(head_dim). q (B, Lq, D), k/v (B, Lk, D) -> (B, Lq, D).
+
+    kv_stream names the token stream k and v come from ("video", "audio"; None for the text context): under
+    movakit.parallel.sequence_parallel the tensors are this rank's chunks and the attention is split there."""
+    split = active_sequence_parallel()
+    if split is not None:
+        return split.attention(q, k, v, num_heads, kv_stream, F.scaled_dot_product_attention)
     b, lq, d = q.shape
     lk = k.shape[1]
     head_dim = d // num_heads
@@ -29,10 +37,12 @@ class QKNormAttention(nn.Module):
     all linears with bias, q and k RMS-normalised over the whole hidden size, output projection. Subclasses say
     where the streams come from and which RoPE (if any) they get."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, kv_dim: int | None = None):
+    def __init__(self, dim: int, num_heads: int, eps: float, kv_dim: int | None = None,
+                 kv_stream: str | None = None):
         super().__init__()
         kv_dim = dim if kv_dim is None else kv_dim
         self.num_heads = num_heads
+        self.kv_stream = kv_stream  # the token stream keys/values come from (None: the text context)
         # 1. projections (all with bias)
         self.q = nn.Linear(dim, dim)
         self.k = nn.Linear(kv_dim, dim)
@@ -54,7 +64,7 @@ class SelfAttention(QKNormAttention):
         # RoPE (complex128 freqs (L, 1, head_dim/2)), then unmasked attention
         q = apply_rope_interleaved(q, freqs, self.num_heads)
         k = apply_rope_interleaved(k, freqs, self.num_heads)
-        return self.o(multi_head_attention(q, k, v, self.num_heads))
+        return self.o(multi_head_attention(q, k, v, self.num_heads, self.kv_stream))
 
 
 class TextCrossAttention(QKNormAttention):

@@ -34,10 +34,10 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class DiTBlock(nn.Module):
     """One Wan DiT block; key names self_attn.*, cross_attn.*, norm3.*, ffn.{0,2}.*, modulation."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, eps: float):
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, eps: float, stream: str):
         super().__init__()
-        # 1. self-attention, 2. text cross-attention
-        self.self_attn = SelfAttention(dim, num_heads, eps)
+        # 1. self-attention (over the tower's own token stream), 2. text cross-attention
+        self.self_attn = SelfAttention(dim, num_heads, eps, kv_stream=stream)
         self.cross_attn = TextCrossAttention(dim, num_heads, eps)
         # 3. norms: 1 and 2 are modulated (no affine), 3 (before cross-attention) has weight and bias
         self.norm1 = nn.LayerNorm(dim, eps=eps, elementwise_affine=False)
@@ -83,7 +83,7 @@ class DiTTower(nn.Module):
     official modules, so state_dict() lists keys in the official order.
     """
 
-    def __init__(self, config, conv: type[nn.Conv1d] | type[nn.Conv3d]):
+    def __init__(self, config, conv: type[nn.Conv1d] | type[nn.Conv3d], stream: str):
         """config: a VideoDiTConfig or AudioDiTConfig (same field names); conv: the patch embedding's class."""
         super().__init__()
         self.config = config
@@ -101,7 +101,7 @@ class DiTTower(nn.Module):
         self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         # 4. blocks, 5. head
-        self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps) for _ in range(config.num_layers)])
+        self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps, stream) for _ in range(config.num_layers)])
         self.head = Head(dim, config.out_dim * math.prod(patch), eps)
 
     @property
