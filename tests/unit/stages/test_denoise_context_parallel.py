@@ -1,0 +1,77 @@
+"""A denoiser spread over 2 gloo processes: rank 0 leads, rank 1 follows; the latents equal the single-process
+sampler's within float32 noise, and a task that rank 0 cancels mid-way stops both ranks at the same step."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from movakit.loading import MovaCheckpoint
+from movakit.loading.demo import default_demo_checkpoint
+from movakit.runtime.localstack import free_port
+from movakit.stages.denoise import DenoiseRequest, denoise
+
+COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "bridge", "scheduler")
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _models():
+    return MovaCheckpoint(str(default_demo_checkpoint())).load(COMPONENTS)
+
+
+def _request(steps: int) -> DenoiseRequest:
+    g = torch.Generator().manual_seed(3)
+    context = torch.randn(1, 512, 32, generator=g)
+    # 5 x 6 x 10 latent: 75 video tokens, odd; 37 audio latent frames, odd
+    return DenoiseRequest(context=context, negative_context=torch.zeros_like(context),
+                          y=torch.randn(1, 20, 5, 6, 10, generator=g), height=48, width=80, num_frames=17, fps=24.0,
+                          num_inference_steps=steps, guidance_scale=5.0, seed=11, audio_latent_length=37)
+
+
+def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
+    from movakit.runtime.parallel_denoise import denoise_split, follow, stop_followers
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    models = _models()
+    try:
+        if rank != 0:
+            follow(models)
+            return
+        result = denoise_split(models, _request(3), cfg_batch=False)
+        steps_seen = []
+
+        def cancel_at_two(info):
+            steps_seen.append(info.step)
+            if info.step == 2:
+                raise Cancelled
+        try:
+            denoise_split(models, _request(5), on_step=cancel_at_two)
+        except Cancelled:
+            pass
+        after = denoise_split(models, _request(2))  # the follower is in step with rank 0 again
+        stop_followers()
+        torch.save({"video": result.video_latents, "audio": result.audio_latents, "steps": steps_seen,
+                    "after": after.video_latents}, os.path.join(out_dir, "rank0.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_rank0_leads_followers_and_cancel_stops_every_rank(tmp_path):
+    mp.spawn(_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    got = torch.load(tmp_path / "rank0.pt")
+    models = _models()
+    with torch.no_grad():
+        ref = denoise(models, _request(3), cfg_batch=False)
+        after = denoise(models, _request(2))
+    torch.testing.assert_close(got["video"], ref.video_latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got["audio"], ref.audio_latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got["after"], after.video_latents, rtol=0, atol=1e-5)
+    assert got["steps"] == [1, 2]
