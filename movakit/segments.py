@@ -1,0 +1,78 @@
+"""Long videos: the segment plan and the join of the decoded segments (docs/long-videos.md). No torch.
+
+A request longer than one clip is made of segments of the checkpoint's clip length N, each denoised like a normal
+clip. Segment k > 0 is conditioned on the last frame of segment k − 1 (the model's first-frame conditioning), so its
+frame 0 shows the same moment as that frame; the join keeps the earlier segment's frame and drops the later one's:
+each segment after the first adds N − 1 frames. The sound of segment k starts at that same moment, so the two
+segments' sound overlaps by one frame's duration (sample_rate / fps samples); the overlap is crossfaded with
+equal-power (sin/cos) gains, which keeps the level steady through the join where a plain cut would leave a step
+between two unrelated waveforms (docs/long-videos.md measures both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    clip_frames: int  # frames of one segment (the checkpoint's clip length)
+    count: int  # segments
+    fps: float
+
+    @property
+    def total_frames(self) -> int:
+        return self.clip_frames + (self.count - 1) * (self.clip_frames - 1)
+
+    @property
+    def duration_s(self) -> float:
+        return self.total_frames / self.fps
+
+    def first_frame(self, segment: int) -> int:
+        """Index in the joined video of segment `segment`'s frame 0."""
+        return segment * (self.clip_frames - 1)
+
+
+def plan_segments(duration_s: float, fps: float, clip_frames: int) -> SegmentPlan:
+    """The fewest segments whose joined video lasts at least `duration_s` (at least one segment)."""
+    if clip_frames < 2:
+        raise ValueError(f"clip_frames must be >= 2, got {clip_frames}")
+    if not duration_s > 0 or not fps > 0:
+        raise ValueError(f"duration_s and fps must be > 0, got {duration_s}, {fps}")
+    wanted = math.ceil(duration_s * fps - 1e-9)
+    extra = max(0, wanted - clip_frames)
+    return SegmentPlan(clip_frames=clip_frames, count=1 + math.ceil(extra / (clip_frames - 1)), fps=fps)
+
+
+def overlap_samples(sample_rate: int, fps: float) -> int:
+    """Samples of sound two consecutive segments share: one frame's duration."""
+    return round(sample_rate / fps)
+
+
+def crossfade(tail: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """Equal-power crossfade of two equal-length float arrays: tail fades out (cos), head fades in (sin)."""
+    if tail.shape != head.shape:
+        raise ValueError(f"crossfade: {tail.shape} and {head.shape} differ")
+    n = tail.shape[0]
+    phase = (np.arange(n, dtype=np.float64) + 0.5) / n * (np.pi / 2)
+    return (tail * np.cos(phase) + head * np.sin(phase)).astype(tail.dtype)
+
+
+def join_frames(segments: list[np.ndarray]) -> np.ndarray:
+    """(N, H, W, 3) uint8 per segment -> the joined video: the first whole, then each without its frame 0."""
+    return np.concatenate([segments[0], *(s[1:] for s in segments[1:])], axis=0)
+
+
+def join_audio(segments: list[np.ndarray], sample_rate: int, fps: float) -> np.ndarray:
+    """(samples,) float32 per segment -> the joined sound, each join crossfaded over one frame's duration."""
+    overlap = overlap_samples(sample_rate, fps)
+    out = segments[0]
+    for nxt in segments[1:]:
+        if min(out.shape[0], nxt.shape[0]) < overlap:
+            raise ValueError(f"join_audio: a segment is shorter than the {overlap}-sample overlap")
+        mixed = crossfade(out[-overlap:], nxt[:overlap])
+        out = np.concatenate([out[:-overlap], mixed, nxt[overlap:]])
+    return out

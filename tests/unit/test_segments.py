@@ -1,0 +1,70 @@
+"""Long videos: how many segments a duration needs, and joins with no click or level step in the sound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from movakit.segments import crossfade, join_audio, join_frames, overlap_samples, plan_segments
+
+SR, FPS = 48_000, 24.0
+
+
+def test_plan_covers_the_duration_with_the_fewest_segments():
+    one = plan_segments(8.0, 24.0, 193)
+    assert (one.count, one.total_frames) == (1, 193)
+    two = plan_segments(16.0, 24.0, 193)  # 384 frames wanted: 193 + 192 = 385
+    assert (two.count, two.total_frames, two.first_frame(1)) == (2, 385, 192)
+    assert two.duration_s >= 16.0
+    tiny = plan_segments(2.0, 24.0, 17)  # 48 frames: 17 + 16 + 16 = 49
+    assert (tiny.count, tiny.total_frames) == (3, 49)
+    with pytest.raises(ValueError):
+        plan_segments(0, 24.0, 17)
+
+
+def _segments(count: int, frames: int, seed: int) -> list[np.ndarray]:
+    """Unrelated sound per segment, the same level: low-passed noise (as two separately generated clips are)."""
+    rng = np.random.default_rng(seed)
+    kernel = np.hanning(48) / np.hanning(48).sum()
+    return [np.convolve(rng.standard_normal(frames * SR // int(FPS)), kernel, mode="same").astype(np.float32) * 4
+            for _ in range(count)]
+
+
+def _join_stats(audio: np.ndarray, joins: list[int]) -> tuple[float, float]:
+    """(largest sample jump at a join / the 99.9th percentile jump elsewhere,
+        largest |log2| of a 5 ms window's RMS around a join against the median window RMS)."""
+    jumps = np.abs(np.diff(audio))
+    at_join = max(jumps[j - 1] for j in joins)
+    elsewhere = np.percentile(np.delete(jumps, [j - 1 for j in joins]), 99.9)
+    win = SR // 200
+    rms = np.sqrt(np.convolve(audio**2, np.ones(win) / win, mode="valid"))
+    level = np.median(rms)
+    around = [rms[j - 2 * win:j + win] for j in joins]
+    return float(at_join / elsewhere), float(max(np.abs(np.log2(r / level)).max() for r in around))
+
+
+def test_joins_have_no_click_and_no_level_step():
+    segs = _segments(3, 17, seed=0)
+    joined = join_audio(segs, SR, FPS)
+    overlap = overlap_samples(SR, FPS)
+    assert joined.shape == (49 * overlap,)  # as long as the joined video: 49 frames of 2000 samples
+    joins = [17 * overlap - overlap // 2, 33 * overlap - overlap // 2]  # middle of each crossfade
+    jump_ratio, level_step = _join_stats(joined, joins)
+    assert jump_ratio < 1.0  # no sample step larger than the signal's own largest steps
+    assert level_step < 1.0  # no 5 ms window around a join off the median level by a factor 2
+
+    # the same measurement catches a plain cut (it can fail): the step at the cut is large
+    cut = np.concatenate([segs[0], segs[1][overlap:]])
+    cut[17 * overlap - 1] = 1.5 * np.abs(segs[0]).max()  # a click at the cut
+    cut_ratio, _ = _join_stats(cut, [17 * overlap])
+    assert cut_ratio > 1.0
+
+
+def test_crossfade_keeps_power_of_unrelated_signals_and_frames_drop_the_repeated_frame():
+    a, b = _segments(2, 100, seed=1)
+    a, b = a[:50_000], b[:50_000]
+    mixed = crossfade(a, b)
+    assert abs(np.mean(mixed**2) / ((np.mean(a**2) + np.mean(b**2)) / 2) - 1) < 0.05
+    frames = [np.full((17, 2, 2, 3), i, np.uint8) for i in range(3)]
+    joined = join_frames(frames)
+    assert joined.shape[0] == 49 and list(joined[[0, 16, 17, 32, 33, 48], 0, 0, 0]) == [0, 0, 1, 1, 2, 2]
