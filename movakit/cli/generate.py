@@ -1,4 +1,5 @@
-"""`mova generate`: prompt (+ optional first-frame image) -> MP4 with sound, WAV and PNG, in one process.
+"""`mova generate`: prompt (+ optional first-frame image) -> MP4 with sound, WAV and PNG, in one process (or, with
+--context-parallel N under torchrun, N processes splitting every denoise forward; rank 0 writes the files).
 
 Every option is checked before any model is loaded; a bad one exits with status 2 and a message naming it.
 Without --checkpoint it runs on the tiny random demo checkpoint (created once and cached) with small defaults,
@@ -8,9 +9,13 @@ and says loudly that the output is noise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
+import os
 import re
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,7 @@ class GenerateArgs:
     save_latents: Path | None
     offload: bool
     cfg_batch: bool
+    context_parallel: int  # processes splitting each forward (docs/parallel.md); 1 = this process alone
 
 
 def register(subparsers) -> None:
@@ -65,6 +71,9 @@ def register(subparsers) -> None:
                    help="run the two guidance branches as one batch-2 forward; default: on for CUDA, off on the "
                         "CPU, as the denoiser service decides (docs/stack.md: it changes speed and memory, and "
                         "the latents by kernel rounding only)")
+    p.add_argument("--context-parallel", type=int, default=1, metavar="N",
+                   help="split every denoise forward over N processes, one per device (docs/parallel.md); launch "
+                        "them with torchrun: torchrun --nproc-per-node N .venv/bin/mova generate --context-parallel N ...")
     p.set_defaults(func=run)
 
 
@@ -99,7 +108,16 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         import torch
 
         cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    parallel = args.context_parallel
+    if parallel < 1:
+        raise UsageError(f"--context-parallel: must be >= 1, got {parallel}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if parallel > 1 and world != parallel:
+        raise UsageError(f"--context-parallel: {parallel} processes are needed, this is {world}; launch with "
+                         f"torchrun --nproc-per-node {parallel} .venv/bin/mova generate --context-parallel {parallel} ...")
     device = args.device if args.device is not None else ("cuda" if cuda_count else "cpu")
+    if parallel > 1 and device == "cuda":  # one device per process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     if not _DEVICE_RE.match(device):
         raise UsageError(f"--device: expected cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda"):
@@ -125,6 +143,7 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         request=req, image=image, checkpoint=checkpoint, device=device, dtype=dtype, output=output,
         save_latents=save_latents, offload=args.offload,
         cfg_batch=args.cfg_batch if args.cfg_batch is not None else cfg_batch_for(device),
+        context_parallel=parallel,
     )
 
 
@@ -134,6 +153,22 @@ def _say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     opts = validate(args)
+    if opts.context_parallel == 1:
+        return _run(opts)
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if opts.device.startswith("cuda") else "gloo")
+    try:
+        if dist.get_rank() == 0:
+            return _run(opts)
+        with tempfile.TemporaryDirectory(prefix="mova-rank-") as folder:  # the same bytes; rank 0 writes them
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                return _run(dataclasses.replace(opts, output=Path(folder) / "out.mp4", save_latents=None))
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(opts: GenerateArgs) -> int:
 
     import torch
     from tqdm import tqdm
@@ -213,12 +248,15 @@ def run(args: argparse.Namespace) -> int:
         bars[-1].update(1)
         bars[-1].set_postfix_str(info.expert)
 
+    from movakit.parallel import sequence_parallel
+
     try:
-        result = generate(
-            models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step, cfg_batch=opts.cfg_batch,
-            offload=opts.offload, device=opts.device, latents_path=opts.save_latents, on_stage=on_stage,
-            draw_first_frame=draw,
-        )
+        with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext():
+            result = generate(
+                models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step,
+                cfg_batch=opts.cfg_batch, offload=opts.offload, device=opts.device, latents_path=opts.save_latents,
+                on_stage=on_stage, draw_first_frame=draw,
+            )
     finally:
         for bar in bars:
             bar.close()
