@@ -3,19 +3,31 @@
 `mova submit` prints the job id (first line of stdout), then follows the job with a progress bar on stderr
 until it ends and prints the artifact URLs; `--detach` returns right after the id. The exit status is 0 when
 the job was accepted, except with `--wait`: then 0 only when the job succeeded (1 failed, 3 cancelled).
+When the gateway answers RESOURCE_EXHAUSTED, `mova submit` waits the retry delay the answer carries
+(google.rpc.RetryInfo; doubled on each further refusal, at most 600 s) and tries again, `--retries` times.
+
+Every call sends the caller's token (`authorization: Bearer <token>`): $MOVA_TOKEN, else the `token` file that
+`mova stack up` wrote in its state folder (--state-dir).
 """
 
 from __future__ import annotations
 
+import os
+import random
 import sys
+import time
 from pathlib import Path
 
 import grpc
 from google.protobuf.json_format import MessageToJson
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit import request as contract
 from movakit.cli import UsageError
+from movakit.cli.stack import DEFAULT_STATE_DIR
+from movakit.runtime.auth import with_token
 from movakit.runtime.settings import SettingsError, check_address
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
@@ -24,6 +36,8 @@ EXIT_CANCELLED = 3
 _STATES = {name.removeprefix("JOB_STATE_").lower(): value for name, value in common_pb2.JobState.items()
            if value != common_pb2.JOB_STATE_UNSPECIFIED}  # --state choices; _state_name is the inverse
 _BAR_WIDTH = 30
+TOKEN_ENV = "MOVA_TOKEN"
+MAX_RETRY_WAIT_S = 600.0
 
 
 def register(subparsers) -> None:
@@ -31,6 +45,8 @@ def register(subparsers) -> None:
     _gateway_option(submit)
     contract.add_options(submit)  # the request options, the same as `mova generate`'s
     submit.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
+    submit.add_argument("--retries", type=int, default=5,
+                        help="times to retry when the queue is full, after the delay the gateway names (default 5)")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="exit 0 only when the job succeeded")
     mode.add_argument("--detach", action="store_true", help="print the job id and return at once")
@@ -62,6 +78,24 @@ def register(subparsers) -> None:
 
 def _gateway_option(parser) -> None:
     parser.add_argument("--gateway", default=DEFAULT_GATEWAY, help=f"gateway host:port (default {DEFAULT_GATEWAY})")
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help=f"the stack folder holding `token`, used when ${TOKEN_ENV} is unset "
+                             f"(default {DEFAULT_STATE_DIR})")
+
+
+def read_token(state_dir: Path) -> str:
+    """$MOVA_TOKEN, else <state_dir>/token; UsageError when neither gives one."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token:
+        return token
+    path = Path(state_dir) / "token"
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        token = ""
+    if not token:
+        raise UsageError(f"no token: set ${TOKEN_ENV} or run `mova stack up` (which writes {path})")
+    return token
 
 
 def _stub(args) -> tuple[grpc.Channel, gateway_pb2_grpc.JobServiceStub]:
@@ -69,10 +103,38 @@ def _stub(args) -> tuple[grpc.Channel, gateway_pb2_grpc.JobServiceStub]:
         check_address("--gateway", args.gateway)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
-    channel = grpc.insecure_channel(
+    token = read_token(args.state_dir)
+    channel = with_token(grpc.insecure_channel(
         args.gateway, options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-    )
+    ), token)
     return channel, gateway_pb2_grpc.JobServiceStub(channel)
+
+
+def retry_delay_s(error: grpc.RpcError) -> float | None:
+    """The google.rpc.RetryInfo delay an error carries, in seconds; None when it carries none."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToNanoseconds() / 1e9
+    return None
+
+
+def submit_with_retries(stub, request: gateway_pb2.SubmitRequest, retries: int, *, sleep=time.sleep, err=None):
+    """Submit, retrying a RESOURCE_EXHAUSTED answer up to `retries` times: it waits the RetryInfo delay (1 s when
+    the answer has none), doubled on each further refusal, plus up to 10 % jitter, at most MAX_RETRY_WAIT_S."""
+    err = err or sys.stderr
+    for attempt in range(retries + 1):
+        try:
+            return stub.Submit(request, timeout=60)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or attempt == retries:
+                raise
+            wait = min(MAX_RETRY_WAIT_S, (retry_delay_s(exc) or 1.0) * 2**attempt * (1 + random.random() / 10))
+            print(f"mova: {exc.details()}; retrying in {wait:.1f} s ({attempt + 1}/{retries})", file=err, flush=True)
+            sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _state_name(state: int) -> str:
@@ -96,6 +158,8 @@ def _rpc_error(exc: grpc.RpcError) -> int:
 def build_request(args) -> gateway_pb2.SubmitRequest:
     """The SubmitRequest for parsed `mova submit` options; the options the client can judge on their own are
     checked here with the contract's words (UsageError), the rest by the gateway against its checkpoint."""
+    if args.retries < 0:
+        raise UsageError(f"--retries: must not be negative, got {args.retries}")
     try:
         req = contract.from_options(args)
         image = b""
@@ -116,7 +180,7 @@ def _submit(args) -> int:
     channel, stub = _stub(args)
     with channel:
         try:
-            response = stub.Submit(request, timeout=60)
+            response = submit_with_retries(stub, request, args.retries)
         except grpc.RpcError as exc:
             return _rpc_error(exc)
         print(response.job_id, flush=True)

@@ -22,8 +22,8 @@ def register(subparsers) -> None:
     up.add_argument("--stage-ports", default="50052,50053,50054,50055",
                     help="gRPC ports of prompt-enhancer,encoder,denoiser,decoder")
     up.add_argument("--denoiser-replicas", type=int, default=1)
-    up.add_argument("--access-key", default="movakit", help="S3 access key of the local SeaweedFS")
-    up.add_argument("--secret-key", default="movakit-secret", help="S3 secret key of the local SeaweedFS")
+    up.add_argument("--access-key", default="", help="S3 access key of the local SeaweedFS (default: generated)")
+    up.add_argument("--secret-key", default="", help="S3 secret key of the local SeaweedFS (default: generated)")
     up.add_argument("--otel-exporter", default="none", choices=("none", "console", "otlp"))
     up.add_argument("--otel-endpoint", default="", help="OTLP gRPC endpoint host:port (with --otel-exporter otlp)")
     up.set_defaults(func=_up)
@@ -36,8 +36,8 @@ def register(subparsers) -> None:
     it.add_argument("--kafka", default="127.0.0.1:9092", help="Kafka bootstrap host:port")
     it.add_argument("--s3", default="127.0.0.1:9000", help="S3 endpoint host:port")
     it.add_argument("--bucket", default="movakit")
-    it.add_argument("--access-key", default="movakit")
-    it.add_argument("--secret-key", default="movakit-secret")
+    it.add_argument("--access-key", required=True, help="S3 access key")
+    it.add_argument("--secret-key", required=True, help="S3 secret key")
     it.set_defaults(func=_init)
 
     dn = sub.add_parser("down", help="stop every process of the stack and remove its data (logs are kept)")
@@ -77,6 +77,8 @@ def _up(args) -> int:
     print("stack is up:")
     for name, address in addresses.items():
         print(f"  {name:<16} {address}")
+    print(f"your job-API token is in {cfg.state_dir / 'token'} (mode 0600; `mova submit` reads it there), "
+          f"the S3 keys in {cfg.state_dir / 's3-credentials'}")
     print(f"stop it with: mova stack down --state-dir {cfg.state_dir}")
     return 0
 

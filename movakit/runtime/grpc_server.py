@@ -1,5 +1,6 @@
 """The gRPC server every service runs: its servicers plus standard health and reflection, traced, stopping
-gracefully on SIGTERM/SIGINT."""
+gracefully on SIGTERM/SIGINT. A request body that does not decode as the method's message (random bytes, invalid
+UTF-8 in a string field) is answered INVALID_ARGUMENT on every server, never INTERNAL."""
 
 from __future__ import annotations
 
@@ -24,6 +25,41 @@ class BindError(OSError):
     """The server could not listen on the requested address."""
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not decode; the method is then never called."""
+
+
+def _tolerant(deserializer: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    def deserialize(data: bytes) -> object:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - any decoding failure is the client's bytes, not a server fault
+            return _Malformed()
+    return deserialize
+
+
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
+    """Turns grpcio's INTERNAL "Exception deserializing request!" into INVALID_ARGUMENT naming the method.
+
+    Unary-request methods only (every movakit RPC takes one request message); streaming-request handlers pass
+    through unchanged."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        method = handler_call_details.method
+        behavior_name = "unary_stream" if handler.response_streaming else "unary_unary"
+        behavior = getattr(handler, behavior_name)
+
+        def guarded(request, context):
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: the body is not a valid message for {method}")
+            return behavior(request, context)
+
+        return handler._replace(request_deserializer=_tolerant(handler.request_deserializer), **{behavior_name: guarded})
+
+
 def serve(
     service_name: str,
     add_servicers: Callable[[grpc.Server], list[str]],
@@ -32,17 +68,18 @@ def serve(
     max_workers: int = 16,
     grace_s: float = 5.0,
     handle_signals: bool = True,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> grpc.Server:
     """Starts a server on `address` and returns it (already serving; call `wait_for_termination()`).
 
     `add_servicers(server)` registers the service's servicers and returns their full service names
     (e.g. ["movakit.api.v1.JobService"]); each is marked SERVING in the health service (as is "") and listed by
-    reflection. With handle_signals (only possible from the main thread) SIGTERM/SIGINT mark everything
+    reflection. `credentials` (e.g. from tls_credentials) serve TLS instead of plaintext. With handle_signals (only possible from the main thread) SIGTERM/SIGINT mark everything
     NOT_SERVING and stop the server with `grace_s` seconds for in-flight calls.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{service_name}-rpc"),
-        interceptors=grpc_server_interceptors(),
+        interceptors=[*grpc_server_interceptors(), MalformedRequestInterceptor()],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -56,7 +93,7 @@ def serve(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise BindError(f"{service_name}: cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -76,6 +113,19 @@ def serve(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     return server
+
+
+def tls_credentials(cert_file: str, key_file: str, client_ca_file: str = "") -> grpc.ServerCredentials:
+    """TLS with the server's certificate chain and key (PEM files); with client_ca_file, mutual TLS: every client
+    must present a certificate signed by that CA."""
+    def read(path: str) -> bytes:
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    return grpc.ssl_server_credentials(
+        [(read(key_file), read(cert_file))], root_certificates=read(client_ca_file) if client_ca_file else None,
+        require_client_auth=bool(client_ca_file),
+    )
 
 
 def check_health(address: str, service: str = "", *, timeout_s: float = 2.0) -> bool:

@@ -2,10 +2,17 @@
 
 At-least-once: consumers never auto-commit; a stage commits (`consumer.commit()`) only after its outputs are
 in the object store and its next message is published (`publish` waits for the broker's acknowledgement).
+
+Authenticity: every record a service produces carries an HMAC-SHA256 (header `mova-hmac`) over its topic, key,
+value and other headers, keyed by the stack's shared Kafka secret (`kafka_secret` setting of every service).
+`parse` refuses a record whose signature is missing or wrong (PayloadError: the worker dead-letters it, the gateway
+skips it), so a process that can reach the broker but lacks the secret cannot make a service act.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Callable, Iterator
 
@@ -17,14 +24,61 @@ from opentelemetry.trace import SpanKind
 
 from movakit.runtime.telemetry import extract_context, inject_headers, tracer
 
+SIGNATURE_HEADER = "mova-hmac"
+
 
 class PayloadError(ValueError):
-    """A record whose value is not a valid message of the expected type (send it to the dead-letter topic)."""
+    """A record whose value is not a valid message of the expected type, or whose signature does not verify
+    (send it to the dead-letter topic)."""
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas (acks=all) and retries transient errors."""
-    return KafkaProducer(
+class RecordSigner:
+    """HMAC-SHA256 over a record's topic, key, value and headers (in order, the signature header excluded)."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("the Kafka secret must not be empty")
+        self._key = secret.encode("utf-8")
+
+    def _digest(self, topic: str, key: bytes | None, value: bytes | None, headers) -> bytes:
+        mac = hmac.new(self._key, digestmod=hashlib.sha256)
+        for part in (topic.encode("utf-8"), key or b"", value or b""):
+            mac.update(len(part).to_bytes(8, "big") + part)
+        for name, data in headers or []:
+            if name != SIGNATURE_HEADER:
+                for part in (name.encode("utf-8"), data or b""):
+                    mac.update(len(part).to_bytes(8, "big") + part)
+        return mac.digest()
+
+    def signed_headers(self, topic: str, key: bytes | None, value: bytes | None, headers) -> list[tuple[str, bytes]]:
+        headers = [(n, d) for n, d in headers or [] if n != SIGNATURE_HEADER]
+        return [*headers, (SIGNATURE_HEADER, self._digest(topic, key, value, headers))]
+
+    def verify(self, record: ConsumerRecord) -> None:
+        """Raises PayloadError unless the record carries this secret's signature."""
+        found = [d for n, d in record.headers or [] if n == SIGNATURE_HEADER]
+        expected = self._digest(record.topic, record.key, record.value, record.headers)
+        if len(found) != 1 or not hmac.compare_digest(found[0] or b"", expected):
+            raise PayloadError(f"{record.topic}[{record.partition}]@{record.offset}: "
+                               f"{'no' if not found else 'a wrong'} {SIGNATURE_HEADER} signature")
+
+
+class SigningProducer(KafkaProducer):
+    """A KafkaProducer that signs every record it sends with its RecordSigner."""
+
+    def __init__(self, signer: RecordSigner, **configs) -> None:
+        super().__init__(**configs)
+        self._signer = signer
+
+    def send(self, topic, value=None, key=None, headers=None, **kwargs):
+        return super().send(topic, value=value, key=key,
+                            headers=self._signer.signed_headers(topic, key, value, headers), **kwargs)
+
+
+def make_producer(bootstrap: str, signer: RecordSigner) -> SigningProducer:
+    """A signing producer that waits for all in-sync replicas (acks=all) and retries transient errors."""
+    return SigningProducer(
+        signer,
         bootstrap_servers=bootstrap,
         acks="all",
         linger_ms=5,
@@ -72,8 +126,13 @@ def make_consumer(
     )
 
 
-def parse(record: ConsumerRecord, message_type: type[Message]) -> tuple[Message, otel_context.Context]:
-    """Decodes a record's value as `message_type`; returns it with the trace context from its headers."""
+def parse(
+    record: ConsumerRecord, message_type: type[Message], signer: RecordSigner | None
+) -> tuple[Message, otel_context.Context]:
+    """Verifies the record's signature (services always pass their signer; None, for inspecting a topic in tests,
+    skips the check), decodes its value as `message_type`; returns it with the trace context from its headers."""
+    if signer is not None:
+        signer.verify(record)
     message = message_type()
     try:
         message.ParseFromString(record.value or b"")
@@ -106,13 +165,13 @@ def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -
 
 def read_to_end(
     bootstrap: str, topic: str, message_type: type[Message], *, timeout_s: float = 30.0,
-    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None,
+    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None, signer: RecordSigner | None = None,
 ) -> Iterator[tuple[str, Message | None, ConsumerRecord]]:
     """Every record of `topic` from the beginning up to the end offsets at call time, without a consumer group.
 
     Yields (key, message or None for a tombstone, record), in offset order within each partition. Used to rebuild
-    state from a compacted topic at startup. A record that does not decode raises PayloadError, or is passed to
-    `on_invalid` and skipped when that is given.
+    state from a compacted topic at startup. A record that does not decode (or verify, with `signer`) raises
+    PayloadError, or is passed to `on_invalid` and skipped when that is given.
     """
     consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
@@ -132,7 +191,7 @@ def read_to_end(
                     message = None
                     if record.value is not None:
                         try:
-                            message, _ = parse(record, message_type)
+                            message, _ = parse(record, message_type, signer)
                         except PayloadError as exc:
                             if on_invalid is None:
                                 raise

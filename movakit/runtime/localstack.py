@@ -11,6 +11,7 @@ broker stops. Pass storage_engine="s3://<bucket>/" plus `s3_env(...)` to keep th
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -174,13 +175,25 @@ def start_seaweedfs(
     s3_port: int, data_dir: Path | str, access_key: str, secret_key: str, *, timeout_s: float = 60.0,
 ) -> ManagedProcess:
     """Starts `weed mini` (master, volume, filer and S3 in one process) with every listener on 127.0.0.1, S3 on
-    `s3_port` requiring the given access keys, and no telemetry; returns once S3 answers HTTP."""
+    `s3_port` requiring the given access keys, and no telemetry; returns once S3 answers HTTP.
+
+    The filer and volume HTTP ports would serve objects and listings to anyone: a security.toml in data_dir (weed
+    reads it from its working directory) makes both demand JWTs signed with fresh random keys that only this
+    process knows, for reads as well as writes, and directory listing is off. Only S3, with its keys, serves data.
+    """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    keys = {name: secrets.token_hex(32) for name in ("volume", "volume_read", "filer", "filer_read")}
+    (data_dir / "security.toml").write_text(
+        f'[jwt.signing]\nkey = "{keys["volume"]}"\n\n[jwt.signing.read]\nkey = "{keys["volume_read"]}"\n\n'
+        f'[jwt.filer_signing]\nkey = "{keys["filer"]}"\n\n[jwt.filer_signing.read]\nkey = "{keys["filer_read"]}"\n'
+    )
+    os.chmod(data_dir / "security.toml", 0o600)
     ports = seaweedfs_ports(s3_port)
     argv = [
         str(weed_binary()), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", "-s3.port.lance=0",
+        "-filer.disableDirListing", "-filer.exposeDirectoryData=false",
         f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3_grpc']}", f"-s3.port.iceberg={ports['s3_iceberg']}",
         f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",
         f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume_grpc']}",

@@ -39,9 +39,10 @@ class StageSettings:
     listen: str  # gRPC listen address host:port (each service sets its default port)
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
     group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
+    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
-    s3_access_key: str = "movakit"  # S3 access key id
-    s3_secret_key: str = "movakit-secret"  # S3 secret key (redacted in logs)
+    s3_access_key: str = ""  # S3 access key id, required (`mova stack up` generates the keys)
+    s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
     s3_bucket: str = "movakit"  # bucket holding jobs/<job>/...
     s3_secure: bool = False  # use https for S3
     s3_region: str = "us-east-1"  # S3 region name
@@ -115,8 +116,9 @@ class StageSettings:
             raise SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise SettingsError(self.env_name("dtype"), f"one of float32, bfloat16, float16, got {self.dtype!r}")
-        if not self.s3_bucket:
-            raise SettingsError(self.env_name("s3_bucket"), "must not be empty")
+        for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "kafka_secret"):
+            if not getattr(self, name):
+                raise SettingsError(self.env_name(name), "must not be empty")
         if self.max_attempts < 1:
             raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
         if self.retry_backoff_s < 0:

@@ -2,7 +2,8 @@
 
 One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group and, for each task:
 
-  1. parses it (a record that does not parse goes to the dead-letter topic; the process keeps running);
+  1. verifies its signature and parses it (a record that does not verify or parse goes to the dead-letter topic,
+     unacted on; the process keeps running);
   2. checks the job was not cancelled (the gateway's cancel marker jobs/<job>/control/cancel in S3; checked again
      between denoise steps);
   3. skips the work when the stage's result manifest `jobs/<job>/<stage>/result.pb` exists and every object it
@@ -209,7 +210,8 @@ class StageWorker:
     """The consume → check cancel → skip or run → publish → commit loop of one stage replica."""
 
     def __init__(self, handler: StageHandler, store: ObjectStore, *, bootstrap: str, group_id: str,
-                 service: str, replica_id: str, max_attempts: int = 3, retry_backoff_s: float = 2.0) -> None:
+                 signer: mkafka.RecordSigner, service: str, replica_id: str, max_attempts: int = 3,
+                 retry_backoff_s: float = 2.0) -> None:
         self.handler = handler
         self.max_attempts = max_attempts  # tries of one record on transient errors before it fails the job
         self.retry_backoff_s = retry_backoff_s  # doubled after every transient failure of the same record
@@ -219,7 +221,8 @@ class StageWorker:
         self.replica_id = replica_id
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._producer = mkafka.make_producer(bootstrap)
+        self._signer = signer  # verifies every task read and signs every record sent
+        self._producer = mkafka.make_producer(bootstrap, signer)
         self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id)
         self._assignment: frozenset[tuple[str, int]] = frozenset()
 
@@ -275,8 +278,8 @@ class StageWorker:
     def handle_record(self, record) -> None:
         h = self.handler
         try:
-            task, parent = mkafka.parse(record, h.task_type)
-        except Exception as exc:  # noqa: BLE001 - any undecodable record is dead-lettered
+            task, parent = mkafka.parse(record, h.task_type, self._signer)
+        except Exception as exc:  # noqa: BLE001 - any undecodable or unsigned record is dead-lettered
             self._dead_letter(record, "", f"unparsable {h.task_type.__name__}: {exc}")
             self._commit(record)
             return

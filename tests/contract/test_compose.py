@@ -51,7 +51,10 @@ def test_host_addresses_match_the_local_stack_defaults(compose):
     assert "127.0.0.1:9092:9092" in services["kafka"]["ports"]
     assert "127.0.0.1:9000:9000" in services["minio"]["ports"]
     for name, cls in SETTINGS.items():
-        default_port = _port(cls.load([], {}).listen)
+        required = {cls.env_name(k): "x" for k in ("s3_access_key", "s3_secret_key", "kafka_secret")}
+        if cls is GatewaySettings:
+            required[cls.env_name("tokens_file")] = "/x"
+        default_port = _port(cls.load([], required).listen)
         listen = services[name]["environment"][cls.env_name("listen")]
         assert _port(listen) == default_port, name
         assert f"127.0.0.1:{default_port}:{default_port}" in services[name]["ports"], name
@@ -65,7 +68,8 @@ def test_environment_names_are_what_the_settings_read(compose):
         own = {k for k in env if k.startswith(cls.env_name(""))}
         unknown = own - _env_names(cls)
         assert not unknown, f"{name}: compose sets variables its settings never read: {sorted(unknown)}"
-        for key in ("listen", "kafka_bootstrap", "s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket"):
+        for key in ("listen", "kafka_bootstrap", "kafka_secret", "s3_endpoint", "s3_access_key", "s3_secret_key",
+                    "s3_bucket"):
             assert cls.env_name(key) in env, f"{name}: {cls.env_name(key)} missing"
         assert env[cls.env_name("kafka_bootstrap")] == "kafka:19092"
         assert env[cls.env_name("s3_endpoint")] == "minio:9000"
@@ -77,6 +81,7 @@ def test_s3_keys_match_minio_and_settings_load_from_compose_env(compose):
         env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
         assert env[cls.env_name("s3_access_key")] == minio["MINIO_ROOT_USER"]
         assert env[cls.env_name("s3_secret_key")] == minio["MINIO_ROOT_PASSWORD"]
+        assert env[cls.env_name("s3_secret_key")].startswith("${MOVA_S3_SECRET_KEY:?")  # no key written in the file
         settings = cls.load([], env)  # every value compose sets parses and validates
         assert settings.listen == env[cls.env_name("listen")]
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 import pytest
 
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.auth import token_digest, with_token
 from movakit.runtime.localstack import free_port, start_seaweedfs, start_tansu
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
@@ -18,6 +20,21 @@ from movakit.runtime.topics import ensure_topics
 S3_ACCESS_KEY = "movakit-test"
 S3_SECRET_KEY = "movakit-test-secret"
 S3_BUCKET = "mova-test"
+# Two tenants of the test gateways (the tokens file holds their digests); "alice" is the default caller.
+TENANT_TOKENS = {"alice": "alice-test-token", "bob": "bob-test-token"}
+KAFKA_SECRET = "kafka-test-secret"  # what the test services sign and verify Kafka records with
+
+
+@pytest.fixture(scope="session")
+def kafka_secret() -> str:
+    """The shared Kafka secret of the test services."""
+    return KAFKA_SECRET
+
+
+@pytest.fixture(scope="session")
+def signer(kafka_secret) -> mkafka.RecordSigner:
+    """Signs and verifies records like the test services."""
+    return mkafka.RecordSigner(kafka_secret)
 
 
 @dataclass(frozen=True)
@@ -77,15 +94,35 @@ def gateway_kafka(tmp_path_factory):
     broker.stop()
 
 
-def gateway_settings(kafka: str, s3_config, **overrides):
+@pytest.fixture(scope="session")
+def tokens_file(tmp_path_factory) -> str:
+    """A gateway tokens file for the tenants of TENANT_TOKENS."""
+    path = tmp_path_factory.mktemp("auth") / "tokens"
+    path.write_text("".join(f"{tenant} {token_digest(token)}\n" for tenant, token in TENANT_TOKENS.items()))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tenant_token():
+    """A factory: tenant_token(tenant) -> that test tenant's token."""
+    return TENANT_TOKENS.__getitem__
+
+
+@pytest.fixture(scope="session")
+def tenant_channel():
+    """A factory: tenant_channel(address, tenant="alice") -> a channel sending that tenant's token."""
+    return lambda address, tenant="alice": with_token(grpc.insecure_channel(address), TENANT_TOKENS[tenant])
+
+
+def gateway_settings(kafka: str, s3_config, tokens_file: str, **overrides):
     """GatewaySettings for the test servers: a free port, the tiny demo checkpoint's rules (any multiple-of-16 size),
-    a generous queue bound."""
+    generous admission limits."""
     from movakit.services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
 
     values = dict(
         listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka, s3_endpoint=s3_config.endpoint,
         s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
-        max_active_jobs=1000, startup_timeout_s=30.0,
+        tokens_file=tokens_file, kafka_secret=KAFKA_SECRET, max_active_jobs=1000, startup_timeout_s=30.0,
     )
     values.update(overrides)
     settings = GatewaySettings(**values)
@@ -94,17 +131,17 @@ def gateway_settings(kafka: str, s3_config, **overrides):
 
 
 @pytest.fixture(scope="module")
-def gateway_config(gateway_kafka, s3_config):
+def gateway_config(gateway_kafka, s3_config, tokens_file):
     """A factory: gateway_config(**overrides) -> GatewaySettings on the module's broker and the test S3."""
-    return lambda **overrides: gateway_settings(gateway_kafka, s3_config, **overrides)
+    return lambda **overrides: gateway_settings(gateway_kafka, s3_config, tokens_file, **overrides)
 
 
 @pytest.fixture(scope="module")
-def gateway(gateway_kafka, s3_config):
+def gateway(gateway_config):
     """A running in-process gateway (RunningGateway: .address, .store, .stop())."""
     from movakit.services.gateway.main import start_gateway
 
-    running = start_gateway(gateway_settings(gateway_kafka, s3_config))
+    running = start_gateway(gateway_config())
     yield running
     running.stop()
 
@@ -112,6 +149,6 @@ def gateway(gateway_kafka, s3_config):
 @pytest.fixture(scope="module")
 def producer(gateway_kafka):
     """A producer on the gateway tests' broker, for publishing what stage workers would."""
-    p = mkafka.make_producer(gateway_kafka)
+    p = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner(KAFKA_SECRET))
     yield p
     p.close()

@@ -34,8 +34,8 @@ TINY = dict(prompt="a red ball bounces", height=32, width=48, num_frames=5, fps=
 
 
 @pytest.fixture(scope="module")
-def channel(gateway):
-    with grpc.insecure_channel(gateway.address) as ch:
+def channel(gateway, tenant_channel):
+    with tenant_channel(gateway.address) as ch:
         yield ch
 
 
@@ -116,13 +116,13 @@ def test_absurd_image_dimensions_are_refused(jobs):
     assert err.value.details().startswith("image:")
 
 
-def test_a_released_checkpoint_takes_its_trained_sizes_only(gateway_config, tmp_path):
+def test_a_released_checkpoint_takes_its_trained_sizes_only(gateway_config, tmp_path, tenant_channel):
     for folder in ("video_vae", "video_dit", "audio_vae"):  # the configs the gateway reads; no weights needed
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "config.json").write_text(json.dumps(release_config(folder)))
     strict = start_gateway(gateway_config(checkpoint=str(tmp_path)))
     try:
-        with grpc.insecure_channel(strict.address) as ch:
+        with tenant_channel(strict.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
             with pytest.raises(grpc.RpcError) as err:
                 submit(stub)  # 32x48
@@ -158,10 +158,10 @@ def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, 
 
 def test_idempotency_key_returns_the_same_job(jobs):
     key = f"idem-{uuid.uuid4().hex}"
-    first = submit(jobs, key=key)
-    again = submit(jobs, key=key, prompt="a different prompt")
+    first = submit(jobs, key=key, guidance_scale=0.0)
+    again = submit(jobs, key=key, guidance_scale=5.0)  # the same request: 5.0 is the default 0 stands for
     assert again.existing and again.job_id == first.job_id
-    assert again.job.params.prompt == TINY["prompt"]
+    assert again.job.params.seed == first.job.params.seed  # the seed drawn for the first call
     other = submit(jobs, key=f"idem-{uuid.uuid4().hex}")
     assert other.job_id != first.job_id
 
@@ -252,16 +252,17 @@ def test_list_pages_newest_first_without_gaps(jobs):
     assert err.value.details().startswith("page_size:")
 
 
-def test_queue_bound_answers_resource_exhausted(gateway_config):
+def test_queue_bound_answers_resource_exhausted(gateway_config, tenant_channel):
     bounded = start_gateway(gateway_config(max_active_jobs=1))
     try:
-        with grpc.insecure_channel(bounded.address) as ch:
+        with tenant_channel(bounded.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
             # Earlier tests in this module left queued jobs in the broker: this gateway replayed them.
             assert bounded.store.active_count() >= 1
             with pytest.raises(grpc.RpcError) as err:
                 submit(stub)
             assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit 1" in err.value.details()
     finally:
         bounded.stop()
 
@@ -277,10 +278,10 @@ def test_health_and_reflection(channel):
     assert {"movakit.api.v1.JobService", "grpc.health.v1.Health"} <= names
 
 
-def test_two_gateway_replicas_share_jobs(gateway, jobs, gateway_config):
+def test_two_gateway_replicas_share_jobs(gateway, jobs, gateway_config, tenant_channel):
     other = start_gateway(gateway_config())
     try:
-        with grpc.insecure_channel(other.address) as ch:
+        with tenant_channel(other.address) as ch:
             second = gateway_pb2_grpc.JobServiceStub(ch)
             job_id = submit(second, key=f"replica-{uuid.uuid4().hex}").job_id  # accepted by the second replica
             seen = wait_state(jobs, job_id, common_pb2.JOB_STATE_QUEUED)  # ...known to the first one
@@ -291,11 +292,11 @@ def test_two_gateway_replicas_share_jobs(gateway, jobs, gateway_config):
         other.stop()
 
 
-def test_artifact_urls_use_the_public_endpoint(gateway_config, producer, object_store):
+def test_artifact_urls_use_the_public_endpoint(gateway_config, tenant_channel, producer, object_store):
     port = object_store.endpoint.rsplit(":", 1)[1]
     public = start_gateway(gateway_config(s3_public_endpoint=f"localhost:{port}"))
     try:
-        with grpc.insecure_channel(public.address) as ch:
+        with tenant_channel(public.address) as ch:
             stub = gateway_pb2_grpc.JobServiceStub(ch)
             job_id = submit(stub).job_id
             ref = object_store.put_bytes(job_key(job_id, "output", "preview.png"), png(), "image/png")
@@ -309,8 +310,8 @@ def test_artifact_urls_use_the_public_endpoint(gateway_config, producer, object_
         public.stop()
 
 
-def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs):
-    raw = mkafka.make_producer(gateway_kafka)
+def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, signer):
+    raw = mkafka.make_producer(gateway_kafka, signer)  # signed, but no protobuf
     for topic in (TOPIC_JOB_STATE, TOPIC_EVENTS):
         raw.send(topic, key=b"poison", value=b"\xff\xfe not a protobuf").get(timeout=10)
     raw.close()

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.integration
 SMALL = ["--height", "32", "--width", "48", "--num-frames", "5", "--steps", "2"]
 
 
+@pytest.fixture(autouse=True)
+def alice(monkeypatch, tenant_token):
+    """Every command here runs as tenant alice, whose token comes from $MOVA_TOKEN."""
+    monkeypatch.setenv("MOVA_TOKEN", tenant_token("alice"))
+
+
 def publish(producer, job_id: str, **kind) -> None:
     ts = Timestamp()
     ts.GetCurrentTime()
@@ -57,7 +63,7 @@ def test_submit_wait_exits_nonzero_when_the_job_fails(gateway, producer, capsys)
 
     def fail_it() -> None:  # a "worker" that fails the job as soon as it is queued
         for _ in range(200):
-            for job in gateway.store.page(100, "", common_pb2.JOB_STATE_QUEUED)[0]:
+            for job in gateway.store.page("alice", 100, "", common_pb2.JOB_STATE_QUEUED)[0]:
                 if job.params.prompt == prompt:
                     publish(producer, job.job_id, failed=events_pb2.Failed(reason="decode failed: disk full"))
                     return

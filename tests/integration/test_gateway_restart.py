@@ -64,22 +64,24 @@ def event(job_id: str, **kind) -> events_pb2.JobEvent:
     return events_pb2.JobEvent(job_id=job_id, time=ts, source="test", **kind)
 
 
-def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config):
+def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tokens_file, tenant_channel, signer,
+                                                        kafka_secret):
     broker = start_tansu(free_port(), tmp_path / "tansu")
     try:
         ensure_topics(broker.address)
         port = free_port()
         log_path = tmp_path / "gateway.log"
-        first = start_process(broker.address, s3_config, port, log_path, "--otel-exporter", "console")
+        auth = ("--tokens-file", tokens_file, "--kafka-secret", kafka_secret)
+        first = start_process(broker.address, s3_config, port, log_path, *auth, "--otel-exporter", "console")
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with tenant_channel(f"127.0.0.1:{port}") as ch:
                 stub = gateway_pb2_grpc.JobServiceStub(ch)
                 params = common_pb2.GenerationParams(prompt="restart me", height=32, width=32, num_frames=5,
                                                      num_inference_steps=4)
                 running = stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key="restart-1"), timeout=10)
                 cancelled = stub.Submit(gateway_pb2.SubmitRequest(params=params), timeout=10)
                 stub.Cancel(gateway_pb2.CancelJobRequest(job_id=cancelled.job_id), timeout=10)
-                producer = mkafka.make_producer(broker.address)
+                producer = mkafka.make_producer(broker.address, signer)
                 mkafka.publish(producer, TOPIC_EVENTS, running.job_id, event(
                     running.job_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_DENOISE)))
                 mkafka.publish(producer, TOPIC_EVENTS, running.job_id, event(
@@ -102,9 +104,9 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config):
         assert {"mova.job-state publish", "mova.events publish", "mova.enhance publish"} <= names
         assert task.params == running.job.params
 
-        second = start_process(broker.address, s3_config, port, log_path)
+        second = start_process(broker.address, s3_config, port, log_path, *auth)
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with tenant_channel(f"127.0.0.1:{port}") as ch:
                 stub = gateway_pb2_grpc.JobServiceStub(ch)
                 job = stub.Get(gateway_pb2.GetJobRequest(job_id=running.job_id), timeout=5)
                 assert job.state == common_pb2.JOB_STATE_RUNNING
@@ -114,6 +116,11 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config):
                 assert other.state == common_pb2.JOB_STATE_CANCELLING and other.cancel_requested
                 again = stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key="restart-1"), timeout=10)
                 assert again.existing and again.job_id == running.job_id
+                params.seed = 99  # the key's request is known after the restart: a different one is refused
+                with pytest.raises(grpc.RpcError) as conflict:
+                    stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key="restart-1"), timeout=10)
+                assert conflict.value.code() == grpc.StatusCode.ALREADY_EXISTS
+                assert "idempotency_key: 'restart-1'" in conflict.value.details()
                 listed = {j.job_id for j in stub.List(gateway_pb2.ListJobsRequest(), timeout=5).jobs}
                 assert {running.job_id, cancelled.job_id} <= listed
                 # The history was rebuilt too, and the job still finishes.

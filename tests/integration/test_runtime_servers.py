@@ -3,6 +3,8 @@ replay of a topic, and the checksummed object store."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
 import urllib.request
 import uuid
 
@@ -29,9 +31,9 @@ def test_every_topic_exists_with_its_partitions(kafka_bootstrap):
     assert described == {name: spec.partitions for name, spec in TOPICS.items()}
 
 
-def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstrap):
+def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstrap, signer):
     job_id = f"job-{uuid.uuid4().hex[:8]}"
-    producer = mkafka.make_producer(kafka_bootstrap)
+    producer = mkafka.make_producer(kafka_bootstrap, signer)
     tracer = TracerProvider().get_tracer("test")  # a real SDK tracer, independent of the global provider
     with tracer.start_as_current_span("submit") as span:
         sent_trace = span.get_span_context().trace_id
@@ -49,17 +51,22 @@ def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstra
         if found:
             break
     assert found is not None, "the published record never arrived"
-    message, context = mkafka.parse(found, events_pb2.DeadLetter)
+    message, context = mkafka.parse(found, events_pb2.DeadLetter, signer)  # the signature verifies
     assert message == letter
+    with pytest.raises(mkafka.PayloadError, match="wrong mova-hmac signature"):
+        mkafka.parse(found, events_pb2.DeadLetter, mkafka.RecordSigner("another-secret"))
+    tampered = found._replace(value=found.value + b"\x08\x01")
+    with pytest.raises(mkafka.PayloadError, match="signature"):
+        mkafka.parse(tampered, events_pb2.DeadLetter, signer)
     assert sent_trace != 0
     assert trace.get_current_span(context).get_span_context().trace_id == sent_trace
     consumer.commit()
     consumer.close()
 
 
-def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap):
+def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap, signer):
     job_id = f"job-{uuid.uuid4().hex[:8]}"
-    producer = mkafka.make_producer(kafka_bootstrap)
+    producer = mkafka.make_producer(kafka_bootstrap, signer)
     for step in (1, 2, 3):
         record = events_pb2.JobRecord()
         record.job.job_id = job_id
@@ -67,7 +74,7 @@ def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap):
         mkafka.publish(producer, TOPIC_JOB_STATE, job_id, record)
     producer.close()
     latest = {}
-    for key, message, _ in mkafka.read_to_end(kafka_bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord):
+    for key, message, _ in mkafka.read_to_end(kafka_bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, signer=signer):
         latest[key] = message
     assert latest[job_id].job.step == 3
 
@@ -77,7 +84,7 @@ def test_parse_rejects_garbage(kafka_bootstrap):
         topic, partition, offset, value, headers = "t", 0, 7, b"\xff\xff\xff", []
 
     with pytest.raises(mkafka.PayloadError, match="t\\[0\\]@7"):
-        mkafka.parse(FakeRecord(), events_pb2.JobEvent)
+        mkafka.parse(FakeRecord(), events_pb2.JobEvent, None)
 
 
 def test_tensors_round_trip_with_checksum(object_store: ObjectStore, s3_config):
@@ -128,3 +135,26 @@ def test_wrong_keys_are_refused(s3_config):
     intruder = ObjectStore(s3_config.endpoint, "nobody", "wrong-secret", s3_config.bucket)
     with pytest.raises(Exception, match="(?i)access|denied|signature"):
         intruder.put_bytes(job_key("x", "input", "a.bin"), b"x")
+
+
+def test_seaweedfs_serves_no_data_without_credentials(seaweedfs, object_store: ObjectStore):
+    key = job_key(uuid.uuid4().hex, "output", "secret.bin")
+    object_store.put_bytes(key, b"private bytes", "application/octet-stream")
+    bucket = object_store.bucket
+    urls = [f"http://127.0.0.1:{seaweedfs.ports['s3']}/{bucket}/{key}",  # S3 without a signature
+            f"http://127.0.0.1:{seaweedfs.ports['s3']}/{bucket}/",
+            f"http://127.0.0.1:{seaweedfs.ports['filer']}/buckets/{bucket}/{key}",  # the filer's own HTTP port
+            f"http://127.0.0.1:{seaweedfs.ports['filer']}/buckets/{bucket}/",
+            f"http://127.0.0.1:{seaweedfs.ports['filer']}/buckets/"]
+    for url in urls:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, timeout=5)  # noqa: S310 - loopback test server
+        assert err.value.code in (401, 403), url
+        err.value.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{seaweedfs.ports['master']}/dir/lookup?volumeId=1", timeout=5) as r:
+        location = json.loads(r.read())["locations"][0]["url"]  # the master tells where volume 1 lives...
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"http://{location}/1,01", timeout=5)  # noqa: S310 - ...which wants a JWT
+    assert err.value.code in (401, 403)
+    err.value.close()
+    assert object_store.get_raw(key) == b"private bytes"  # S3 with the keys still works

@@ -26,6 +26,7 @@ from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.media import probe
 from movakit.runtime import kafka as mkafka
 from movakit.runtime import stack
+from movakit.runtime.auth import with_token
 from movakit.runtime.localstack import free_port, port_open
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPICS
@@ -79,11 +80,13 @@ def local_stack(tmp_path_factory, collector):
         ports = [free_port() for _ in range(7)]
     cfg = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
-        stage_ports=tuple(ports[3:]), access_key="stack-test", secret_key="stack-test-secret",
+        stage_ports=tuple(ports[3:]),  # no S3 keys: `up` generates them
         denoiser_replicas=2, otel_exporter="otlp", otel_endpoint=otlp,
         extra_env={"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})  # no --checkpoint: tiny sizes accepted
     addresses = stack.up(cfg, log=lambda *_: None)
-    channel = grpc.insecure_channel(addresses["gateway"])
+    token = cfg.state_dir / stack.TOKEN_FILE
+    assert token.stat().st_mode & 0o777 == 0o600 and (cfg.state_dir / stack.TOKENS_FILE).stat().st_mode & 0o777 == 0o600
+    channel = with_token(grpc.insecure_channel(addresses["gateway"]), token.read_text().strip())
     yield cfg, addresses, gateway_pb2_grpc.JobServiceStub(channel)
     channel.close()
     if (cfg.state_dir / stack.STATE_FILE).exists():
@@ -91,7 +94,7 @@ def local_stack(tmp_path_factory, collector):
 
 
 def _store(cfg: stack.StackConfig, addresses) -> ObjectStore:
-    return ObjectStore(addresses["s3"], cfg.access_key, cfg.secret_key, cfg.bucket)
+    return ObjectStore(addresses["s3"], *stack.read_s3_credentials(cfg.state_dir), cfg.bucket)
 
 
 def _submit(stub, **overrides) -> str:
@@ -260,7 +263,8 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
 
     # deliver the job's DenoiseTask again, exactly as the encoder published it
     tail = mkafka.make_tail_consumer(addresses["kafka"], TOPIC_DENOISE)
-    producer = mkafka.make_producer(addresses["kafka"])
+    signer = mkafka.RecordSigner((cfg.state_dir / stack.KAFKA_SECRET_FILE).read_text().strip())
+    producer = mkafka.make_producer(addresses["kafka"], signer)
     events_tail = mkafka.make_tail_consumer(addresses["kafka"], "mova.events")
     try:
         task = None
@@ -269,7 +273,7 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
             for records in tail.poll(timeout_ms=300).values():
                 for record in records:
                     if record.key == job_id.encode():
-                        task = mkafka.parse(record, events_pb2.DenoiseTask)[0]
+                        task = mkafka.parse(record, events_pb2.DenoiseTask, signer)[0]
         assert task is not None
         marks = events_tail.end_offsets(sorted(events_tail.assignment()))
         mkafka.publish(producer, TOPIC_DENOISE, job_id, task)
@@ -279,7 +283,7 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
         while len(skipped) < 2 and time.monotonic() < deadline:
             for tp, records in events_tail.poll(timeout_ms=300).items():
                 for record in records:
-                    event = mkafka.parse(record, events_pb2.JobEvent)[0]
+                    event = mkafka.parse(record, events_pb2.JobEvent, signer)[0]
                     if event.job_id != job_id or record.offset < marks[tp]:
                         continue
                     after.append(event)
@@ -373,7 +377,10 @@ def test_status_then_down_stops_everything(local_stack, capsys):
                                           "denoiser-1", "denoiser-2", "decoder"}
     assert all(p.alive for p in processes)
     assert all(p.serving for p in processes if p.serving is not None)
+    assert mova(["jobs", "list", "--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]) == 0  # its token
     assert mova(["stack", "down", "--state-dir", str(cfg.state_dir)]) == 0
+    assert not any((cfg.state_dir / name).exists()
+                   for name in (stack.TOKEN_FILE, stack.S3_CREDENTIALS_FILE, stack.KAFKA_SECRET_FILE))
     ports = [cfg.kafka_port, cfg.s3_port, cfg.gateway_port, *cfg.stage_ports]
     assert not any(port_open(p) for p in ports)
     with pytest.raises(stack.StackError):

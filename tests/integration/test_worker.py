@@ -59,7 +59,7 @@ class DoubleHandler:
 
 
 @pytest.fixture()
-def worker_env(kafka_bootstrap, object_store):
+def worker_env(kafka_bootstrap, object_store, signer):
     suffix = uuid.uuid4().hex[:8]
     inbox, next_topic = f"test.worker.in.{suffix}", f"test.worker.next.{suffix}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -67,11 +67,12 @@ def worker_env(kafka_bootstrap, object_store):
     admin.close()
     handler = DoubleHandler(object_store, inbox, next_topic)
     group = f"test-worker-{suffix}"
-    worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, service="test-worker",
+    worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, signer=signer,
+                         service="test-worker",
                          replica_id=f"r-{suffix}", max_attempts=3, retry_backoff_s=0.1)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
-    producer = mkafka.make_producer(kafka_bootstrap)
+    producer = mkafka.make_producer(kafka_bootstrap, signer)
     events = Tail(mkafka.make_tail_consumer(kafka_bootstrap, TOPIC_EVENTS), events_pb2.JobEvent)
     outputs = Tail(mkafka.make_tail_consumer(kafka_bootstrap, next_topic), events_pb2.DecodeTask)
     yield {"handler": handler, "worker": worker, "producer": producer, "events": events, "outputs": outputs,
@@ -105,7 +106,7 @@ class Tail:
                 return found
             for records in self.consumer.poll(timeout_ms=200).values():
                 for record in records:
-                    self.seen.append(mkafka.parse(record, self.message_type)[0])
+                    self.seen.append(mkafka.parse(record, self.message_type, None)[0])  # inspection only
 
 
 def _job_events(env, job_id: str, kind: str, *, count: int = 1):
@@ -167,13 +168,23 @@ def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
         assert "ChecksumError" in failed.failed.reason and failed.failed.stage == common_pb2.STAGE_DENOISE
         (letter2,) = dead.wait(lambda m: m.job_id == job)
         assert letter2.topic == env["inbox"]
+
+        # A well-formed task from a producer without the stack's secret is dead-lettered and never run.
+        forged_job = f"job-{uuid.uuid4().hex[:8]}"
+        forger = mkafka.make_producer(env["bootstrap"], mkafka.RecordSigner("not-the-secret"))
+        mkafka.publish(forger, env["inbox"], forged_job, _task(env["store"], forged_job, 2.0))
+        forger.close()
+        (letter3,) = dead.wait(lambda m: b"\n\x0c" + forged_job.encode() in m.payload)
+        assert "signature" in letter3.reason and not letter3.job_id
     finally:
         dead.consumer.close()
 
     job2 = f"job-{uuid.uuid4().hex[:8]}"  # still alive: the next good task is processed
     mkafka.publish(env["producer"], env["inbox"], job2, _task(env["store"], job2, 4.0))
     assert env["outputs"].wait(lambda m: m.job_id == job2)
-    assert env["worker"].stats.dead_letters == 2
+    assert env["worker"].stats.dead_letters == 3
+    assert not [m for m in env["outputs"].seen if m.job_id == forged_job]  # the forged task was not acted on
+    assert not [e for e in env["events"].seen if e.job_id == forged_job]
 
 
 def test_a_kafka_error_outside_the_stage_does_not_end_the_worker(worker_env):

@@ -28,7 +28,10 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the metadata `authorization: Bearer <token>`; a missing or unknown token gets
+    UNAUTHENTICATED. A tenant sees only its own jobs: another tenant's job id answers NOT_FOUND.
+    A request body that is not a valid message gets INVALID_ARGUMENT.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -64,19 +67,24 @@ class JobServiceStub:
 
 
 class JobServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the metadata `authorization: Bearer <token>`; a missing or unknown token gets
+    UNAUTHENTICATED. A tenant sees only its own jobs: another tenant's job id answers NOT_FOUND.
+    A request body that is not a valid message gets INVALID_ARGUMENT.
+    """
 
     def Submit(self, request, context):
         """Validates and queues a job. INVALID_ARGUMENT (message names the field) for bad input,
-        RESOURCE_EXHAUSTED when too many jobs are queued, UNAVAILABLE when S3 or Kafka cannot take the job.
-        A known idempotency_key returns that job.
+        RESOURCE_EXHAUSTED when the queue or the tenant's quota is full (by job count or estimated GPU-seconds;
+        the status details carry a google.rpc.RetryInfo with the delay to wait), UNAVAILABLE when S3 or Kafka
+        cannot take the job. A known idempotency_key (per tenant) returns that job when the request is the same,
+        and ALREADY_EXISTS naming the key when it differs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Get(self, request, context):
-        """NOT_FOUND for an unknown id.
+        """NOT_FOUND for an unknown id (or another tenant's); INVALID_ARGUMENT for an id over 64 characters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,7 +107,7 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Jobs, newest first.
+        """The tenant's jobs, newest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,7 +150,10 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Missing associated documentation comment in .proto file."""
+    """Every call needs the metadata `authorization: Bearer <token>`; a missing or unknown token gets
+    UNAUTHENTICATED. A tenant sees only its own jobs: another tenant's job id answers NOT_FOUND.
+    A request body that is not a valid message gets INVALID_ARGUMENT.
+    """
 
     @staticmethod
     def Submit(request,

@@ -17,14 +17,15 @@ from movakit.services.gateway.job_store import JobStore
 log = logging.getLogger("movakit.gateway.follower")
 
 
-def replay_job_state(bootstrap: str, store: JobStore, *, timeout_s: float) -> int:
-    """Loads the latest JobRecord of every job from the compacted topic; returns how many records it read."""
+def replay_job_state(bootstrap: str, store: JobStore, signer: mkafka.RecordSigner, *, timeout_s: float) -> int:
+    """Loads the latest JobRecord of every job from the compacted topic (records that do not verify are skipped);
+    returns how many records it read."""
     def skip(record, error: mkafka.PayloadError) -> None:
-        log.warning("skipping an undecodable job record", extra={"fields": {"error": str(error)}})
+        log.warning("skipping an undecodable or unsigned job record", extra={"fields": {"error": str(error)}})
 
     count = 0
     for _key, record, _ in mkafka.read_to_end(
-        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s, on_invalid=skip
+        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s, on_invalid=skip, signer=signer
     ):
         if record is not None and record.job.job_id:
             store.load_record(record)
@@ -36,8 +37,10 @@ class EventFollower:
     """A daemon thread applying every job event to the store. `caught_up` is set once it has read everything
     that was in mova.events when it started, so a restarted gateway answers with current state."""
 
-    def __init__(self, bootstrap: str, store: JobStore, producer: KafkaProducer, *, timeout_s: float) -> None:
+    def __init__(self, bootstrap: str, store: JobStore, producer: KafkaProducer, signer: mkafka.RecordSigner, *,
+                 timeout_s: float) -> None:
         self._store = store
+        self._signer = signer
         self._producer = producer
         self._stop = threading.Event()
         self.caught_up = threading.Event()
@@ -73,9 +76,9 @@ class EventFollower:
 
     def _absorb(self, record) -> None:
         try:
-            event, _ = mkafka.parse(record, events_pb2.JobEvent)
-        except mkafka.PayloadError as exc:
-            log.warning("skipping an undecodable event", extra={"fields": {"error": str(exc)}})
+            event, _ = mkafka.parse(record, events_pb2.JobEvent, self._signer)
+        except mkafka.PayloadError as exc:  # undecodable, or not signed with the stack's secret: never applied
+            log.warning("skipping an undecodable or unsigned event", extra={"fields": {"error": str(exc)}})
             return
         job = self._store.apply(event)
         if job is None:

@@ -1,4 +1,5 @@
-"""The gateway's materialised job state: every job, its event history and the idempotency index, in memory.
+"""The gateway's materialised job state: every job, its event history and the idempotency index (per tenant),
+in memory.
 
 It is rebuilt at startup from the compacted mova.job-state topic (the latest JobRecord per job) and then from
 mova.events read from the beginning. Applying an event is monotone, so replaying old events over a newer
@@ -39,7 +40,7 @@ class JobStore:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._by_key: dict[str, str] = {}
+        self._by_key: dict[tuple[str, str], str] = {}  # (tenant, idempotency key) -> job id
         self._changed = threading.Condition()
 
     # ---- writing ---------------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ class JobStore:
             else:
                 entry.job = _copy(job)
             if job.idempotency_key:
-                self._by_key[job.idempotency_key] = job.job_id
+                self._by_key[(job.tenant, job.idempotency_key)] = job.job_id
             self._changed.notify_all()
 
     def load_record(self, record: events_pb2.JobRecord) -> None:
@@ -73,7 +74,7 @@ class JobStore:
                 # A job another gateway replica accepted: its queued event carries the whole job.
                 entry = self._entries[event.job_id] = _Entry(_copy(event.queued.job), [])
                 if entry.job.idempotency_key:
-                    self._by_key.setdefault(entry.job.idempotency_key, event.job_id)
+                    self._by_key.setdefault((entry.job.tenant, entry.job.idempotency_key), event.job_id)
             if entry is None:
                 return None
             entry.events.append(event)
@@ -89,8 +90,9 @@ class JobStore:
         """Forgets a job whose Submit could not be completed."""
         with self._changed:
             entry = self._entries.pop(job_id, None)
-            if entry is not None and self._by_key.get(entry.job.idempotency_key) == job_id:
-                del self._by_key[entry.job.idempotency_key]
+            key = (entry.job.tenant, entry.job.idempotency_key) if entry is not None else None
+            if key is not None and self._by_key.get(key) == job_id:
+                del self._by_key[key]
 
     def mark_cancel_requested(self, job_id: str) -> common_pb2.Job:
         """Sets cancel_requested and CANCELLING on a job that is not finished; returns a copy."""
@@ -108,15 +110,21 @@ class JobStore:
             entry = self._entries.get(job_id)
             return None if entry is None else _copy(entry.job)
 
-    def by_idempotency_key(self, key: str) -> common_pb2.Job | None:
+    def by_idempotency_key(self, tenant: str, key: str) -> common_pb2.Job | None:
         with self._changed:
-            job_id = self._by_key.get(key)
+            job_id = self._by_key.get((tenant, key))
             return None if job_id is None else _copy(self._entries[job_id].job)
 
     def active_count(self) -> int:
         """Jobs not finished yet (queued, running or cancelling)."""
         with self._changed:
             return sum(1 for e in self._entries.values() if e.job.state not in TERMINAL)
+
+    def active_load(self, tenant: str) -> tuple[int, float, float]:
+        """(unfinished jobs, their estimated GPU-seconds, the GPU-seconds of those of `tenant`)."""
+        with self._changed:
+            active = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
+            return len(active), sum(j.cost_gpu_s for j in active), sum(j.cost_gpu_s for j in active if j.tenant == tenant)
 
     def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
         """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished."""
@@ -128,12 +136,13 @@ class JobStore:
                 )
             return list(entry.events[start:]), entry.job.state in TERMINAL
 
-    def page(self, page_size: int, page_token: str, state: int) -> tuple[list[common_pb2.Job], str]:
-        """Jobs newest first (created_at, then job id), optionally of one state; returns the page and the token
-        of the next one ("" on the last page). Tokens stay valid while new jobs arrive."""
+    def page(self, tenant: str, page_size: int, page_token: str, state: int) -> tuple[list[common_pb2.Job], str]:
+        """The tenant's jobs newest first (created_at, then job id), optionally of one state; returns the page and
+        the token of the next one ("" on the last page). Tokens stay valid while new jobs arrive."""
         after = _decode_token(page_token) if page_token else None
         with self._changed:
-            jobs = [e.job for e in self._entries.values() if state == common_pb2.JOB_STATE_UNSPECIFIED or e.job.state == state]
+            jobs = [e.job for e in self._entries.values()
+                    if e.job.tenant == tenant and state in (common_pb2.JOB_STATE_UNSPECIFIED, e.job.state)]
             jobs.sort(key=_order, reverse=True)
             if after is not None:
                 jobs = [j for j in jobs if _order(j) < after]

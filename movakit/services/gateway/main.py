@@ -15,7 +15,8 @@ import grpc
 from kafka import KafkaProducer
 
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.grpc_server import serve
+from movakit.runtime.auth import TokenBook, TokensFileError
+from movakit.runtime.grpc_server import serve, tls_credentials
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
@@ -54,25 +55,32 @@ def start_gateway(
                            secure=settings.s3_secure, region=settings.s3_region)
 
     rules = settings.rules()  # read first: a checkpoint folder without its configs stops the start here
+    tokens = TokenBook.load(settings.tokens_file)  # TokensFileError / OSError before anything starts
+    credentials = (tls_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+                   if settings.tls_cert_file else None)
     objects = store_at(settings.s3_endpoint)
     objects.ensure_bucket()
     # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
     signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
-    records = replay_job_state(settings.kafka_bootstrap, store, timeout_s=settings.startup_timeout_s)
-    producer = mkafka.make_producer(settings.kafka_bootstrap)
-    follower = EventFollower(settings.kafka_bootstrap, store, producer, timeout_s=settings.startup_timeout_s)
+    records_key = mkafka.RecordSigner(settings.kafka_secret)  # signs and verifies Kafka records
+    records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
+    producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
+    follower = EventFollower(settings.kafka_bootstrap, store, producer, records_key,
+                             timeout_s=settings.startup_timeout_s)
     follower.start()
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
         servicer = JobServicer(
-            store, objects, producer, signer=signer, rules=rules,
-            max_active_jobs=settings.max_active_jobs, presign_expiry_s=settings.presign_expiry_s,
+            store, objects, producer, signer=signer, tokens=tokens, rules=rules,
+            admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
+            presign_expiry_s=settings.presign_expiry_s,
         )
         if reservation is not None:
             reservation.close()
-        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals)
+        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
+                       credentials=credentials)
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         follower.stop()
         producer.close()
@@ -85,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_json_logging()
     try:
         settings = GatewaySettings.load(sys.argv[1:] if argv is None else argv)
-    except SettingsError as exc:
+        TokenBook.load(settings.tokens_file)
+    except (SettingsError, TokensFileError) as exc:
         print(f"mova-gateway: error: {exc}", file=sys.stderr)
         return 2
     log.info("settings", extra={"fields": settings.redacted()})

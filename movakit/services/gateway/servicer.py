@@ -1,5 +1,7 @@
-"""JobService: the job API. Validates, stores the input image in S3, records the job on mova.job-state,
-publishes the queued event and the first task, and answers from the JobStore the EventFollower keeps current."""
+"""JobService: the job API. Authenticates the caller's tenant, validates, admits by estimated cost
+(admission.py), stores the input image in S3, records the job on mova.job-state, publishes the queued event and
+the first task, and answers from the JobStore the EventFollower keeps current. A tenant only ever sees its own
+jobs: another tenant's job answers NOT_FOUND, exactly like an unknown id."""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit import request as contract
 from movakit.model_rules import ModelRules
+from movakit.runtime.auth import TokenBook
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.runtime.worker import make_event
+from movakit.services.gateway import admission
 from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
 
 log = logging.getLogger("movakit.gateway")
@@ -27,6 +31,7 @@ log = logging.getLogger("movakit.gateway")
 SOURCE = "gateway"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_JOB_ID_CHARS = 64  # ids are 32 hex characters; longer ones are refused without echoing them whole
 _WATCH_POLL_S = 0.5
 _IMAGE_SUFFIX = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -40,19 +45,23 @@ def _now() -> Timestamp:
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
-        rules: ModelRules, max_active_jobs: int, presign_expiry_s: int,
+        tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits, gpu_s_per_mpixel_step: float,
+        presign_expiry_s: int,
     ) -> None:
         self._jobs = store
         self._objects = objects
         self._signer = signer  # presigns artifact URLs for the endpoint clients use
         self._producer = producer
+        self._tokens = tokens
         self._rules = rules  # the checkpoint's: preset, size step, frame rule, trained sizes
-        self._max_active = max_active_jobs
+        self._admission = admission_limits
+        self._gpu_s_per_mpixel_step = gpu_s_per_mpixel_step
         self._presign_s = presign_expiry_s
         self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
 
     # ---- Submit ----------------------------------------------------------------------------------------------
     def Submit(self, request: gateway_pb2.SubmitRequest, context: grpc.ServicerContext) -> gateway_pb2.SubmitResponse:
+        tenant = self._tokens.authenticate(context)
         try:  # the same contract as `mova generate`: defaults filled (seed drawn), then every field checked
             req = contract.resolve(contract.from_proto(request.params), self._rules)
             params = contract.to_proto(contract.validate(req, self._rules))
@@ -64,35 +73,44 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
+        digest = admission.request_sha256(request, params)
+        cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step)
+        if cost > min(self._admission.tenant_max_gpu_s, self._admission.max_queued_gpu_s):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"params: the job's estimated {cost:.0f} GPU-s exceed what one tenant may queue "
+                          f"({min(self._admission.tenant_max_gpu_s, self._admission.max_queued_gpu_s):.0f}); "
+                          "ask for fewer frames, a smaller size or fewer steps")
         with self._submit_lock:
             if request.idempotency_key:
-                existing = self._jobs.by_idempotency_key(request.idempotency_key)
+                existing = self._jobs.by_idempotency_key(tenant, request.idempotency_key)
+                if existing is not None and existing.request_sha256 != digest:
+                    context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                  f"idempotency_key: {request.idempotency_key!r} was used for a different request "
+                                  f"(job {existing.job_id})")
                 if existing is not None:
                     return gateway_pb2.SubmitResponse(
                         job_id=existing.job_id, existing=True, job=self._with_urls(existing)
                     )
-            active = self._jobs.active_count()
-            if active >= self._max_active:
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"{active} jobs are queued or running (limit {self._max_active}); retry later",
-                )
+            refusal = admission.check(self._admission, cost, *self._jobs.active_load(tenant))
+            if refusal is not None:
+                admission.abort_exhausted(context, refusal)
             try:
-                job = self._create(params, request, content_type)
+                job = self._create(params, request, content_type, tenant=tenant, digest=digest, cost=cost)
             except (KafkaError, S3Error, OSError) as exc:
                 log.exception("submit failed")
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {type(exc).__name__}: {exc}")
         log.info("job submitted", extra={"fields": {"job_id": job.job_id, "key": request.idempotency_key}})
         return gateway_pb2.SubmitResponse(job_id=job.job_id, existing=False, job=job)
 
-    def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest,
-                content_type: str) -> common_pb2.Job:
+    def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest, content_type: str,
+                *, tenant: str, digest: str, cost: float) -> common_pb2.Job:
         job_id = uuid.uuid4().hex
         now = _now()
         job = common_pb2.Job(
             job_id=job_id, state=common_pb2.JOB_STATE_QUEUED, params=params,
             idempotency_key=request.idempotency_key, created_at=now, updated_at=now,
             stage=common_pb2.STAGE_ENHANCE, total_steps=params.num_inference_steps, effective_prompt=params.prompt,
+            tenant=tenant, request_sha256=digest, cost_gpu_s=cost,
         )
         if request.image:
             key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX[content_type]}")
@@ -117,13 +135,14 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         return self._with_urls(self._require(request.job_id, context))
 
     def List(self, request: gateway_pb2.ListJobsRequest, context: grpc.ServicerContext) -> gateway_pb2.ListJobsResponse:
+        tenant = self._tokens.authenticate(context)
         size = request.page_size or DEFAULT_PAGE_SIZE
         if not 1 <= size <= MAX_PAGE_SIZE:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size: {size} is outside 1..{MAX_PAGE_SIZE}")
         if request.state not in common_pb2.JobState.values():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown JobState {request.state}")
         try:
-            jobs, token = self._jobs.page(size, request.page_token, request.state)
+            jobs, token = self._jobs.page(tenant, size, request.page_token, request.state)
         except PageTokenError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
         return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in jobs], next_page_token=token)
@@ -168,10 +187,16 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
 
     # ---- helpers ---------------------------------------------------------------------------------------------
     def _require(self, job_id: str, context: grpc.ServicerContext) -> common_pb2.Job:
+        """The caller's job `job_id`; aborts with UNAUTHENTICATED, INVALID_ARGUMENT or NOT_FOUND (also for another
+        tenant's job: its existence is not revealed)."""
+        tenant = self._tokens.authenticate(context)
         if not job_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id: must not be empty")
+        if len(job_id) > MAX_JOB_ID_CHARS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"job_id: {len(job_id)} characters, at most {MAX_JOB_ID_CHARS}")
         job = self._jobs.get(job_id)
-        if job is None:
+        if job is None or job.tenant != tenant:
             context.abort(grpc.StatusCode.NOT_FOUND, f"job_id: no job {job_id!r}")
         return job
 

@@ -1,8 +1,9 @@
 """Settings of the gateway: `MOVA_GATEWAY_<FIELD>` variables or the matching `--<field-with-dashes>` flags.
 
 A flag wins over the variable, the variable over the default. Defaults are the local-stack and docker-compose
-addresses (gateway 127.0.0.1:50051, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and the same S3 bucket and keys
-as the stage services. Read once at startup by main.py; nothing else reads the environment.
+addresses (gateway 127.0.0.1:50051, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and the same S3 bucket as the stage
+services. Secrets have no default: the S3 keys and the tokens file must be given (`mova stack up` generates them).
+Read once at startup by main.py; nothing else reads the environment.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 from movakit.runtime import settings as s
 from movakit.runtime.telemetry import EXPORTERS
+from movakit.services.gateway import admission
 
 PREFIX = "MOVA_GATEWAY_"
 
@@ -22,15 +24,24 @@ PREFIX = "MOVA_GATEWAY_"
 class GatewaySettings:
     listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
+    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
-    s3_access_key: str = "movakit"  # S3 access key id (redacted in logs)
-    s3_secret_key: str = "movakit-secret"  # S3 secret key (redacted in logs)
+    s3_access_key: str = ""  # S3 access key id, required (redacted in logs)
+    s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
     s3_bucket: str = "movakit"  # bucket holding jobs/<job>/...
     s3_secure: bool = False  # use https for S3
     s3_region: str = "us-east-1"  # S3 region name
     s3_public_endpoint: str = ""  # host:port clients use in artifact URLs (compose: 127.0.0.1:9000); "" = s3_endpoint
-    presign_expiry_s: int = 3600  # lifetime of artifact download URLs, 60 .. 604800 s
+    presign_expiry_s: int = 900  # lifetime of artifact download URLs, 60 .. 604800 s
+    tokens_file: str = ""  # required: '<tenant> <sha256 of token>' lines (movakit/runtime/auth.py)
+    tls_cert_file: str = ""  # PEM certificate chain: serve TLS (with tls_key_file); "" = plaintext
+    tls_key_file: str = ""  # PEM private key of tls_cert_file
+    tls_client_ca_file: str = ""  # PEM CA: clients must present a certificate it signed (mutual TLS)
     max_active_jobs: int = 64  # Submit answers RESOURCE_EXHAUSTED while this many jobs are queued or running
+    gpu_s_per_mpixel_step: float = 0.1  # estimated GPU-seconds per million pixel-steps (frames*h*w*steps / 1e6)
+    max_queued_gpu_s: float = 36000.0  # estimated GPU-seconds all unfinished jobs may hold together
+    tenant_max_gpu_s: float = 14400.0  # estimated GPU-seconds one tenant's unfinished jobs may hold
+    gpus: int = 1  # GPUs working through the queue (divides the retry delay of a refusal)
     checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
     startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
     otel_exporter: str = "none"  # none | console | otlp | memory
@@ -65,10 +76,19 @@ class GatewaySettings:
             s.check_address(self.env_name("s3_public_endpoint"), self.s3_public_endpoint)
         if not self.kafka_bootstrap:
             raise s.SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
-        if not self.s3_bucket:
-            raise s.SettingsError(self.env_name("s3_bucket"), "must not be empty")
+        for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "tokens_file", "kafka_secret"):
+            if not getattr(self, name):
+                raise s.SettingsError(self.env_name(name), "must not be empty")
         s.check_range(self.env_name("presign_expiry_s"), self.presign_expiry_s, 60, 7 * 24 * 3600)
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise s.SettingsError(self.env_name("tls_key_file"), "tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise s.SettingsError(self.env_name("tls_client_ca_file"), "needs tls_cert_file and tls_key_file")
         s.check_range(self.env_name("max_active_jobs"), self.max_active_jobs, 1, 1_000_000)
+        s.check_range(self.env_name("gpu_s_per_mpixel_step"), self.gpu_s_per_mpixel_step, 0.0, 1e6)
+        s.check_range(self.env_name("max_queued_gpu_s"), self.max_queued_gpu_s, 1.0, 1e12)
+        s.check_range(self.env_name("tenant_max_gpu_s"), self.tenant_max_gpu_s, 1.0, 1e12)
+        s.check_range(self.env_name("gpus"), self.gpus, 1, 100_000)
         s.check_range(self.env_name("startup_timeout_s"), self.startup_timeout_s, 1, 3600)
         if self.otel_exporter not in EXPORTERS:
             raise s.SettingsError(self.env_name("otel_exporter"), f"one of {', '.join(EXPORTERS)}, got {self.otel_exporter!r}")
@@ -85,6 +105,9 @@ class GatewaySettings:
 
             path = str(default_demo_checkpoint())
         return ModelRules.from_checkpoint(path)
+
+    def admission(self) -> admission.Limits:
+        return admission.Limits(self.max_active_jobs, self.max_queued_gpu_s, self.tenant_max_gpu_s, self.gpus)
 
     def redacted(self) -> dict[str, object]:
         return s.redacted(self)

@@ -39,3 +39,32 @@ def test_health_reflection_and_a_busy_port():
     finally:
         server.stop(0).wait()
     assert not check_health(address, timeout_s=0.5)
+
+
+class Echo(gateway_pb2_grpc.JobServiceServicer):
+    def Get(self, request, context):
+        from movakit.api.v1 import common_pb2
+
+        return common_pb2.Job(job_id=request.job_id)
+
+
+def test_a_body_that_is_not_the_message_gets_invalid_argument():
+    address = f"127.0.0.1:{free_port()}"
+
+    def add_echo(server: grpc.Server) -> list[str]:
+        gateway_pb2_grpc.add_JobServiceServicer_to_server(Echo(), server)
+        return ["movakit.api.v1.JobService"]
+
+    server = serve("test", add_echo, address, handle_signals=False)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            raw = channel.unary_unary("/movakit.api.v1.JobService/Get")  # bytes in, bytes out
+            # field 1 (job_id) as a length-delimited string holding invalid UTF-8; then bytes that are no message
+            for body in (b"\x0a\x02\xff\xfe", b"\xff\xff\xff\xff\xff", b"\x0a\x7f"):
+                with pytest.raises(grpc.RpcError) as err:
+                    raw(body, timeout=5)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, body
+                assert "/movakit.api.v1.JobService/Get" in err.value.details()
+            assert raw(gateway_pb2.GetJobRequest(job_id="ok").SerializeToString(), timeout=5)  # valid ones still work
+    finally:
+        server.stop(0).wait()

@@ -12,9 +12,9 @@ from movakit.api.v1 import events_pb2 as e
 from movakit.services.gateway.job_store import JobStore, PageTokenError
 
 
-def job(job_id: str, created_s: int = 1, key: str = "") -> c.Job:
+def job(job_id: str, created_s: int = 1, key: str = "", tenant: str = "t1", cost: float = 0.0) -> c.Job:
     return c.Job(job_id=job_id, state=c.JOB_STATE_QUEUED, created_at=Timestamp(seconds=created_s),
-                 idempotency_key=key, total_steps=4)
+                 idempotency_key=key, total_steps=4, tenant=tenant, cost_gpu_s=cost)
 
 
 def ev(job_id: str, second: int = 10, **kind) -> e.JobEvent:
@@ -76,7 +76,11 @@ def test_steps_only_grow_and_cancelling_survives_progress():
 def test_snapshots_and_idempotency_keys():
     store = JobStore()
     store.put(job("a", key="k1"))
-    assert store.by_idempotency_key("k1").job_id == "a" and store.by_idempotency_key("k2") is None
+    assert store.by_idempotency_key("t1", "k1").job_id == "a" and store.by_idempotency_key("t1", "k2") is None
+    assert store.by_idempotency_key("t2", "k1") is None  # keys are per tenant
+    store.put(job("b", key="k1", tenant="t2"))
+    assert store.by_idempotency_key("t2", "k1").job_id == "b" and store.by_idempotency_key("t1", "k1").job_id == "a"
+    store.apply(ev("b", cancelled=e.Cancelled()))
     store.apply(ev("a", succeeded=e.Succeeded()))
     stale = e.JobRecord(job=job("a", key="k1"))  # an older record read back from the job-state topic
     store.load_record(stale)
@@ -98,17 +102,19 @@ def test_pages_are_newest_first_and_stable_when_jobs_arrive():
     store = JobStore()
     for i in range(5):
         store.put(job(f"j{i}", created_s=i))
-    first, token = store.page(2, "", c.JOB_STATE_UNSPECIFIED)
+    store.put(job("other", created_s=3, tenant="t2"))  # another tenant's job is never listed
+    first, token = store.page("t1", 2, "", c.JOB_STATE_UNSPECIFIED)
     assert [j.job_id for j in first] == ["j4", "j3"] and token
     store.put(job("j9", created_s=9))  # a new job does not shift the next page
-    second, token = store.page(2, token, c.JOB_STATE_UNSPECIFIED)
-    third, last = store.page(2, token, c.JOB_STATE_UNSPECIFIED)
+    second, token = store.page("t1", 2, token, c.JOB_STATE_UNSPECIFIED)
+    third, last = store.page("t1", 2, token, c.JOB_STATE_UNSPECIFIED)
     assert [j.job_id for j in second] == ["j2", "j1"] and [j.job_id for j in third] == ["j0"] and last == ""
     store.apply(ev("j1", failed=e.Failed()))
-    failed, _ = store.page(10, "", c.JOB_STATE_FAILED)
+    failed, _ = store.page("t1", 10, "", c.JOB_STATE_FAILED)
     assert [j.job_id for j in failed] == ["j1"]
     with pytest.raises(PageTokenError):
-        store.page(2, "bm9wZQ==", c.JOB_STATE_UNSPECIFIED)
+        store.page("t1", 2, "bm9wZQ==", c.JOB_STATE_UNSPECIFIED)
+    assert [j.job_id for j in store.page("t2", 10, "", c.JOB_STATE_UNSPECIFIED)[0]] == ["other"]
 
 
 def test_wait_events_wakes_on_a_new_event():
@@ -128,8 +134,18 @@ def test_a_queued_event_introduces_a_job_from_another_replica():
     store = JobStore()
     carried = job("r", key="rk")
     store.apply(ev("r", queued=e.Queued(job=carried)))
-    assert store.get("r") == carried and store.by_idempotency_key("rk").job_id == "r"
+    assert store.get("r") == carried and store.by_idempotency_key("t1", "rk").job_id == "r"
     store.apply(ev("r", stage_started=e.StageStarted(stage=c.STAGE_ENHANCE)))
     assert store.get("r").state == c.JOB_STATE_RUNNING
     store.discard("r")
-    assert store.get("r") is None and store.by_idempotency_key("rk") is None
+    assert store.get("r") is None and store.by_idempotency_key("t1", "rk") is None
+
+
+def test_active_load_sums_unfinished_costs_overall_and_per_tenant():
+    store = JobStore()
+    store.put(job("a", cost=10.0))
+    store.put(job("b", cost=5.0, tenant="t2"))
+    store.put(job("c", cost=7.0))
+    store.apply(ev("c", succeeded=e.Succeeded()))  # finished work no longer counts
+    assert store.active_load("t1") == (2, 15.0, 10.0)
+    assert store.active_load("t2") == (2, 15.0, 5.0)

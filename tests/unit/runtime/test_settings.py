@@ -7,6 +7,10 @@ import pytest
 from movakit.runtime import settings as s
 from movakit.services.gateway.settings import GatewaySettings
 
+# The settings without a default (secrets and the tokens file); every load below adds them.
+REQUIRED = {"MOVA_GATEWAY_S3_ACCESS_KEY": "id", "MOVA_GATEWAY_S3_SECRET_KEY": "sk", "MOVA_GATEWAY_TOKENS_FILE": "/t",
+            "MOVA_GATEWAY_KAFKA_SECRET": "ks"}
+
 
 def test_typed_reads():
     env = {"A": " 7 ", "B": "2.5", "C": "Yes", "D": "", "E": "red"}
@@ -36,16 +40,17 @@ def test_errors_name_the_variable(call, message):
 
 
 def test_gateway_defaults_match_the_stack_addresses():
-    settings = GatewaySettings.load([], {})
+    settings = GatewaySettings.load([], REQUIRED)
     assert (settings.listen, settings.kafka_bootstrap, settings.s3_endpoint) == (
         "127.0.0.1:50051", "127.0.0.1:9092", "127.0.0.1:9000"
     )
     assert settings.checkpoint == ""  # the tiny demo checkpoint's rules, as the stage services
+    assert settings.presign_expiry_s == 900  # artifact URLs live 15 minutes unless configured
 
 
 def test_gateway_flag_beats_variable_beats_default():
     env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": "5", "MOVA_GATEWAY_S3_BUCKET": "b1", "MOVA_GATEWAY_CHECKPOINT": "/m"}
-    settings = GatewaySettings.load(["--s3-bucket", "b2"], env)
+    settings = GatewaySettings.load(["--s3-bucket", "b2"], {**REQUIRED, **env})
     assert (settings.max_active_jobs, settings.s3_bucket, settings.checkpoint) == (5, "b2", "/m")
 
 
@@ -57,14 +62,18 @@ def test_gateway_flag_beats_variable_beats_default():
         ([], {"MOVA_GATEWAY_OTEL_EXPORTER": "zipkin"}, "MOVA_GATEWAY_OTEL_EXPORTER: one of"),
         ([], {"MOVA_GATEWAY_OTEL_EXPORTER": "otlp"}, "MOVA_GATEWAY_OTEL_ENDPOINT: required"),
         ([], {"MOVA_GATEWAY_LISTEN": "50051"}, "MOVA_GATEWAY_LISTEN: expected host:port"),
+        ([], {"MOVA_GATEWAY_TOKENS_FILE": ""}, "MOVA_GATEWAY_TOKENS_FILE: must not be empty"),
+        ([], {"MOVA_GATEWAY_KAFKA_SECRET": ""}, "MOVA_GATEWAY_KAFKA_SECRET: must not be empty"),
+        ([], {"MOVA_GATEWAY_S3_SECRET_KEY": ""}, "MOVA_GATEWAY_S3_SECRET_KEY: must not be empty"),
+        ([], {"MOVA_GATEWAY_TENANT_MAX_GPU_S": "0"}, "MOVA_GATEWAY_TENANT_MAX_GPU_S: must be >= 1"),
     ],
 )
 def test_gateway_bad_settings(argv, env, message):
     with pytest.raises(s.SettingsError, match=message):
-        GatewaySettings.load(argv, env)
+        GatewaySettings.load(argv, {**REQUIRED, **env})
 
 
 def test_secrets_are_redacted():
-    shown = GatewaySettings.load([], {"MOVA_GATEWAY_S3_SECRET_KEY": "hunter2"}).redacted()
+    shown = GatewaySettings.load([], {**REQUIRED, "MOVA_GATEWAY_S3_SECRET_KEY": "hunter2"}).redacted()
     assert shown["s3_secret_key"] == "***" and shown["s3_access_key"] == "***"
     assert shown["s3_bucket"] == "movakit" and "hunter2" not in repr(shown)

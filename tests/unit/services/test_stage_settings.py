@@ -14,21 +14,27 @@ from movakit.services.encoder.settings import EncoderSettings
 from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
 
 
+def keys(cls, **env) -> dict[str, str]:
+    """The secrets every stage needs (they have no default), plus `env`."""
+    return {cls.env_name("s3_access_key"): "id", cls.env_name("s3_secret_key"): "sk", cls.env_name("kafka_secret"): "ks",
+            **env}
+
+
 def test_defaults_are_the_local_stack_addresses():
-    ports = {cls.SERVICE: cls.load([], {}).listen for cls in
+    ports = {cls.SERVICE: cls.load([], keys(cls)).listen for cls in
              (PromptEnhancerSettings, EncoderSettings, DenoiserSettings, DecoderSettings)}
     assert ports == {"prompt_enhancer": "127.0.0.1:50052", "encoder": "127.0.0.1:50053",
                      "denoiser": "127.0.0.1:50054", "decoder": "127.0.0.1:50055"}
-    s = EncoderSettings.load([], {})
+    s = EncoderSettings.load([], keys(EncoderSettings))
     assert (s.kafka_bootstrap, s.s3_endpoint, s.group_id, s.consume) == ("127.0.0.1:9092", "127.0.0.1:9000",
                                                                           "mova-encoder", True)
-    assert PromptEnhancerSettings.load([], {}).group_id == "mova-prompt-enhancer"
+    assert PromptEnhancerSettings.load([], keys(PromptEnhancerSettings)).group_id == "mova-prompt-enhancer"
 
 
 def test_flag_wins_over_variable_over_default():
     env = {"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "7", "MOVA_DENOISER_LISTEN": "127.0.0.1:6000",
            "MOVA_DENOISER_CONSUME": "off"}
-    s = DenoiserSettings.load(["--listen", "127.0.0.1:7000"], env)
+    s = DenoiserSettings.load(["--listen", "127.0.0.1:7000"], keys(DenoiserSettings, **env))
     assert (s.listen, s.latent_checkpoint_every, s.consume) == ("127.0.0.1:7000", 7, False)
     assert "MOVA_DENOISER_LATENT_CHECKPOINT_EVERY" in DenoiserSettings.env_names()
     assert "MOVA_ENCODER_LATENT_CHECKPOINT_EVERY" not in EncoderSettings.env_names()
@@ -43,17 +49,18 @@ def test_flag_wins_over_variable_over_default():
     ({"MOVA_DECODER_DTYPE": "int8"}, "MOVA_DECODER_DTYPE"),
     ({"MOVA_DECODER_MAX_ATTEMPTS": "0"}, "MOVA_DECODER_MAX_ATTEMPTS"),
     ({"MOVA_DECODER_RETRY_BACKOFF_S": "soon"}, "MOVA_DECODER_RETRY_BACKOFF_S"),
+    ({"MOVA_DECODER_S3_SECRET_KEY": ""}, "MOVA_DECODER_S3_SECRET_KEY"),
 ])
 def test_bad_values_name_the_variable(env, name):
     with pytest.raises(ValueError, match=name):
-        DecoderSettings.load([], env)
+        DecoderSettings.load([], keys(DecoderSettings, **env))
 
 
 def test_bad_flag_names_the_flag_and_checkpoint_interval_is_checked():
     with pytest.raises(ValueError, match="--latent-checkpoint-every"):
-        DenoiserSettings.load(["--latent-checkpoint-every", "x"], {})
+        DenoiserSettings.load(["--latent-checkpoint-every", "x"], keys(DenoiserSettings))
     with pytest.raises(ValueError, match="MOVA_DENOISER_LATENT_CHECKPOINT_EVERY"):
-        DenoiserSettings.load([], {"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "-1"})
+        DenoiserSettings.load([], keys(DenoiserSettings, MOVA_DENOISER_LATENT_CHECKPOINT_EVERY="-1"))
 
 
 def test_a_service_main_reports_a_bad_value_and_exits_2(capsys, monkeypatch):
@@ -65,7 +72,7 @@ def test_a_service_main_reports_a_bad_value_and_exits_2(capsys, monkeypatch):
 
 
 def test_secrets_are_redacted_and_logs_are_json():
-    s = EncoderSettings.load([], {"MOVA_ENCODER_S3_SECRET_KEY": "hunter2"})
+    s = EncoderSettings.load([], keys(EncoderSettings, MOVA_ENCODER_S3_SECRET_KEY="hunter2"))
     assert s.s3_secret_key == "hunter2"
     assert s.redacted()["s3_secret_key"] == "***" and "hunter2" not in json.dumps(s.redacted())
     assert s.redacted()["s3_access_key"] == "***"  # key ids are credentials, as in the gateway's log line
