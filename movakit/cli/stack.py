@@ -1,4 +1,4 @@
-"""`mova stack up|status|down|init`: the whole service stack on 127.0.0.1 without Docker (movakit.runtime.stack)."""
+"""`mova stack up|status|restart|down|init`: the whole service stack on 127.0.0.1 without Docker (movakit.runtime.stack)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,11 @@ def register(subparsers) -> None:
     st = sub.add_parser("status", help="every address and process of the running stack, alive or not")
     _state_dir(st)
     st.set_defaults(func=_status)
+
+    rs = sub.add_parser("restart", help="stop one service and start it again (it stays part of the stack)")
+    rs.add_argument("service", help="a service name as `mova stack status` lists it, e.g. encoder or denoiser-2")
+    _state_dir(rs)
+    rs.set_defaults(func=_restart)
 
     it = sub.add_parser("init", help="create the topics and the bucket on running servers (docker-compose's init)")
     it.add_argument("--kafka", default="127.0.0.1:9092", help="Kafka bootstrap host:port")
@@ -102,6 +107,18 @@ def _status(args) -> int:
         healthy = healthy and p.alive and p.serving is not False
         print(f"  {p.name:<16} {p.pid:>8}  {p.address:<22} {state}")
     return 0 if healthy else 1
+
+
+def _restart(args) -> int:
+    from movakit.runtime.stack import StackError, restart
+
+    try:
+        entry = restart(args.state_dir.resolve(), args.service)
+    except StackError as exc:
+        print(f"mova stack restart: {exc}")
+        return 1
+    print(f"restarted {entry.name}: pid {entry.pid} on {entry.address}, log {entry.log}")
+    return 0
 
 
 def _init(args) -> int:

@@ -1,10 +1,12 @@
-"""Process supervision for `mova stack up|status|down|init`: the whole stack on 127.0.0.1, without Docker.
+"""Process supervision for `mova stack up|status|restart|down|init`: the whole stack on 127.0.0.1, without Docker.
 
 `up` starts Tansu (Kafka protocol) and SeaweedFS (S3 with access keys) through movakit.runtime.localstack,
 creates the topics and the bucket, then one process per service (`python -m movakit.services.<name>.main`), each
 configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/logs/<name>.log; the processes
-(pid, start time, address, log) are recorded in <state_dir>/stack.json so `status` and `down` can find them from
-another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
+(pid, start time, address, log, and for a service its command line and variables) are recorded in
+<state_dir>/stack.json so `status`, `restart` and `down` can find them from another shell. Every process runs in
+its own session, so it outlives the `mova stack up` command. `restart` stops one service and starts it again with
+the recorded command line, then records the new process in place of the old one.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
 Every service, the gateway included, gets the same checkpoint folder: the gateway judges requests by its configs
 (movakit/model_rules.py), so on the tiny demo checkpoint tiny sizes such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
@@ -28,7 +30,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from movakit.runtime import auth, localstack
@@ -89,6 +91,8 @@ class ProcessEntry:
     address: str
     log: str
     kind: str  # "infra" | "service"
+    argv: tuple[str, ...] = ()  # a service's command line and its own variables, run again by `restart`
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -148,16 +152,17 @@ def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, re
 
 def _spawn_service(cfg: StackConfig, name: str, module: str, env: dict[str, str], address: str) -> ProcessEntry:
     log_path = cfg.state_dir / "logs" / f"{name}.log"
-    proc = localstack.spawn([sys.executable, "-m", module], log_path,
-                            {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}, cfg.state_dir)
-    return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service")
+    argv = (sys.executable, "-m", module)
+    env = {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}
+    proc = localstack.spawn(list(argv), log_path, env, cfg.state_dir)
+    return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service", argv, env)
 
 
-def _write_state(cfg: StackConfig, entries: list[ProcessEntry], addresses: dict[str, str]) -> None:
+def _write_state(state_dir: Path, entries: list[ProcessEntry], addresses: dict[str, str]) -> None:
     state = {"addresses": addresses, "processes": [asdict(e) for e in entries]}
-    tmp = cfg.state_dir / (STATE_FILE + ".tmp")
+    tmp = state_dir / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(cfg.state_dir / STATE_FILE)
+    tmp.replace(state_dir / STATE_FILE)
 
 
 def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
@@ -166,7 +171,7 @@ def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
     if not path.is_file():
         raise StackError(f"no stack recorded in {state_dir} (run `mova stack up` first)")
     state = json.loads(path.read_text())
-    return state["addresses"], [ProcessEntry(**e) for e in state["processes"]]
+    return state["addresses"], [ProcessEntry(**{**e, "argv": tuple(e["argv"])}) for e in state["processes"]]
 
 
 def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key: str, *,
@@ -202,11 +207,11 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         tansu = localstack.start_tansu(cfg.kafka_port, data / "tansu")
         entries.append(ProcessEntry("tansu", tansu.pid, _start_ticks(tansu.pid), tansu.address,
                                     str(tansu.log_path), "infra"))
-        _write_state(cfg, entries, addresses)
+        _write_state(cfg.state_dir, entries, addresses)
         weed = localstack.start_seaweedfs(cfg.s3_port, data / "seaweedfs", cfg.access_key, cfg.secret_key)
         entries.append(ProcessEntry("seaweedfs", weed.pid, _start_ticks(weed.pid), weed.address,
                                     str(weed.log_path), "infra"))
-        _write_state(cfg, entries, addresses)
+        _write_state(cfg.state_dir, entries, addresses)
         log(f"kafka (tansu) on {tansu.address}, s3 (seaweedfs) on {weed.address}")
         init_backends(addresses["kafka"], addresses["s3"], cfg.bucket, cfg.access_key, cfg.secret_key)
 
@@ -227,8 +232,8 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
                 env = _service_env(cfg, prefix, listen, checkpoint, label)
                 entries.append(_spawn_service(cfg, label, f"movakit.services.{prefix}.main", env, listen))
                 addresses[label] = listen
-        _write_state(cfg, entries, addresses)
-        _wait_healthy(cfg, [e for e in entries if e.kind == "service"])
+        _write_state(cfg.state_dir, entries, addresses)
+        _wait_healthy([e for e in entries if e.kind == "service"], cfg.ready_timeout_s)
     except BaseException:
         _stop_all(entries)
         (cfg.state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -236,8 +241,8 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
     return addresses
 
 
-def _wait_healthy(cfg: StackConfig, services: list[ProcessEntry]) -> None:
-    deadline = time.monotonic() + cfg.ready_timeout_s
+def _wait_healthy(services: list[ProcessEntry], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
     pending = list(services)
     while pending:
         for entry in list(pending):
@@ -247,7 +252,7 @@ def _wait_healthy(cfg: StackConfig, services: list[ProcessEntry]) -> None:
                 pending.remove(entry)
         if pending and time.monotonic() > deadline:
             names = ", ".join(e.name for e in pending)
-            raise StackError(f"not healthy after {cfg.ready_timeout_s} s: {names}; log:\n{localstack.log_tail(pending[0].log, 25)}")
+            raise StackError(f"not healthy after {timeout_s} s: {names}; log:\n{localstack.log_tail(pending[0].log, 25)}")
         if pending:
             time.sleep(0.3)
 
@@ -271,6 +276,28 @@ def status(state_dir: Path) -> tuple[dict[str, str], list[ProcessStatus]]:
         serving = (alive and check_health(e.address, timeout_s=1.0)) if e.kind == "service" else None
         out.append(ProcessStatus(e.name, e.pid, e.address, alive, serving, e.log))
     return addresses, out
+
+
+def restart(state_dir: Path, name: str, *, ready_timeout_s: float = 120.0) -> ProcessEntry:
+    """Stop the recorded service `name` (SIGTERM: it finishes its task first), start its recorded command line
+    again, record the new process in place of the old one and wait until it answers gRPC health.
+
+    Only services restart: Tansu keeps topics and offsets in memory and SeaweedFS holds the data of every job.
+    """
+    state_dir = Path(state_dir)
+    addresses, entries = read_state(state_dir)
+    services = [e.name for e in entries if e.kind == "service"]
+    index = next((i for i, e in enumerate(entries) if e.name == name), None)
+    if index is None or entries[index].kind != "service":
+        raise StackError(f"{name!r} is not a service of this stack; one of: {', '.join(services)}")
+    old = entries[index]
+    _stop_all([old])
+    proc = localstack.spawn(list(old.argv), Path(old.log), old.env, state_dir)
+    new = replace(old, pid=proc.pid, start_ticks=_start_ticks(proc.pid))
+    entries[index] = new
+    _write_state(state_dir, entries, addresses)  # recorded before the wait: `down` stops it even if it never serves
+    _wait_healthy([new], ready_timeout_s)
+    return new
 
 
 def _stop_all(entries: list[ProcessEntry], timeout_s: float = 15.0) -> None:

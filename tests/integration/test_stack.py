@@ -4,7 +4,8 @@ on the tiny random-weight checkpoint and on private ports (a user's stack on the
 One module-scoped stack (two denoiser replicas, every service exporting OTLP to a collector this test runs on
 127.0.0.1) serves all tests: a job end to end with its MP4 checked by ffprobe, its trace spanning every service,
 the same request through the stack and through `mova generate` giving the same latents, WAV and preview bytes,
-two denoiser replicas sharing jobs, a redelivered task skipped, and `status` / `down`.
+two denoiser replicas sharing jobs, a redelivered task skipped, one service restarted,
+and `status` / `down`.
 """
 
 from __future__ import annotations
@@ -361,6 +362,30 @@ def test_stage_services_answer_direct_rpcs_health_and_reflection(local_stack):
                                        context=missing, negative_context=missing, y=missing), timeout=30)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "jobs/nope/encode/context.safetensors" in err.value.details()
+
+
+def test_restart_one_service_stays_in_the_stack(local_stack, capsys):
+    cfg, addresses, stub = local_stack
+    from movakit.cli import main as mova
+
+    _, before = stack.read_state(cfg.state_dir)
+    old = next(e for e in before if e.name == "encoder")
+    deadline = time.monotonic() + 60  # a consumer stopped in the middle of its first group join is not restarted
+    while not _latest_assignment(old.log) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert mova(["stack", "restart", "encoder", "--state-dir", str(cfg.state_dir)]) == 0
+    assert "restarted encoder" in capsys.readouterr().out
+    _, after = stack.read_state(cfg.state_dir)
+    new = next(e for e in after if e.name == "encoder")
+    assert [e.name for e in after] == [e.name for e in before]
+    assert new.pid != old.pid and stack.is_alive(new) and not stack.is_alive(old)
+    assert (new.address, new.argv, new.env) == (old.address, old.argv, old.env)
+    assert _watch(stub, _submit(stub, seed=21))[-1].WhichOneof("kind") == "succeeded"  # the new encoder serves
+
+    assert mova(["stack", "restart", "tansu", "--state-dir", str(cfg.state_dir)]) == 1
+    assert mova(["stack", "restart", "nope", "--state-dir", str(cfg.state_dir)]) == 1
+    printed = capsys.readouterr().out
+    assert "'tansu' is not a service of this stack" in printed and "denoiser-2" in printed
 
 
 def test_status_then_down_stops_everything(local_stack, capsys):
