@@ -1,7 +1,7 @@
 """Media: first-frame crop and resize, and the files of a generated clip: the MP4 (H.264 + AAC 48 kHz), the WAV and the preview PNG of a generated clip, and probing.
 
-As in the official save path (MOVA-SPEC §4.3 step 8): audio -> 16-bit PCM WAV (clip to [-1, 1], ×32767, truncated
-to int16); video frames -> H.264 yuv420p; mux with AAC 192 kb/s at 48 kHz, `+faststart`, `-shortest` (the output
+As in the official save path (docs/sampler.md#steps, step 8): audio -> 16-bit PCM WAV (clip to [-1, 1], ×32767,
+truncated to int16); video frames -> H.264 yuv420p; mux with AAC 192 kb/s at 48 kHz, `+faststart`, `-shortest` (the output
 is trimmed to the shorter stream). Uses the `ffmpeg`/`ffprobe` programs on PATH through ffmpeg-python.
 """
 

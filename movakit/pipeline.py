@@ -2,7 +2,7 @@
 
 Stages hand tensors over in memory; nothing here touches the network. With the enhancer off (the default of
 `mova generate`) and the default first-frame source, the result follows the official MOVA sampler step for step
-(MOVA-SPEC §4.3): same initial noise for the same seed, same timesteps, expert switch, CFG and Euler update.
+(docs/sampler.md#steps): same initial noise for the same seed, same timesteps, expert switch, CFG and Euler update.
 """
 
 from __future__ import annotations

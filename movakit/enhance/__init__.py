@@ -1,4 +1,4 @@
-"""Prompt enhancement: rewrite a user's prompt into the caption style MOVA was trained on (MOVA-SPEC §7).
+"""Prompt enhancement: rewrite a user's prompt into the caption style MOVA was trained on (docs/prompt-enhancement.md).
 
 Entry points: `build_enhancer(EnhancerSettings.from_env())`, then `Enhancer.run(EnhanceRequest(...))`
 (or `movakit.stages.enhance.enhance`); `generate_first_frame` for text-only jobs.

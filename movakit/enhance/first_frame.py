@@ -1,10 +1,10 @@
 """First frames for text-only jobs from an OpenAI-compatible image-generation endpoint.
 
 MOVA always needs a first frame; without a user image the pipeline falls back to a white frame
-(`movakit/stages/first_frame.py`, MOVA-SPEC §1.3), which often yields flat colour. When MOVA_FIRST_FRAME_BASE_URL
-is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the caption's opening paragraph;
-`draw_first_frame_or_none` is what both modes call (the prompt-enhancer service and `mova generate`, right after
-enhancing): the rule that picks a job's first frame is in `movakit/stages/first_frame.py`.
+(`movakit/stages/first_frame.py`, docs/model.md#first-frame-conditioning), which often yields flat colour.
+When MOVA_FIRST_FRAME_BASE_URL is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the
+caption's opening paragraph; `draw_first_frame_or_none` is what both modes call (the prompt-enhancer service and
+`mova generate`, right after enhancing): the rule that picks a job's first frame is in `movakit/stages/first_frame.py`.
 """
 
 from __future__ import annotations

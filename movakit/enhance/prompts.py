@@ -1,6 +1,7 @@
 """Instructions sent to LLM backends: the caption rewrite and the first-frame visual-element extraction.
 
-Written for this project from the rules in MOVA-SPEC §7; the answer is checked by `validate.validate_caption`.
+Written for this project from the rules in docs/prompt-enhancement.md; the answer is checked by
+`validate.validate_caption`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The deterministic rule-based rewrite: no model, the default backend and the fallback for every LLM backend.
 
 It only rearranges what the user (and the first-frame description, when there is one) wrote into the caption
-layout MOVA was trained on (MOVA-SPEC §7):
+layout MOVA was trained on (docs/prompt-enhancement.md):
 
 1. an opening paragraph: the first-frame description, then the user's first sentence;
 2. the rest of the visual sentences in their original order (quoted speech stays inside them, verbatim);

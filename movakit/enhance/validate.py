@@ -1,4 +1,4 @@
-"""Checks an LLM's caption against the rewrite rules of MOVA-SPEC §7 before it is used.
+"""Checks an LLM's caption against the rewrite rules of docs/prompt-enhancement.md before it is used.
 
 Each broken rule gives one `Issue` with a stable `code`:
 

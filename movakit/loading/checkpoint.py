@@ -1,4 +1,4 @@
-"""A MOVA checkpoint folder: `model_index.json` plus one folder per component (MOVA-SPEC §5, §12.5).
+"""A MOVA checkpoint folder: `model_index.json` plus one folder per component (docs/checkpoint.md).
 
 `model_index.json` comes in two forms, both read the same way: entries whose value is a two-item list are
 components, named by the folder that holds them. The official `save_pretrained` writes module paths such as

@@ -1,6 +1,7 @@
 """One loader per MOVA component folder: config.json -> module on meta -> strict safetensors load.
 
-Every module is built from its own folder's config (MOVA-SPEC §10.1: code defaults are not the release values).
+Every module is built from its own folder's config (docs/checkpoint.md#configs-come-from-the-folder:
+code defaults are not the release values).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A tiny MOVA checkpoint with random weights, in the official layout (MOVA-SPEC §5, §12.5).
+"""A tiny MOVA checkpoint with random weights, in the official layout (docs/checkpoint.md).
 
 Every folder of the release is written with the release's config keys (movakit.loading.release_configs) and
 tiny sizes; video_dit, video_dit_2 and text_encoder are sharded with an index; model_index.json is in the

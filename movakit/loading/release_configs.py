@@ -1,8 +1,8 @@
-"""config.json contents of the MOVA release, per component (MOVA-SPEC §1.2–1.5, §2, §12.5).
+"""config.json contents of the MOVA release, per component (docs/checkpoint.md#configs-come-from-the-folder).
 
 Used to build modules at release size on the meta device (key listings in tests/fixtures/keys/) and as the
 template of the tiny checkpoint, which keeps every key and changes only the sizes. Values not confirmed from
-the shipped files are the ones the spec marks as assumed (Wan2.1 VAE defaults, umT5-XXL config).
+the shipped files are the assumed ones (Wan2.1 VAE defaults, umT5-XXL config).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ _SCHEDULER = {
     "num_inference_steps": 100,
 }
 
-# Official save_pretrained form (MOVA-SPEC §12.5): components named by module path, never imported.
+# Official save_pretrained form (docs/checkpoint.md#model_indexjson): components named by module path, never imported.
 _MODEL_INDEX = {
     "_class_name": "MOVA",
     "_diffusers_version": "0.36.0",

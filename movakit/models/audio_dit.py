@@ -1,7 +1,7 @@
 """MOVA audio DiT (official class ``WanAudioModel``, Wan2.1-1.3B shape with 1-D patching): AudioDiT + AudioDiTConfig.
 
 Input (B, in_dim=128, L) raw DAC latents (50 Hz), one token per latent frame; output the velocity (B, out_dim, L).
-Same block as the video tower; RoPE is plain 1-D over the whole head ("dac" variant). MOVA-SPEC §2.2, §2.7, §5.
+Same block as the video tower; RoPE is plain 1-D over the whole head ("dac" variant). docs/model.md#audio-dit.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Continuous DAC-VAE (the MOVA audio VAE): DAC encoder/decoder with a diagonal-Gaussian bottleneck.
 
-Everything is sized from `audio_vae/config.json` (MOVA-SPEC §1.5): the release uses sample_rate 48000,
+Everything is sized from `audio_vae/config.json` (docs/model.md#audio-vae): the release uses sample_rate 48000,
 encoder_rates [2,3,4,5,8] (hop 960, 50 latent frames per second), latent_dim 128, decoder_dim 2048.
 State-dict keys follow the official module tree (`encoder.block.*`, `quant_conv`, `post_quant_conv`,
 `decoder.model.*`). Convolutions hold plain `.weight` tensors; checkpoints stored weight-normed are fused by
@@ -24,7 +24,7 @@ from movakit.config import config_from_dict, config_from_json
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 # Keys a config.json may carry that are not DAC constructor arguments. SGLang's DAC config lists
-# `hop_length: 3840`; the effective hop is always prod(encoder_rates) (MOVA-SPEC §1.5), so it is ignored.
+# `hop_length: 3840`; the effective hop is always prod(encoder_rates) (docs/model.md#audio-vae), so it is ignored.
 _IGNORED_KEYS = ("hop_length",)
 
 

@@ -6,7 +6,7 @@ PRE-update states:  V' = V + a2v_scale * A2V_i(V, A),  A' = A + v2a_scale * V2A_
 A block (query stream x of width dim, conditioning stream y of width kv_dim, dim // head_dim heads):
     y_n = LayerNorm(y) (weight+bias, eps 1e-6); q = RMSNorm_dim(Wq x); k = RMSNorm_dim(Wk y_n); v = Wv y_n
     rotate-half RoPE on q (positions of x's stream) and k (positions of y's stream); unmasked SDPA; Wo.
-The query stream is not normalised. Keys: MOVA-SPEC §3.
+The query stream is not normalised. Keys: docs/model.md#bridge.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The joint MOVA forward: video DiT + audio DiT + bridge, one velocity prediction for each modality.
 
-Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, MOVA-SPEC §3, §4.3 b):
+Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, docs/model.md#bridge,
+step 5.2 of docs/sampler.md#steps):
 1. time embeddings of t_video / t_audio in float32, then cast to the model dtype;
 2. text context embedded by each tower's own text MLP; latents cast to the model dtype and patchified;
 3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps);

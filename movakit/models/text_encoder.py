@@ -1,4 +1,4 @@
-"""umT5 prompt encoder as the official MOVA pipeline runs it (MOVA-SPEC §1.2, §10.7).
+"""umT5 prompt encoder as the official MOVA pipeline runs it (docs/model.md#text-encoder).
 
 Prompts are cleaned (ftfy, HTML-unescape twice, whitespace collapsed, stripped), tokenised to exactly 512
 tokens (padding to max_length, truncation, special tokens), encoded by `UMT5EncoderModel` with the attention

@@ -2,7 +2,7 @@
 
 One instance is one expert (``video_dit`` high-noise or ``video_dit_2`` low-noise); which expert runs is the
 sampler's business. Input (B, in_dim=36, F, H, W) = noisy latent (16) + mask (4) + image latent (16); output the
-velocity (B, out_dim=16, F, H, W). Math and key names: MOVA-SPEC §2.1, §2.6, §5.
+velocity (B, out_dim=16, F, H, W). Math and key names: docs/model.md#dit-block, docs/checkpoint.md#key-names.
 """
 
 from __future__ import annotations

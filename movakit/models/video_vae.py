@@ -1,7 +1,7 @@
 """The MOVA video VAE: diffusers `AutoencoderKLWan` (Wan2.1 causal 3-D VAE) plus latent normalisation.
 
 Normalised latents are what the DiTs see: z_norm = (z - latents_mean) * (1 / latents_std) with the per-channel
-statistics from `video_vae/config.json` (diffusers Wan convention, MOVA-SPEC §1.4). Encode takes the posterior
+statistics from `video_vae/config.json` (diffusers Wan convention, docs/model.md#video-vae). Encode takes the posterior
 mode; decode denormalises, runs the VAE and clamps to [-1, 1].
 """
 

@@ -1,6 +1,6 @@
 """Flow-matching pair scheduler of MOVA (`scheduler/scheduler_config.json`, class `FlowMatchPairScheduler`).
 
-MOVA-SPEC §4.4. The sigma grid for n steps with `extra_one_step` is n+1 equally spaced values from
+docs/sampler.md#scheduler. The sigma grid for n steps with `extra_one_step` is n+1 equally spaced values from
 `sigma_max` to `sigma_min` with the last dropped; the shift maps σ -> shift·σ / (1 + (shift-1)·σ); the
 timestep is `num_train_timesteps`·σ'. The Euler step converts each timestep back to σ by nearest-neighbour
 lookup in a `num_train_timesteps`-point grid built the same way at construction (exact for step counts that

@@ -1,4 +1,4 @@
-"""Decode stage: final latents -> uint8 video frames and a float32 waveform (MOVA-SPEC §4.3 steps 6-7).
+"""Decode stage: final latents -> uint8 video frames and a float32 waveform (docs/sampler.md#steps, steps 6-7).
 
   video: VideoVAE.decode de-normalises with latents_mean/std and decodes (under bf16 autocast on CUDA, as the
          official pipeline); pixels in [-1, 1] -> x/2 + 0.5 clamped to [0, 1] (in bf16 on CUDA, float32 on CPU,

@@ -1,4 +1,5 @@
-"""Denoise stage: MOVA's flow-matching sampler over the dual-tower model (MOVA-SPEC §4.3 step 5, §4.4).
+"""Denoise stage: MOVA's flow-matching sampler over the dual-tower model (docs/sampler.md#steps and
+docs/sampler.md#scheduler).
 
 The loop is written out in `denoise` below, step by step:
   1. initial noise: one CPU `torch.Generator` seeded with `seed`, video noise drawn first, then audio, float32
@@ -27,7 +28,8 @@ from movakit.request import GenerationRequest
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.encode import EncodeResult
 
-# Channels of the first-frame mask at the front of y (MOVA-SPEC §1.3): y = cat(mask[4], image_latent[z_dim]).
+# Channels of the first-frame mask at the front of y (docs/model.md#first-frame-conditioning):
+# y = cat(mask[4], image_latent[z_dim]).
 MASK_CHANNELS = 4
 
 # The dual-tower forward: (video_dit, audio_dit, bridge, *, video_x, audio_x, context, t_video, t_audio,

@@ -1,4 +1,5 @@
-"""Encode stage: prompt + negative prompt -> text contexts; first frame -> image conditioning `y` (MOVA-SPEC §1.2, §1.3).
+"""Encode stage: prompt + negative prompt -> text contexts; first frame -> image conditioning `y`
+(docs/model.md#text-encoder, docs/model.md#first-frame-conditioning).
 
   1. the reference image (or, with none, the replaceable first-frame source of stages/first_frame.py) is
      centre-cropped to the target aspect ratio, resized to (width, height) (bicubic; the official script's
@@ -58,7 +59,8 @@ def encode_request(req: GenerationRequest, prompt: str, image: Image.Image | Non
 
 
 def validate_geometry(height: int, width: int, num_frames: int, *, spatial_scale: int = 8, temporal_scale: int = 4) -> None:
-    """MOVA-SPEC §4.3 step 1: H, W multiples of 2·spatial_scale (16), num_frames ≡ 1 mod temporal_scale (4)."""
+    """docs/sampler.md#steps, step 1: H, W multiples of 2·spatial_scale (16), num_frames ≡ 1 mod temporal_scale
+    (4)."""
     div = 2 * spatial_scale
     if height <= 0 or height % div:
         raise ValueError(f"height must be a positive multiple of {div}, got {height}")

@@ -1,4 +1,5 @@
-"""Stage 0: prompt enhancement (MOVA-SPEC §7). The embedded pipeline and the prompt_enhancer service call this.
+"""Stage 0: prompt enhancement (docs/prompt-enhancement.md). The embedded pipeline and the prompt_enhancer service
+call this.
 
 `enhance(enhancer, req)` rewrites `req.prompt` into MOVA's caption style, or returns it untouched when
 `req.enabled` is False; the result always carries the prompt actually used. The enhancer holds the configured

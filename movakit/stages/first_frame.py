@@ -7,8 +7,8 @@ after enhancing); else the white frame below, which the encode stage supplies. T
 bytes in both modes and become pixels through `open_first_frame`.
 
 MOVA is an image-to-video+audio model: the first latent frame is always conditioned on an image. For text-only
-requests the official workflow feeds a pure white frame (MOVA-SPEC §1.3; users report ~40 % flat-colour
-results in that mode). `movakit.stages.encode.encode` takes another `FirstFrameSource` as `first_frame`
+requests the official workflow feeds a pure white frame (docs/model.md#first-frame-conditioning; users report
+~40 % flat-colour results in that mode). `movakit.stages.encode.encode` takes another `FirstFrameSource` as `first_frame`
 (`(prompt, height, width) -> RGB image`), called only when the request carries no image; its result is
 centre-cropped and resized like a user's image.
 """

@@ -1,7 +1,8 @@
 """Independent, deliberately plain reference of the MOVA transformer math (tests only).
 
 Every function works on a plain ``dict[str, Tensor]`` state dict with the OFFICIAL key names
-(MOVA-SPEC §5 for the DiTs, §3 for the bridge) and a plain config dict with the official
+(docs/checkpoint.md#key-names for the DiTs, docs/model.md#bridge for the bridge) and a plain config dict with the
+official
 ``config.json`` keys. Nothing from ``movakit`` is imported: this file exists to check the
 production modules, so it must not share their code. All math runs in float64. The scheduler and the
 sampler loop are in sampler_reference.py. Each convention and where it was confirmed in the official

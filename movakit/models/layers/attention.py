@@ -1,6 +1,6 @@
 """Attention layers of the MOVA DiTs: unmasked multi-head SDPA, self-attention with interleaved RoPE, and the text
 cross-attention. Both q and k are RMS-normalised over the whole hidden size (torch.nn.RMSNorm, learnable weight)
-before being split into heads (MOVA-SPEC §2.6, §10.3). No masks anywhere.
+before being split into heads (docs/model.md#dit-block). No masks anywhere.
 """
 
 from __future__ import annotations

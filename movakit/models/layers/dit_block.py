@@ -1,4 +1,5 @@
-"""The Wan DiT block, output head and the parts both MOVA towers share (MOVA-SPEC §2.6, §2.7).
+"""The Wan DiT block, output head and the parts both MOVA towers share (docs/model.md#dit-block,
+docs/model.md#audio-dit).
 
 Block, per token stream x (B, L, D), with t_mod (B, 6, D) in the model dtype:
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation (1, 6, D) + t_mod
@@ -6,7 +7,7 @@ Block, per token stream x (B, L, D), with t_mod (B, 6, D) in the model dtype:
     x = x + TextCrossAttn(LN3(x), context)                     # LN3 has weight and bias; no gate
     x = x + gate_mlp * FFN(LN2(x) * (1 + scale_mlp) + shift_mlp) # FFN = Linear, GELU(tanh), Linear
 Head: LN(x) * (1 + scale) + shift with (shift, scale) = head.modulation (1, 2, D) + t_emb[:, None] -> (B, 2, D)
-(the per-sample broadcast that keeps batch > 1 correct, MOVA-SPEC §12.1), then Linear(D, out_dim * prod(patch)).
+(the per-sample broadcast that keeps batch > 1 correct, docs/model.md#dit-block), then Linear(D, out_dim * prod(patch)).
 """
 
 from __future__ import annotations

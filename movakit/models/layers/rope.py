@@ -1,4 +1,5 @@
-"""Rotary position embeddings. MOVA uses two different conventions; do not mix them up (MOVA-SPEC §2.6, §2.7, §3).
+"""Rotary position embeddings. MOVA uses two different conventions; do not mix them up (docs/model.md#dit-block,
+docs/model.md#bridge).
 
 1. DiT self-attention (both towers): Wan's *interleaved complex-pair* RoPE. Channel pairs (2j, 2j+1) of each head are
    one complex number, multiplied by exp(i * pos * 10000^(-2j/d)). Tables are float64 complex (complex128) and the

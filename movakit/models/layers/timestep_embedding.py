@@ -1,4 +1,4 @@
-"""Timestep embedding of the Wan/MOVA DiTs (MOVA-SPEC §2.6, §10.5, §12.2).
+"""Timestep embedding of the Wan/MOVA DiTs (docs/model.md#dit-block).
 
 The raw timestep t in [0, 1000] is rounded to float32 (the official sampler passes float32 timesteps), expanded to a
 [cos | sin] sinusoid in float64, rounded to float32, and fed through the time MLPs in float32 even when the weights

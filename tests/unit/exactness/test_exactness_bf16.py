@@ -1,6 +1,6 @@
 """bf16 (the release dtype) against the reference run on the same bf16-rounded weights and inputs.
 
-The time embedding must be computed in float32 even with bf16 weights (MOVA-SPEC §10.5, §12.2: the official
+The time embedding must be computed in float32 even with bf16 weights (docs/model.md#dit-block: the official
 code relies on a float32 autocast), so it is held to float32 accuracy. The whole joint forward in bf16 can
 only be held to bf16 accuracy; that check catches dtype slips (a stray float32 tensor, a missed cast) and
 gross errors, not rounding-order differences.

@@ -125,7 +125,7 @@ def test_no_cfg_single_forward_per_step(fam):
 
 
 def test_resume_across_the_switch_matches_reference(fam):
-    # 10 steps: switch at index 4 (spec §1.1). Resume at step 3 from given latents, run to the end.
+    # 10 steps: switch at index 4 (docs/model.md#expert-switch). Resume at step 3 from given latents, run to the end.
     vn = es.randn(1, 16, *GRID, seed=40, dtype=torch.float32)
     an = es.randn(1, 128, AUDIO_LEN, seed=41, dtype=torch.float32)
     out, calls, experts = _run_h3(fam, steps=10, cfg=3.0, start_step=3, video_noise=vn, audio_noise=an)

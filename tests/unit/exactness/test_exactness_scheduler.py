@@ -44,7 +44,7 @@ def test_sigma_lookup_is_nearest_grid_point(sched, n):
 
 @pytest.mark.parametrize("n,expected", [(25, 0.0), (50, 0.0), (30, 1.27e-3), (33, 1.25e-3)])
 def test_sigma_lookup_snapping_error_matches_spec(sched, n, expected):
-    # spec §4.4/§12: exact for step counts dividing 1000, ~1.27e-3 off for 30 (and 33)
+    # docs/sampler.md#scheduler: exact for step counts dividing 1000, ~1.27e-3 off for 30 (and 33)
     t, s = sref.flow_match_grid(n, shift=5.0)
     err = max(abs(sched.sigma_of(ti).item() - si.item()) for ti, si in zip(t, s))
     assert err == pytest.approx(expected, abs=1e-5)

@@ -93,8 +93,8 @@ def test_real_size_audio_dit_keys_shapes_and_parameter_count():
         model = AudioDiT(AudioDiTConfig.from_dict(REAL_AUDIO_DIT))
     assert key_listing(model) == read_key_listing("audio_dit")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert shapes["patch_embedding.weight"] == (1536, 128, 1)  # MOVA-SPEC §5
+    assert shapes["patch_embedding.weight"] == (1536, 128, 1)  # docs/checkpoint.md#key-names
     assert shapes["head.head.weight"] == (128, 1536)
     assert "blocks.29.ffn.0.weight" in shapes and "blocks.30.ffn.0.weight" not in shapes
     n = sum(p.numel() for p in model.parameters())
-    assert f"{n / 1e9:.3f}" == "1.419"  # MOVA-SPEC §1
+    assert f"{n / 1e9:.3f}" == "1.419"  # docs/model.md#components

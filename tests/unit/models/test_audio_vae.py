@@ -162,7 +162,7 @@ def test_release_key_listing_matches_fixture():
     module = release_module_on_meta("audio_vae")
     assert key_listing(module) == FIXTURE.read_text().splitlines()
     shapes = dict(line.split("\t") for line in FIXTURE.read_text().splitlines())
-    assert shapes["quant_conv.weight"] == "[256, 128, 1]"  # MOVA-SPEC §1.5: 1x1, 128 -> 256
+    assert shapes["quant_conv.weight"] == "[256, 128, 1]"  # docs/model.md#audio-vae: 1x1, 128 -> 256
     assert shapes["post_quant_conv.weight"] == "[128, 128, 1]"
     assert shapes["decoder.model.0.weight"] == "[2048, 128, 7]"
     assert shapes["decoder.model.7.weight"] == "[1, 64, 7]"

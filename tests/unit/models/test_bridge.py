@@ -139,6 +139,6 @@ def test_real_size_bridge_keys_shapes_and_parameter_count():
     assert "audio_to_video_conditioners.30.y_norm.weight" not in shapes
     per_a2v = sum(p.numel() for p in bridge.audio_to_video_conditioners["0"].parameters())
     per_v2a = sum(p.numel() for p in bridge.video_to_audio_conditioners["0"].parameters())
-    assert (round(per_a2v / 1e6, 1), round(per_v2a / 1e6, 1)) == (68.2, 20.5)  # MOVA-SPEC §1
+    assert (round(per_a2v / 1e6, 1), round(per_v2a / 1e6, 1)) == (68.2, 20.5)  # docs/model.md#components
     n = sum(p.numel() for p in bridge.parameters())
     assert f"{n / 1e9:.3f}" == "2.660"

@@ -12,7 +12,7 @@ from movakit.testing.keys import key_listing, release_module_on_meta
 from movakit.loading.demo import write_tiny_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "text_encoder.txt"
-# umT5-XXL parameter count from the released text_encoder/model.safetensors.index.json (MOVA-SPEC §1).
+# umT5-XXL parameter count from the released text_encoder/model.safetensors.index.json (docs/model.md#components).
 RELEASE_PARAMS = 5_680_910_336
 
 

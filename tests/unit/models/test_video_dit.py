@@ -197,10 +197,10 @@ def test_real_size_expert_keys_shapes_and_parameter_count():
         model = VideoDiT(VideoDiTConfig.from_dict(REAL_VIDEO_DIT))
     assert key_listing(model) == read_key_listing("video_dit")
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert shapes["patch_embedding.weight"] == (5120, 36, 1, 2, 2)  # MOVA-SPEC §5
+    assert shapes["patch_embedding.weight"] == (5120, 36, 1, 2, 2)  # docs/checkpoint.md#key-names
     assert shapes["head.head.weight"] == (64, 5120)
     assert shapes["blocks.39.modulation"] == (1, 6, 5120) and shapes["head.modulation"] == (1, 2, 5120)
     assert not any("freq" in k or "rotary" in k for k in shapes)  # RoPE tables are not weights
     n = sum(p.numel() for p in model.parameters())
-    assert f"{n / 1e9:.3f}" == "14.289"  # MOVA-SPEC §1
+    assert f"{n / 1e9:.3f}" == "14.289"  # docs/model.md#components
     assert n == 14_288_901_184

@@ -82,4 +82,4 @@ def test_release_key_listing_matches_fixture():
     assert shapes["quant_conv.weight"] == "[32, 32, 1, 1, 1]"  # 2 * z_dim
     assert shapes["post_quant_conv.weight"] == "[16, 16, 1, 1, 1]"
     total = sum(torch.Size(json.loads(s)).numel() for s in shapes.values())
-    assert 120e6 < total < 135e6  # MOVA-SPEC §1: ~0.13 B
+    assert 120e6 < total < 135e6  # docs/model.md#components: about 0.13 B

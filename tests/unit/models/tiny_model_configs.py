@@ -12,7 +12,7 @@ import torch
 
 KEYS_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "keys"
 
-# MOVA-SPEC §2.1-2.3: the released configs (360p and 720p are the same architecture).
+# docs/checkpoint.md#configs-come-from-the-folder: the released configs (360p and 720p are the same architecture).
 REAL_VIDEO_DIT = dict(
     _class_name="WanModel", dim=5120, in_dim=36, ffn_dim=13824, out_dim=16, text_dim=4096, freq_dim=256, eps=1e-6,
     patch_size=[1, 2, 2], num_heads=40, num_layers=40, has_image_input=False, has_image_pos_emb=False,

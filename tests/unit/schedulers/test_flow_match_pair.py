@@ -1,4 +1,4 @@
-"""FlowMatchPairScheduler against the facts of MOVA-SPEC §4.4 and §12."""
+"""FlowMatchPairScheduler against the facts of docs/sampler.md#scheduler."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 
-# scheduler_config.json as written by the official save_pretrained (spec §12.5), with its harmless extra key.
+# scheduler_config.json as written by the official save_pretrained (docs/checkpoint.md#configs-come-from-the-folder),
+# with its harmless extra key.
 OFFICIAL = {
     "_class_name": "FlowMatchPairScheduler",
     "num_train_timesteps": 1000,

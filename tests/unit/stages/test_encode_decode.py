@@ -93,7 +93,8 @@ def test_encode_y_is_mask_then_latent_of_the_zero_padded_clip(models):
     pixels = image_to_tensor(img)
     clip = torch.cat([pixels.unsqueeze(2), torch.zeros(1, 3, N - 1, H, W)], dim=2)
     torch.testing.assert_close(out.y[:, 4:], models.video_vae.encode(clip))
-    # latent frames of the all-zero pixel frames are not zero after normalisation (spec §10.8)
+    # latent frames of the all-zero pixel frames are not zero after normalisation
+    # (docs/model.md#first-frame-conditioning)
     assert out.y[:, 4:, 1:].abs().sum() > 0
     assert float(out.context.flatten()[0]) == len("a cat")
     assert float(out.negative_context.flatten()[0]) == len("blurry, static")
