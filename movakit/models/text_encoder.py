@@ -3,14 +3,13 @@
 Prompts are cleaned (ftfy, HTML-unescape twice, whitespace collapsed, stripped), tokenised to exactly 512
 tokens (padding to max_length, truncation, special tokens), encoded by `UMT5EncoderModel` with the attention
 mask, and every position past a prompt's true token count is overwritten with zeros. The DiTs then receive
-the full (B, 512, d_model) tensor with no mask.
+the full (B, 512, d_model) tensor with no mask. Built and loaded by movakit.loading.components.load_text_encoder.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import ftfy
 import torch
@@ -33,20 +32,6 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.model = model
         self.max_length = max_length
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        text_encoder_dir: str | Path,
-        tokenizer_dir: str | Path,
-        *,
-        dtype: torch.dtype | None = None,
-        device: str | torch.device = "cpu",
-    ) -> TextEncoder:
-        """Tokenizer from `tokenizer_dir`, umT5 encoder from `text_encoder_dir` loaded strictly (movakit.loading)."""
-        from movakit.loading.components import load_text_encoder
-
-        return load_text_encoder(text_encoder_dir, tokenizer_dir, dtype=dtype, device=device)
 
     @property
     def dim(self) -> int:

@@ -1,13 +1,12 @@
 """The MOVA video VAE: diffusers `AutoencoderKLWan` (Wan2.1 causal 3-D VAE) plus latent normalisation.
 
 Normalised latents are what the DiTs see: z_norm = (z - latents_mean) * (1 / latents_std) with the per-channel
-statistics from `video_vae/config.json` (diffusers Wan convention, docs/model.md#video-vae). Encode takes the posterior
-mode; decode denormalises, runs the VAE and clamps to [-1, 1].
+statistics from `video_vae/config.json` (diffusers Wan convention, docs/model.md#video-vae). Encode takes the
+posterior mode; decode denormalises, runs the VAE and clamps to [-1, 1]. Built and loaded by
+movakit.loading.components.load_video_vae.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -31,15 +30,6 @@ class VideoVAE(nn.Module):
         shape = (1, cfg.z_dim, 1, 1, 1)
         self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean, dtype=torch.float32).view(shape), False)
         self.register_buffer("latents_std", torch.tensor(cfg.latents_std, dtype=torch.float32).view(shape), False)
-
-    @classmethod
-    def from_pretrained(
-        cls, folder: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
-    ) -> VideoVAE:
-        """Build from `folder/config.json` and load its safetensors strictly (movakit.loading)."""
-        from movakit.loading.components import load_video_vae
-
-        return load_video_vae(folder, dtype=dtype, device=device)
 
     @property
     def spatial_scale(self) -> int:

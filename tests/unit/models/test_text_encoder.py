@@ -9,6 +9,7 @@ import torch
 
 from movakit.models.text_encoder import MAX_LENGTH, TextEncoder, clean_prompt
 from movakit.testing.keys import key_listing, release_module_on_meta
+from movakit.loading.components import load_text_encoder
 from movakit.loading.demo import write_tiny_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "text_encoder.txt"
@@ -19,7 +20,7 @@ RELEASE_PARAMS = 5_680_910_336
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> TextEncoder:
     ck = write_tiny_checkpoint(tmp_path_factory.mktemp("te") / "tiny")
-    return TextEncoder.from_pretrained(ck / "text_encoder", ck / "tokenizer")
+    return load_text_encoder(ck / "text_encoder", ck / "tokenizer")
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 from movakit.models.video_vae import VideoVAE
 from movakit.testing.keys import key_listing, release_module_on_meta
 from movakit.loading.release_configs import WAN21_LATENTS_MEAN, WAN21_LATENTS_STD
+from movakit.loading.components import load_video_vae
 from movakit.loading.demo import write_tiny_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "video_vae.txt"
@@ -19,7 +20,7 @@ FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "keys" / "video_vae
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory) -> VideoVAE:
     ck = write_tiny_checkpoint(tmp_path_factory.mktemp("vvae") / "tiny")
-    return VideoVAE.from_pretrained(ck / "video_vae")
+    return load_video_vae(ck / "video_vae")
 
 
 def _pixels(frames=5, h=32, w=32, seed=0):
