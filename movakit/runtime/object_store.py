@@ -7,7 +7,7 @@ Tensors: one safetensors file per `put_tensors` call; its TensorRef describes th
 file bytes plus name, shape and dtype of every tensor in it). The sha256 is also stored as object metadata, so
 the ref of an existing object can be rebuilt and verified from its key alone (`tensor_ref_at`, `object_ref_at`).
 (A worker that meets a redelivered task checks the refs recorded in its stage's result manifest instead:
-movakit.runtime.worker.)
+movakit.runtime.tasks.)
 """
 
 from __future__ import annotations

@@ -28,7 +28,8 @@ from movakit.runtime.kafka import RecordSigner
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.stage_settings import StageSettings, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
-from movakit.runtime.worker import StageHandler, StageWorker
+from movakit.runtime.tasks import StageHandler
+from movakit.runtime.worker import StageWorker
 
 log = logging.getLogger("movakit.service")
 

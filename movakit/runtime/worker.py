@@ -1,4 +1,4 @@
-"""The stage worker loop shared by the four stage services.
+"""The Kafka loop of the stage services: it runs the handlers of movakit.runtime.tasks from a topic.
 
 One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group and, for each task:
 
@@ -24,34 +24,27 @@ Kafka headers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
 
-import grpc
-from google.protobuf.message import DecodeError, Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
-from minio.error import S3Error
-from urllib3.exceptions import HTTPError as Urllib3Error
 from kafka.structs import OffsetAndMetadata
+from minio.error import S3Error
 from opentelemetry import trace
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.object_store import ChecksumError, ObjectMissingError, ObjectStore, cancel_marker_key, job_key
+from movakit.runtime.object_store import ObjectStore, cancel_marker_key
+from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
 
 log = logging.getLogger("movakit.worker")
 _tracer = trace.get_tracer("movakit.worker")
-
-_BLOB_MAGIC = b"MOVA-BLOB-1\n"
-
 
 _TRANSIENT_S3_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"})
 
@@ -61,137 +54,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, S3Error):
         return exc.code in _TRANSIENT_S3_CODES
     return isinstance(exc, (ConnectionError, TimeoutError, Urllib3Error, KafkaError))
-
-
-class JobCancelled(Exception):
-    """Raised between steps or stages when the job's cancel was requested."""
-
-
-@dataclass
-class TaskContext:
-    """What a stage handler may do besides computing: emit progress events and check for cancellation."""
-
-    job_id: str
-    emit: Callable[[events_pb2.JobEvent], None]  # publishes an event (a no-op for direct gRPC calls)
-    is_cancelled: Callable[[str], bool]
-    source: str
-
-    def check_cancel(self) -> None:
-        if self.is_cancelled(self.job_id):
-            raise JobCancelled(self.job_id)
-
-    def event(self, **kind: Message) -> events_pb2.JobEvent:
-        return make_event(self.job_id, self.source, **kind)
-
-
-class StageHandler(Protocol):
-    """One stage, as the worker and the direct gRPC servicer see it."""
-
-    stage: int  # common_pb2.Stage value
-    stage_name: str  # "enhance" | "encode" | "denoise" | "decode": the jobs/<job>/<stage_name>/ folder
-    inbox: str  # topic of the tasks
-    next_topic: str | None  # topic of the follow-up task; None for the last stage
-    task_type: type[Message]
-    output_type: type[Message]
-
-    def run(self, task: Message, ctx: TaskContext) -> Message:
-        """Read the inputs, run the stage, store the outputs; return the stage's output message."""
-
-    def outputs_valid(self, store: ObjectStore, output: Message) -> bool:
-        """True when every object `output` references exists with its recorded checksum."""
-
-    def follow_up(self, task: Message, output: Message, source: str) -> tuple[Message | None, list[events_pb2.JobEvent]]:
-        """The next stage's task (None for the last stage) and the events that announce the result."""
-
-
-def make_event(job_id: str, source: str, **kind: Message) -> events_pb2.JobEvent:
-    """A JobEvent stamped now, with exactly one oneof member given as keyword, e.g. `failed=Failed(...)`."""
-    (name, value), = kind.items()
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    event = events_pb2.JobEvent(job_id=job_id, time=ts, source=source)
-    getattr(event, name).CopyFrom(value)
-    return event
-
-
-def manifest_key(job_id: str, stage_name: str) -> str:
-    return job_key(job_id, stage_name, "result.pb")
-
-
-def write_blob(store: ObjectStore, key: str, payload: bytes, content_type: str) -> None:
-    """Store `payload` prefixed by its own sha256, so a reader can verify it without knowing the digest."""
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    store.put_bytes(key, _BLOB_MAGIC + digest + b"\n" + payload, content_type)
-
-
-def read_blob(store: ObjectStore, key: str) -> bytes | None:
-    """The payload written by `write_blob`, or None when absent, torn or corrupt."""
-    data = store.get_raw(key)
-    if data is None or not data.startswith(_BLOB_MAGIC):
-        return None
-    digest, _, payload = data[len(_BLOB_MAGIC):].partition(b"\n")
-    if hashlib.sha256(payload).hexdigest().encode() != digest:
-        return None
-    return payload
-
-
-def write_manifest(store: ObjectStore, job_id: str, stage_name: str, output: Message) -> None:
-    """Record the stage's output message at jobs/<job>/<stage>/result.pb (written after the outputs)."""
-    write_blob(store, manifest_key(job_id, stage_name), output.SerializeToString(deterministic=True),
-               "application/x-protobuf")
-
-
-def read_manifest(store: ObjectStore, job_id: str, stage_name: str, output_type: type[Message]) -> Message | None:
-    """The recorded output message, or None when absent, torn or unparsable."""
-    payload = read_blob(store, manifest_key(job_id, stage_name))
-    if payload is None:
-        return None
-    message = output_type()
-    try:
-        message.ParseFromString(payload)
-    except DecodeError:
-        return None
-    return message
-
-
-def run_or_reuse(handler: StageHandler, store: ObjectStore, task: Message, ctx: TaskContext,
-                 on_start: Callable[[], None] | None = None) -> tuple[Message, bool]:
-    """The stage's output for `task`: the stored one when its manifest and every referenced object are valid
-    (returns skipped=True, nothing recomputed), else computed now by `handler.run` and recorded."""
-    ctx.check_cancel()
-    output = read_manifest(store, task.job_id, handler.stage_name, handler.output_type)
-    if output is not None and handler.outputs_valid(store, output):
-        return output, True
-    if on_start is not None:
-        on_start()
-    output = handler.run(task, ctx)
-    write_manifest(store, task.job_id, handler.stage_name, output)
-    return output, False
-
-
-def direct_context(job_id: str, source: str) -> TaskContext:
-    """Context of a direct gRPC call: no events are published and nothing cancels it."""
-    return TaskContext(job_id=job_id, emit=lambda event: None, is_cancelled=lambda job: False, source=source)
-
-
-def serve_direct(handler: StageHandler, store: ObjectStore, request: Message, context: grpc.ServicerContext,
-                 source: str) -> Message:
-    """The body of a stage's direct RPC: the same run-or-reuse as the worker, without Kafka or events.
-
-    Bad request fields -> INVALID_ARGUMENT; an input missing or failing its checksum -> FAILED_PRECONDITION;
-    anything else -> INTERNAL. The message names the field or the object.
-    """
-    try:
-        output, _ = run_or_reuse(handler, store, request, direct_context(request.job_id, source))
-        return output
-    except ValueError as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except (ChecksumError, ObjectMissingError) as exc:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-    except Exception as exc:  # noqa: BLE001 - reported to the caller, the server keeps serving
-        log.exception("direct call failed", extra={"fields": {"job_id": request.job_id, "stage": handler.stage_name}})
-        context.abort(grpc.StatusCode.INTERNAL, f"{handler.stage_name} failed: {type(exc).__name__}: {exc}")
-    raise AssertionError("unreachable: context.abort raises")
 
 
 @dataclass

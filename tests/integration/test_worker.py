@@ -21,7 +21,8 @@ from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.object_store import cancel_marker_key
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
-from movakit.runtime.worker import StageWorker, TaskContext, manifest_key, read_blob, write_blob
+from movakit.runtime.tasks import TaskContext, manifest_key, read_blob, write_blob
+from movakit.runtime.worker import StageWorker
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import torch
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
 from movakit.model_rules import ModelRules
-from movakit.runtime.worker import JobCancelled, TaskContext, run_or_reuse
+from movakit.runtime.tasks import JobCancelled, TaskContext, run_or_reuse
 from movakit.loading.demo import default_demo_checkpoint
 from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 

@@ -16,7 +16,7 @@ from movakit.api.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc, events_pb2
 from movakit.media import write_outputs
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE
-from movakit.runtime.worker import TaskContext, make_event, serve_direct
+from movakit.runtime.tasks import TaskContext, make_event, serve_direct
 from movakit.request import from_proto
 from movakit.stages.decode import decode, decode_request
 

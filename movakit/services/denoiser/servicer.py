@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
-from movakit.runtime.worker import TaskContext, read_blob, serve_direct, write_blob
+from movakit.runtime.tasks import TaskContext, read_blob, serve_direct, write_blob
 from movakit.model_rules import ModelRules
 from movakit.request import from_proto, lora_not_applied
 from movakit.stages.denoise import StepInfo, denoise, denoise_request

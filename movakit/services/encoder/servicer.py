@@ -12,7 +12,7 @@ import grpc
 from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
-from movakit.runtime.worker import TaskContext, serve_direct
+from movakit.runtime.tasks import TaskContext, serve_direct
 from movakit.request import from_proto
 from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import open_first_frame

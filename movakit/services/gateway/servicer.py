@@ -22,7 +22,7 @@ from movakit.model_rules import ModelRules
 from movakit.runtime.auth import TokenBook
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
-from movakit.runtime.worker import make_event
+from movakit.runtime.tasks import make_event
 from movakit.services.gateway import admission
 from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
 

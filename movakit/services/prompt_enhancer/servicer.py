@@ -14,7 +14,7 @@ import grpc
 from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_enhancer_pb2_grpc
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
-from movakit.runtime.worker import TaskContext, make_event, serve_direct
+from movakit.runtime.tasks import TaskContext, make_event, serve_direct
 from movakit.enhance.first_frame import draw_first_frame_or_none
 from movakit.stages.enhance import EnhanceRequest, EnhancerSettings, enhance
 
