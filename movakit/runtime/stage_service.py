@@ -7,7 +7,8 @@ handler; `run_stage_service` does the rest:
   3. the object store (bucket created when missing) and the stage handler (models loaded once, resident);
   4. the Kafka worker's producer and consumer (unless `consume` is false), so a broker that cannot be reached
      fails the start before the service reports SERVING;
-  5. the gRPC server (the stage RPC + health + reflection) on `settings.listen`;
+  5. the gRPC server (the stage's direct RPC, movakit.runtime.tasks.direct_rpc, + health + reflection) on
+     `settings.listen`;
   6. the Kafka worker loop in the main thread (unless `consume` is false);
   SIGTERM/SIGINT stop the worker after its current task and the server gracefully.
 """
@@ -20,7 +21,6 @@ import socket
 import threading
 from collections.abc import Callable
 
-import grpc
 import torch
 
 from movakit.runtime.grpc_server import serve
@@ -28,7 +28,7 @@ from movakit.runtime.kafka import RecordSigner
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.stage_settings import StageSettings, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
-from movakit.runtime.tasks import StageHandler
+from movakit.runtime.tasks import StageHandler, direct_rpc
 from movakit.runtime.worker import StageWorker
 
 log = logging.getLogger("movakit.service")
@@ -70,7 +70,6 @@ def run_stage_service(
     settings: StageSettings,
     service_name: str,
     build_handler: Callable[[ObjectStore], StageHandler],
-    add_servicers: Callable[[StageHandler], Callable[[grpc.Server], list[str]]],
     reservation: socket.socket | None = None,
 ) -> int:
     """Run one stage service until SIGTERM/SIGINT; returns the process exit status.
@@ -91,7 +90,7 @@ def run_stage_service(
                              max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
     if reservation is not None:
         reservation.close()
-    server = serve(service_name, add_servicers(handler), settings.listen, handle_signals=False)
+    server = serve(service_name, direct_rpc(handler, service_name), settings.listen, handle_signals=False)
     stopped = threading.Event()
 
     def on_signal(signum, _frame) -> None:

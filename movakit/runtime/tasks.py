@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -53,6 +54,8 @@ class TaskContext:
 class StageHandler(Protocol):
     """One stage, as the worker and the direct gRPC servicer see it."""
 
+    rpc_service: ServiceDescriptor  # the stage's gRPC service: one method, task_type -> output_type
+    store: ObjectStore
     stage: int  # common_pb2.Stage value
     stage_name: str  # "enhance" | "encode" | "denoise" | "decode": the jobs/<job>/<stage_name>/ folder
     inbox: str  # topic of the tasks
@@ -158,3 +161,25 @@ def serve_direct(handler: StageHandler, store: ObjectStore, request: Message, co
         log.exception("direct call failed", extra={"fields": {"job_id": request.job_id, "stage": handler.stage_name}})
         context.abort(grpc.StatusCode.INTERNAL, f"{handler.stage_name} failed: {type(exc).__name__}: {exc}")
     raise AssertionError("unreachable: context.abort raises")
+
+
+def direct_rpc(handler: StageHandler, source: str) -> Callable[[grpc.Server], list[str]]:
+    """The stage as a direct RPC: `handler.rpc_service`'s one method answers with `serve_direct` (same handler,
+    same keys, stored outputs reused; no Kafka, no events). Returns the `add_servicers` of grpc_server.serve."""
+    service = handler.rpc_service
+    (method,) = service.methods
+    if (method.input_type.full_name, method.output_type.full_name) != (
+            handler.task_type.DESCRIPTOR.full_name, handler.output_type.DESCRIPTOR.full_name):
+        raise TypeError(f"{service.full_name}.{method.name} does not take {handler.task_type.__name__} "
+                        f"and answer {handler.output_type.__name__}")
+
+    def call(request: Message, context: grpc.ServicerContext) -> Message:
+        return serve_direct(handler, handler.store, request, context, source)
+
+    def add(server: grpc.Server) -> list[str]:
+        rpc = grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.task_type.FromString,
+                                                  response_serializer=handler.output_type.SerializeToString)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, {method.name: rpc}),))
+        return [service.full_name]
+
+    return add

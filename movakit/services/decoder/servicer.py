@@ -10,13 +10,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import grpc
 
-from movakit.api.v1 import common_pb2, decoder_pb2, decoder_pb2_grpc, events_pb2
+from movakit.api.v1 import common_pb2, decoder_pb2, events_pb2
 from movakit.media import write_outputs
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE
-from movakit.runtime.tasks import TaskContext, make_event, serve_direct
+from movakit.runtime.tasks import TaskContext, make_event
 from movakit.request import from_proto
 from movakit.stages.decode import decode, decode_request
 
@@ -26,6 +25,7 @@ _OUTPUTS = (("video", "video.mp4", "video/mp4"), ("audio", "audio.wav", "audio/w
 
 
 class DecodeHandler:
+    rpc_service = decoder_pb2.DESCRIPTOR.services_by_name["Decoder"]
     stage = common_pb2.STAGE_DECODE
     stage_name = "decode"
     inbox = TOPIC_DECODE
@@ -58,20 +58,3 @@ class DecodeHandler:
 
     def follow_up(self, task, output, source):
         return None, [make_event(task.job_id, source, succeeded=events_pb2.Succeeded(artifacts=output.artifacts))]
-
-
-class DecoderServicer(decoder_pb2_grpc.DecoderServicer):
-    """The stage as a direct RPC: same handler, same keys, reuses stored outputs; no Kafka."""
-
-    def __init__(self, handler: DecodeHandler) -> None:
-        self.handler = handler
-
-    def Decode(self, request, context):  # noqa: N802 (gRPC method name)
-        return serve_direct(self.handler, self.handler.store, request, context, "decoder")
-
-
-def add_servicers(handler: DecodeHandler):
-    def add(server: grpc.Server) -> list[str]:
-        decoder_pb2_grpc.add_DecoderServicer_to_server(DecoderServicer(handler), server)
-        return [decoder_pb2.DESCRIPTOR.services_by_name["Decoder"].full_name]
-    return add

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     from movakit.execution import cfg_batch_for
     from movakit.model_rules import ModelRules
     from movakit.runtime.stage_service import load_models, open_checkpoint, run_stage_service
-    from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler, add_servicers
+    from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
     rules = ModelRules.from_checkpoint(open_checkpoint(settings).path)
     return run_stage_service(
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         lambda store: DenoiseHandler(load_models(settings, COMPONENTS), store, rules=rules,
                                      checkpoint_every=settings.latent_checkpoint_every,
                                      cfg_batch=cfg_batch_for(settings.device)),
-        add_servicers, reservation=reservation)
+        reservation=reservation)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 
-import grpc
 import torch
 from google.protobuf import json_format
 
-from movakit.api.v1 import common_pb2, denoiser_pb2, denoiser_pb2_grpc, events_pb2
+from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
-from movakit.runtime.tasks import TaskContext, read_blob, serve_direct, write_blob
+from movakit.runtime.tasks import TaskContext, read_blob, write_blob
 from movakit.model_rules import ModelRules
 from movakit.request import from_proto, lora_not_applied
 from movakit.stages.denoise import StepInfo, denoise, denoise_request
@@ -36,6 +35,7 @@ def checkpoint_index_key(job_id: str) -> str:
 
 
 class DenoiseHandler:
+    rpc_service = denoiser_pb2.DESCRIPTOR.services_by_name["Denoiser"]
     stage = common_pb2.STAGE_DENOISE
     stage_name = "denoise"
     inbox = TOPIC_DENOISE
@@ -136,20 +136,3 @@ class DenoiseHandler:
     def follow_up(self, task, output, source):  # noqa: ARG002
         return events_pb2.DecodeTask(job_id=task.job_id, params=task.params, video_latents=output.video_latents,
                                      audio_latents=output.audio_latents), []
-
-
-class DenoiserServicer(denoiser_pb2_grpc.DenoiserServicer):
-    """The stage as a direct RPC: same handler, same keys and checkpoints; no Kafka, no progress events."""
-
-    def __init__(self, handler: DenoiseHandler) -> None:
-        self.handler = handler
-
-    def Denoise(self, request, context):  # noqa: N802 (gRPC method name)
-        return serve_direct(self.handler, self.handler.store, request, context, "denoiser")
-
-
-def add_servicers(handler: DenoiseHandler):
-    def add(server: grpc.Server) -> list[str]:
-        denoiser_pb2_grpc.add_DenoiserServicer_to_server(DenoiserServicer(handler), server)
-        return [denoiser_pb2.DESCRIPTOR.services_by_name["Denoiser"].full_name]
-    return add

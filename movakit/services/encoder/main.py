@@ -15,10 +15,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = EncoderSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import load_models, run_stage_service
-    from movakit.services.encoder.servicer import COMPONENTS, EncodeHandler, add_servicers
+    from movakit.services.encoder.servicer import COMPONENTS, EncodeHandler
 
     return run_stage_service(settings, "encoder",
-                             lambda store: EncodeHandler(load_models(settings, COMPONENTS), store), add_servicers,
+                             lambda store: EncodeHandler(load_models(settings, COMPONENTS), store),
                              reservation=reservation)
 
 

@@ -7,12 +7,10 @@ safetensors file each, and hand the refs to the denoiser.
 
 from __future__ import annotations
 
-import grpc
-
-from movakit.api.v1 import common_pb2, encoder_pb2, encoder_pb2_grpc, events_pb2
+from movakit.api.v1 import common_pb2, encoder_pb2, events_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
-from movakit.runtime.tasks import TaskContext, serve_direct
+from movakit.runtime.tasks import TaskContext
 from movakit.request import from_proto
 from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import open_first_frame
@@ -21,6 +19,7 @@ COMPONENTS = ("text_encoder", "video_vae")
 
 
 class EncodeHandler:
+    rpc_service = encoder_pb2.DESCRIPTOR.services_by_name["Encoder"]
     stage = common_pb2.STAGE_ENCODE
     stage_name = "encode"
     inbox = TOPIC_ENCODE
@@ -56,20 +55,3 @@ class EncodeHandler:
     def follow_up(self, task, output, source):  # noqa: ARG002
         return events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
                                       negative_context=output.negative_context, y=output.y), []
-
-
-class EncoderServicer(encoder_pb2_grpc.EncoderServicer):
-    """The stage as a direct RPC: same handler, same keys, reuses stored outputs; no Kafka."""
-
-    def __init__(self, handler: EncodeHandler) -> None:
-        self.handler = handler
-
-    def Encode(self, request, context):  # noqa: N802 (gRPC method name)
-        return serve_direct(self.handler, self.handler.store, request, context, "encoder")
-
-
-def add_servicers(handler: EncodeHandler):
-    def add(server: grpc.Server) -> list[str]:
-        encoder_pb2_grpc.add_EncoderServicer_to_server(EncoderServicer(handler), server)
-        return [encoder_pb2.DESCRIPTOR.services_by_name["Encoder"].full_name]
-    return add

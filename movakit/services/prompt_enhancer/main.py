@@ -18,12 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     reservation = reserve_listen_port(settings.listen)
     from movakit.runtime.stage_service import run_stage_service
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
-    from movakit.services.prompt_enhancer.servicer import EnhanceHandler, add_servicers
+    from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
     enhancer_settings = EnhancerSettings.from_env()
     return run_stage_service(settings, "prompt-enhancer",
                              lambda store: EnhanceHandler(build_enhancer(enhancer_settings), store, enhancer_settings),
-                             add_servicers, reservation=reservation)
+                             reservation=reservation)
 
 
 if __name__ == "__main__":

@@ -9,17 +9,17 @@ endpoint, the first frame is drawn from the enhanced prompt here and handed to t
 
 from __future__ import annotations
 
-import grpc
 
-from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2, prompt_enhancer_pb2_grpc
+from movakit.api.v1 import common_pb2, events_pb2, prompt_enhancer_pb2
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
-from movakit.runtime.tasks import TaskContext, make_event, serve_direct
+from movakit.runtime.tasks import TaskContext, make_event
 from movakit.enhance.first_frame import draw_first_frame_or_none
 from movakit.stages.enhance import EnhanceRequest, EnhancerSettings, enhance
 
 
 class EnhanceHandler:
+    rpc_service = prompt_enhancer_pb2.DESCRIPTOR.services_by_name["PromptEnhancer"]
     stage = common_pb2.STAGE_ENHANCE
     stage_name = "enhance"
     inbox = TOPIC_ENHANCE
@@ -73,20 +73,3 @@ class EnhanceHandler:
         elif output.HasField("first_frame"):
             next_task.image.CopyFrom(output.first_frame)
         return next_task, [make_event(task.job_id, source, prompt_enhanced=enhanced)]
-
-
-class PromptEnhancerServicer(prompt_enhancer_pb2_grpc.PromptEnhancerServicer):
-    """The stage as a direct RPC: same handler; no Kafka."""
-
-    def __init__(self, handler: EnhanceHandler) -> None:
-        self.handler = handler
-
-    def Enhance(self, request, context):  # noqa: N802 (gRPC method name)
-        return serve_direct(self.handler, self.handler.store, request, context, "prompt-enhancer")
-
-
-def add_servicers(handler: EnhanceHandler):
-    def add(server: grpc.Server) -> list[str]:
-        prompt_enhancer_pb2_grpc.add_PromptEnhancerServicer_to_server(PromptEnhancerServicer(handler), server)
-        return [prompt_enhancer_pb2.DESCRIPTOR.services_by_name["PromptEnhancer"].full_name]
-    return add
