@@ -171,7 +171,8 @@ def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
     if not path.is_file():
         raise StackError(f"no stack recorded in {state_dir} (run `mova stack up` first)")
     state = json.loads(path.read_text())
-    return state["addresses"], [ProcessEntry(**{**e, "argv": tuple(e["argv"])}) for e in state["processes"]]
+    # argv/env are absent from the state of a stack started before `restart` existed
+    return state["addresses"], [ProcessEntry(**{**e, "argv": tuple(e.get("argv", ()))}) for e in state["processes"]]
 
 
 def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key: str, *,
@@ -291,6 +292,9 @@ def restart(state_dir: Path, name: str, *, ready_timeout_s: float = 120.0) -> Pr
     if index is None or entries[index].kind != "service":
         raise StackError(f"{name!r} is not a service of this stack; one of: {', '.join(services)}")
     old = entries[index]
+    if not old.argv:
+        raise StackError(f"{name}: no command line recorded (the stack was started by an older mova); "
+                         "restart the whole stack")
     _stop_all([old])
     proc = localstack.spawn(list(old.argv), Path(old.log), old.env, state_dir)
     new = replace(old, pid=proc.pid, start_ticks=_start_ticks(proc.pid))
