@@ -77,9 +77,9 @@ def test_wheel_holds_the_services_and_runs_the_stack(installed):
         assert up.returncode == 0, up.stdout + up.stderr
         recorded = json.loads((state / "stack.json").read_text())["processes"]
         assert {p["argv"][0] for p in recorded if p["kind"] == "service"} == {python}  # services run the venv's
-        submitted = _run([mova, "submit", "--prompt", "A bell rings twice.", "--gateway",
-                          f"127.0.0.1:{ports[2]}", "--state-dir", str(state), "--height", "32", "--width", "32", "--num-frames", "5", "--steps", "2", "--seed", "7",
-                          "--wait"], env=env, cwd=work)
+        submitted = _run([mova, "submit", "--prompt", "A bell rings twice.", "--gateway", f"127.0.0.1:{ports[2]}",
+                          "--state-dir", str(state), "--height", "32", "--width", "32", "--num-frames", "5",
+                          "--steps", "2", "--seed", "7", "--wait"], env=env, cwd=work)
         assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         assert "video.mp4" in submitted.stdout
     finally:
