@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from movakit.runtime.health import watch_dependencies
 from movakit.runtime.telemetry import grpc_server_interceptors
 
 log = logging.getLogger("movakit.grpc")
@@ -69,13 +70,16 @@ def serve(
     grace_s: float = 5.0,
     handle_signals: bool = True,
     credentials: grpc.ServerCredentials | None = None,
+    dependencies: Mapping[str, Callable[[], bool]] | None = None,
 ) -> grpc.Server:
     """Starts a server on `address` and returns it (already serving; call `wait_for_termination()`).
 
     `add_servicers(server)` registers the service's servicers and returns their full service names
     (e.g. ["movakit.api.v1.JobService"]); each is marked SERVING in the health service (as is "") and listed by
-    reflection. `credentials` (e.g. from tls_credentials) serve TLS instead of plaintext. With handle_signals (only possible from the main thread) SIGTERM/SIGINT mark everything
-    NOT_SERVING and stop the server with `grace_s` seconds for in-flight calls.
+    reflection. `credentials` (e.g. from tls_credentials) serve TLS instead of plaintext. With handle_signals (only
+    possible from the main thread) SIGTERM/SIGINT mark everything NOT_SERVING and stop the server with `grace_s`
+    seconds for in-flight calls. With `dependencies` (name -> check, movakit.runtime.health) health answers
+    NOT_SERVING while a check fails and SERVING again after.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{service_name}-rpc"),
@@ -101,6 +105,9 @@ def serve(
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if dependencies:
+        threading.Thread(target=watch_dependencies, args=(server, health_servicer, ["", *names], dependencies),
+                         name=f"{service_name}-health", daemon=True).start()
     log.info("grpc serving", extra={"fields": {"service": service_name, "address": address, "services": names}})
 
     if handle_signals and threading.current_thread() is threading.main_thread():

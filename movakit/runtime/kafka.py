@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import KafkaError
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
 from movakit.runtime.telemetry import extract_context, inject_headers, tracer
 
 SIGNATURE_HEADER = "mova-hmac"
+
+log = logging.getLogger("movakit.kafka")
 
 
 class PayloadError(ValueError):
@@ -63,33 +68,65 @@ class RecordSigner:
                                f"{'no' if not found else 'a wrong'} {SIGNATURE_HEADER} signature")
 
 
-class SigningProducer(KafkaProducer):
-    """A KafkaProducer that signs every record it sends with its RecordSigner."""
+class Producer:
+    """A KafkaProducer that survives a broker which restarted or lost its state.
 
-    def __init__(self, signer: RecordSigner, **configs) -> None:
-        super().__init__(**configs)
+    kafka-python's idempotent producer (its default) keeps one producer id for its whole life: after the broker
+    forgot it (memory storage restarted, state lost) every send loops on UnknownProducerIdError and then fails
+    with InitProducerId UnknownError, forever. So idempotence is off (the pipeline is at-least-once and every
+    consumer tolerates a duplicate; `publish` waits for each acknowledgement, so one job's records keep their
+    order), and `send_and_wait` replaces the client after a failed send and tries once more; a second failure
+    is raised to the caller's retry or error path. Every record it sends is signed with its RecordSigner.
+    """
+
+    def __init__(self, bootstrap: str, signer: RecordSigner) -> None:
+        self._bootstrap = bootstrap
         self._signer = signer
+        self._lock = threading.Lock()
+        self._client = self._new_client()
 
-    def send(self, topic, value=None, key=None, headers=None, **kwargs):
-        return super().send(topic, value=value, key=key,
-                            headers=self._signer.signed_headers(topic, key, value, headers), **kwargs)
+    def _new_client(self) -> KafkaProducer:
+        # acks=all waits for every in-sync replica; retries cover transient errors within one client.
+        return KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=5, retries=5,
+                             enable_idempotence=False, max_request_size=4 * 1024 * 1024, client_id="movakit")
+
+    def send_and_wait(self, topic: str, key: bytes | None, value: bytes | None, headers, timeout_s: float) -> None:
+        headers = self._signer.signed_headers(topic, key, value, headers)
+        with self._lock:
+            client = self._client
+        try:
+            client.send(topic, key=key, value=value, headers=headers).get(timeout=timeout_s)
+            return
+        except KafkaError as exc:
+            log.warning("publish failed: replacing the Kafka producer and trying again",
+                        extra={"fields": {"topic": topic, "error": repr(exc)}})
+        self._replace(client)
+        with self._lock:
+            client = self._client
+        client.send(topic, key=key, value=value, headers=headers).get(timeout=timeout_s)
+
+    def _replace(self, failed: KafkaProducer) -> None:
+        """Swaps in a new client unless another thread already replaced `failed`."""
+        with self._lock:
+            if self._client is not failed:
+                return
+            self._client = self._new_client()
+        failed.close(timeout=1.0)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        self._client.flush(timeout=timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        self._client.close(timeout=timeout_s)
 
 
-def make_producer(bootstrap: str, signer: RecordSigner) -> SigningProducer:
-    """A signing producer that waits for all in-sync replicas (acks=all) and retries transient errors."""
-    return SigningProducer(
-        signer,
-        bootstrap_servers=bootstrap,
-        acks="all",
-        linger_ms=5,
-        retries=5,
-        max_request_size=4 * 1024 * 1024,
-        client_id="movakit",
-    )
+def make_producer(bootstrap: str, signer: RecordSigner) -> Producer:
+    """A signing producer that waits for all in-sync replicas and recovers from a restarted broker (see Producer)."""
+    return Producer(bootstrap, signer)
 
 
 def publish(
-    producer: KafkaProducer, topic: str, job_id: str, message: Message, *, timeout_s: float = 30.0
+    producer: Producer, topic: str, job_id: str, message: Message, *, timeout_s: float = 30.0
 ) -> None:
     """Sends `message` (serialised protobuf) keyed by `job_id`, with the current trace context in the headers,
     and blocks until the broker acknowledged it (raises on failure)."""
@@ -98,10 +135,8 @@ def publish(
         kind=SpanKind.PRODUCER,
         attributes={"messaging.system": "kafka", "messaging.destination.name": topic, "movakit.job_id": job_id},
     ):
-        future = producer.send(
-            topic, key=job_id.encode("utf-8"), value=message.SerializeToString(), headers=inject_headers()
-        )
-        future.get(timeout=timeout_s)
+        producer.send_and_wait(topic, job_id.encode("utf-8"), message.SerializeToString(), inject_headers(),
+                               timeout_s)
 
 
 def make_consumer(
@@ -148,7 +183,9 @@ def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -
 
     For readers that need every record (the gateway follows all job events) rather than a share of them.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    # earliest: a broker that lost its state restarts its offsets at 0, and the reader must not skip the new records.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             auto_offset_reset="earliest")
     deadline = time.monotonic() + timeout_s
     partitions = consumer.partitions_for_topic(topic)
     while not partitions:

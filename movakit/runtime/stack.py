@@ -1,7 +1,8 @@
 """Process supervision for `mova stack up|status|restart|down|init`: the whole stack on 127.0.0.1, without Docker.
 
-`up` starts Tansu (Kafka protocol) and SeaweedFS (S3 with access keys) through movakit.runtime.localstack,
-creates the topics and the bucket, then one process per service (`python -m movakit.services.<name>.main`), each
+`up` starts SeaweedFS (S3 with access keys) and then Tansu (Kafka protocol) through movakit.runtime.localstack,
+Tansu storing every record, offset and group in the bucket <bucket>-broker of that SeaweedFS (so a broker that
+crashes and restarts loses nothing: `restart_infra`), creates the topics and the job bucket, then one process per service (`python -m movakit.services.<name>.main`), each
 configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/logs/<name>.log; the processes
 (pid, start time, address, log, and for a service its command line and variables) are recorded in
 <state_dir>/stack.json so `status`, `restart` and `down` can find them from another shell. Every process runs in
@@ -184,6 +185,47 @@ def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key:
     return created
 
 
+def broker_bucket(cfg: StackConfig) -> str:
+    """The bucket holding Tansu's storage (topics, records, offsets, groups), next to the job bucket."""
+    return f"{cfg.bucket}-broker"
+
+
+def start_infra(cfg: StackConfig, name: str) -> ProcessEntry:
+    """Starts "seaweedfs" or "tansu" on the stack's ports and data folder; returns once it accepts connections.
+
+    The same call restarts one that crashed: SeaweedFS keeps its data folder, and Tansu's storage lives in
+    SeaweedFS, so the restarted server has every object, topic, record and committed offset it had.
+    """
+    data = cfg.state_dir / "data"
+    if name == "seaweedfs":
+        server = localstack.start_seaweedfs(cfg.s3_port, data / "seaweedfs", cfg.access_key, cfg.secret_key)
+    elif name == "tansu":
+        s3 = f"127.0.0.1:{cfg.s3_port}"
+        ObjectStore(s3, cfg.access_key, cfg.secret_key, broker_bucket(cfg)).ensure_bucket()
+        server = localstack.start_tansu(
+            cfg.kafka_port, data / "tansu", storage_engine=f"s3://{broker_bucket(cfg)}/",
+            env=localstack.s3_env(s3, cfg.access_key, cfg.secret_key),
+        )
+    else:
+        raise StackError(f"no infrastructure server named {name!r}")
+    return ProcessEntry(name, server.pid, _start_ticks(server.pid), server.address, str(server.log_path), "infra")
+
+
+def restart_infra(cfg: StackConfig, name: str) -> ProcessEntry:
+    """Starts the stack's "seaweedfs" or "tansu" again after it died, and records the new process. The S3 keys
+    are those `up` used (recorded in <state_dir>/s3-credentials), whatever `cfg` says."""
+    addresses, entries = read_state(cfg.state_dir)
+    access_key, secret_key = read_s3_credentials(cfg.state_dir)
+    cfg = dataclasses.replace(cfg, access_key=access_key, secret_key=secret_key)
+    old = next(e for e in entries if e.name == name)
+    if is_alive(old):
+        raise StackError(f"{name} (pid {old.pid}) is still running")
+    _reap([old])
+    new = start_infra(cfg, name)
+    _write_state(cfg, [new if e.name == name else e for e in entries], addresses)
+    return new
+
+
 def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
     """Start everything, wait until every service answers gRPC health; returns the addresses.
 
@@ -204,16 +246,13 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
     addresses = {"kafka": f"127.0.0.1:{cfg.kafka_port}", "s3": f"127.0.0.1:{cfg.s3_port}",
                  "gateway": f"127.0.0.1:{cfg.gateway_port}", "logs": str(cfg.state_dir / "logs")}
     try:
-        data = cfg.state_dir / "data"
-        tansu = localstack.start_tansu(cfg.kafka_port, data / "tansu")
-        entries.append(ProcessEntry("tansu", tansu.pid, _start_ticks(tansu.pid), tansu.address,
-                                    str(tansu.log_path), "infra"))
+        weed = start_infra(cfg, "seaweedfs")
+        entries.append(weed)
         _write_state(cfg.state_dir, entries, addresses)
-        weed = localstack.start_seaweedfs(cfg.s3_port, data / "seaweedfs", cfg.access_key, cfg.secret_key)
-        entries.append(ProcessEntry("seaweedfs", weed.pid, _start_ticks(weed.pid), weed.address,
-                                    str(weed.log_path), "infra"))
+        tansu = start_infra(cfg, "tansu")
+        entries.append(tansu)
         _write_state(cfg.state_dir, entries, addresses)
-        log(f"kafka (tansu) on {tansu.address}, s3 (seaweedfs) on {weed.address}")
+        log(f"kafka (tansu, storage in s3://{broker_bucket(cfg)}/) on {tansu.address}, s3 (seaweedfs) on {weed.address}")
         init_backends(addresses["kafka"], addresses["s3"], cfg.bucket, cfg.access_key, cfg.secret_key)
 
         checkpoint = cfg.checkpoint
@@ -305,9 +344,11 @@ def restart(state_dir: Path, name: str, *, ready_timeout_s: float = 120.0) -> Pr
 
 
 def _stop_all(entries: list[ProcessEntry], timeout_s: float = 15.0) -> None:
-    """SIGTERM services first (they finish their task and flush), then the infra; SIGKILL what is left."""
-    for group in ("service", "infra"):
-        targets = [e for e in entries if e.kind == group and is_alive(e)]
+    """SIGTERM services first (they finish their task and flush), then the infra servers one by one, newest first
+    (Tansu before the SeaweedFS holding its storage); SIGKILL what is left."""
+    infra = [e for e in entries if e.kind == "infra"]
+    for group in [[e for e in entries if e.kind == "service"], *([e] for e in reversed(infra))]:
+        targets = [e for e in group if is_alive(e)]
         for e in targets:
             os.kill(e.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s

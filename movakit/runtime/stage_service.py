@@ -8,7 +8,7 @@ handler; `run_stage_service` does the rest:
   4. the Kafka worker's producer and consumer (unless `consume` is false), so a broker that cannot be reached
      fails the start before the service reports SERVING;
   5. the gRPC server (the stage's direct RPC, movakit.runtime.tasks.direct_rpc, + health + reflection) on
-     `settings.listen`;
+     `settings.listen`; health answers NOT_SERVING while Kafka or S3 is unreachable (movakit.runtime.health);
   6. the Kafka worker loop in the main thread (unless `consume` is false);
   SIGTERM/SIGINT stop the worker after its current task and the server gracefully.
 """
@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from movakit.runtime.grpc_server import serve
+from movakit.runtime.health import stack_dependencies
 from movakit.runtime.kafka import RecordSigner
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.stage_settings import StageSettings, setup_json_logging
@@ -90,7 +91,8 @@ def run_stage_service(
                              max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
     if reservation is not None:
         reservation.close()
-    server = serve(service_name, direct_rpc(handler, service_name), settings.listen, handle_signals=False)
+    server = serve(service_name, direct_rpc(handler, service_name), settings.listen, handle_signals=False,
+                   dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     stopped = threading.Event()
 
     def on_signal(signum, _frame) -> None:

@@ -313,7 +313,7 @@ def test_artifact_urls_use_the_public_endpoint(gateway_config, tenant_channel, p
 def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, signer):
     raw = mkafka.make_producer(gateway_kafka, signer)  # signed, but no protobuf
     for topic in (TOPIC_JOB_STATE, TOPIC_EVENTS):
-        raw.send(topic, key=b"poison", value=b"\xff\xfe not a protobuf").get(timeout=10)
+        raw.send_and_wait(topic, b"poison", b"\xff\xfe not a protobuf", [], timeout_s=10)
     raw.close()
     job_id = submit(jobs).job_id  # the running gateway skipped the bad event and still works
     restarted = start_gateway(gateway_config())  # a new one replays both topics past the bad records

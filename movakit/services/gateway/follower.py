@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 
-from kafka import KafkaProducer
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
@@ -37,7 +36,7 @@ class EventFollower:
     """A daemon thread applying every job event to the store. `caught_up` is set once it has read everything
     that was in mova.events when it started, so a restarted gateway answers with current state."""
 
-    def __init__(self, bootstrap: str, store: JobStore, producer: KafkaProducer, signer: mkafka.RecordSigner, *,
+    def __init__(self, bootstrap: str, store: JobStore, producer: mkafka.Producer, signer: mkafka.RecordSigner, *,
                  timeout_s: float) -> None:
         self._store = store
         self._signer = signer

@@ -23,10 +23,27 @@ class PageTokenError(ValueError):
     """A List page token this gateway did not issue."""
 
 
+# After one of WAITING_EVENTS a job waits in a stage's inbox (no worker has it yet): the queue deadline applies;
+# after one of WORKING_EVENTS a worker is running its stage: that stage's deadline applies (the reaper).
+WAITING_EVENTS = frozenset({"queued", "stage_finished"})
+WORKING_EVENTS = frozenset({"stage_started", "denoise_step", "prompt_enhanced"})
+
+
 @dataclass
 class _Entry:
     job: common_pb2.Job
     events: list[events_pb2.JobEvent]
+    progress_ns: int = 0  # wall-clock time of the newest event (or snapshot update) seen for the job
+    waiting: bool = True  # the newest WAITING_EVENTS / WORKING_EVENTS event was a waiting one
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job not finished yet stands, for the stalled-job reaper (movakit/services/gateway/reaper.py)."""
+
+    job: common_pb2.Job
+    progress_ns: int  # wall-clock time of its newest event
+    waiting: bool  # True: waiting in a stage's inbox; False: a worker announced it is working on it
 
 
 def _copy(job: common_pb2.Job) -> common_pb2.Job:
@@ -49,9 +66,10 @@ class JobStore:
         with self._changed:
             entry = self._entries.get(job.job_id)
             if entry is None:
-                self._entries[job.job_id] = _Entry(_copy(job), [])
+                entry = self._entries[job.job_id] = _Entry(_copy(job), [])
             else:
                 entry.job = _copy(job)
+            entry.progress_ns = max(entry.progress_ns, job.updated_at.ToNanoseconds())
             if job.idempotency_key:
                 self._by_key[(job.tenant, job.idempotency_key)] = job.job_id
             self._changed.notify_all()
@@ -78,6 +96,11 @@ class JobStore:
             if entry is None:
                 return None
             entry.events.append(event)
+            kind = event.WhichOneof("kind")
+            if event.time.ToNanoseconds() >= entry.progress_ns:
+                entry.progress_ns = event.time.ToNanoseconds()
+                if kind in WAITING_EVENTS or kind in WORKING_EVENTS:
+                    entry.waiting = kind in WAITING_EVENTS
             before = entry.job.SerializeToString(deterministic=True)
             _fold(entry.job, event)
             changed = entry.job.SerializeToString(deterministic=True) != before
@@ -125,6 +148,12 @@ class JobStore:
         with self._changed:
             active = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
             return len(active), sum(j.cost_gpu_s for j in active), sum(j.cost_gpu_s for j in active if j.tenant == tenant)
+
+    def unfinished(self) -> list[Progress]:
+        """Every job that is not finished, with the time and kind of its newest event."""
+        with self._changed:
+            return [Progress(_copy(e.job), e.progress_ns, e.waiting)
+                    for e in self._entries.values() if e.job.state not in TERMINAL]
 
     def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
         """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished."""

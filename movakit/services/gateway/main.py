@@ -1,7 +1,7 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
-gRPC server (JobService + health + reflection).
+gRPC server (JobService + health + reflection) -> stalled-job reaper.
 """
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import sys
 from dataclasses import dataclass
 
 import grpc
-from kafka import KafkaProducer
 
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.auth import TokenBook, TokensFileError
 from movakit.runtime.grpc_server import serve, tls_credentials
+from movakit.runtime.health import stack_dependencies
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.job_store import JobStore
+from movakit.services.gateway.reaper import Reaper
 from movakit.services.gateway.servicer import JobServicer, add_servicer
 from movakit.services.gateway.settings import GatewaySettings
 
@@ -35,10 +36,12 @@ class RunningGateway:
     server: grpc.Server
     store: JobStore
     follower: EventFollower
-    producer: KafkaProducer
+    reaper: Reaper
+    producer: mkafka.Producer
 
     def stop(self, grace_s: float = 2.0) -> None:
         self.server.stop(grace_s).wait()
+        self.reaper.stop()
         self.follower.stop()
         self.producer.flush()
         self.producer.close()
@@ -80,13 +83,16 @@ def start_gateway(
         if reservation is not None:
             reservation.close()
         server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
-                       credentials=credentials)
+                       credentials=credentials,
+                       dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         follower.stop()
         producer.close()
         raise
+    reaper = Reaper(settings, store, objects, producer)
+    reaper.start()
     log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
-    return RunningGateway(settings.listen, server, store, follower, producer)
+    return RunningGateway(settings.listen, server, store, follower, reaper, producer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ import uuid
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from minio.error import S3Error
 
@@ -44,7 +43,7 @@ def _now() -> Timestamp:
 
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
+        self, store: JobStore, objects: ObjectStore, producer: mkafka.Producer, *, signer: ObjectStore,
         tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits, gpu_s_per_mpixel_step: float,
         presign_expiry_s: int,
     ) -> None:

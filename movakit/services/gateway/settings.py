@@ -43,6 +43,12 @@ class GatewaySettings:
     tenant_max_gpu_s: float = 14400.0  # estimated GPU-seconds one tenant's unfinished jobs may hold
     gpus: int = 1  # GPUs working through the queue (divides the retry delay of a refusal)
     checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
+    # Stalled jobs (movakit/services/gateway/reaper.py): a job with no event for this long fails with a reason.
+    queue_deadline_s: float = 21600.0  # waiting in a stage's inbox (queued, or between two stages)
+    enhance_deadline_s: float = 900.0  # a prompt enhancer announced it is working on the job
+    encode_deadline_s: float = 900.0  # an encoder is working on the job
+    denoise_deadline_s: float = 900.0  # a denoiser is working on the job (it reports every step)
+    decode_deadline_s: float = 900.0  # a decoder is working on the job
     startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
@@ -89,6 +95,9 @@ class GatewaySettings:
         s.check_range(self.env_name("max_queued_gpu_s"), self.max_queued_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("tenant_max_gpu_s"), self.tenant_max_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("gpus"), self.gpus, 1, 100_000)
+        for name in ("queue_deadline_s", "enhance_deadline_s", "encode_deadline_s", "denoise_deadline_s",
+                     "decode_deadline_s"):
+            s.check_range(self.env_name(name), getattr(self, name), 1, 30 * 24 * 3600)
         s.check_range(self.env_name("startup_timeout_s"), self.startup_timeout_s, 1, 3600)
         if self.otel_exporter not in EXPORTERS:
             raise s.SettingsError(self.env_name("otel_exporter"), f"one of {', '.join(EXPORTERS)}, got {self.otel_exporter!r}")

@@ -1,0 +1,105 @@
+"""The gateway when things go wrong around it, on real servers: stalled jobs end with a reason (the reaper), and a
+broker that dies and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and
+Submit works again without a gateway restart. Stage workers are played by the test. This module's gateways use
+brokers of their own, so the jobs they reap or lose are no other test's."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.runtime import kafka as mkafka
+from movakit.runtime.grpc_server import check_health
+from movakit.runtime.localstack import free_port, start_tansu
+from movakit.runtime.object_store import cancel_marker_key
+from movakit.runtime.topics import TOPIC_EVENTS, ensure_topics
+from movakit.services.gateway.main import start_gateway
+
+pytestmark = pytest.mark.integration
+
+TINY = dict(prompt="a red ball bounces", height=32, width=48, num_frames=5, fps=24, num_inference_steps=2)
+
+
+def submit(stub) -> str:
+    return stub.Submit(gateway_pb2.SubmitRequest(params=common_pb2.GenerationParams(**TINY)), timeout=30).job_id
+
+
+def worker_event(producer, job_id: str, **kind) -> None:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    mkafka.publish(producer, TOPIC_EVENTS, job_id, events_pb2.JobEvent(job_id=job_id, time=ts, source="test", **kind))
+
+
+def until(condition, what: str, attempts: int = 600):
+    """Polls `condition` every 0.1 s until it returns something truthy; returns that."""
+    for _ in range(attempts):
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"never happened: {what}")
+
+
+def state_of(stub, job_id: str) -> common_pb2.Job:
+    return stub.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=10)
+
+
+def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, producer, object_store):
+    working = start_gateway(gateway_config(denoise_deadline_s=1.0))  # the queue deadline stays 6 h
+    try:
+        with grpc.insecure_channel(working.address) as channel:
+            stub = gateway_pb2_grpc.JobServiceStub(channel)
+            waiting_id, running_id = submit(stub), submit(stub)
+            worker_event(producer, running_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_DENOISE))
+            failed = until(lambda: (j := state_of(stub, running_id)).state == common_pb2.JOB_STATE_FAILED and j,
+                           "the silent denoise job fails")
+            assert failed.stage == common_pb2.STAGE_DENOISE
+            assert failed.failure_reason.startswith("stalled in denoise: no progress for ")
+            assert "MOVA_GATEWAY_DENOISE_DEADLINE_S" in failed.failure_reason
+            assert object_store.has_key(cancel_marker_key(running_id))  # a late worker stops instead of finishing
+            # Waiting in an inbox is not working: the stage deadline passed for the queued job too, it still waits.
+            assert state_of(stub, waiting_id).state == common_pb2.JOB_STATE_QUEUED
+    finally:
+        working.stop()
+    queued = start_gateway(gateway_config(queue_deadline_s=1.0))  # a restarted gateway reaps replayed jobs too
+    try:
+        with grpc.insecure_channel(queued.address) as channel:
+            stub = gateway_pb2_grpc.JobServiceStub(channel)
+            failed = until(lambda: (j := state_of(stub, waiting_id)).state == common_pb2.JOB_STATE_FAILED and j,
+                           "the queued job fails")
+            assert failed.failure_reason.startswith("stalled in enhance: ")
+            assert "MOVA_GATEWAY_QUEUE_DEADLINE_S" in failed.failure_reason
+    finally:
+        queued.stop()
+
+
+def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config):
+    port = free_port()
+    broker = start_tansu(port, tmp_path / "tansu")
+    ensure_topics(broker.address)
+    gateway = start_gateway(gateway_config(kafka_bootstrap=broker.address))
+    producer = mkafka.make_producer(broker.address)
+    try:
+        with grpc.insecure_channel(gateway.address) as channel:
+            stub = gateway_pb2_grpc.JobServiceStub(channel)
+            before = submit(stub)
+            broker.process.send_signal(signal.SIGKILL)
+            broker.process.wait()
+            until(lambda: not check_health(gateway.address), "health NOT_SERVING while the broker is down")
+            broker = start_tansu(port, tmp_path / "tansu")  # memory storage: it comes back empty
+            ensure_topics(broker.address)  # what `mova stack init` does
+            until(lambda: check_health(gateway.address), "health SERVING again")
+            after = submit(stub)  # the gateway's producer recovers from the lost producer id on its own
+            worker_event(producer, after, succeeded=events_pb2.Succeeded())
+            until(lambda: state_of(stub, after).state == common_pb2.JOB_STATE_SUCCEEDED,
+                  "the event follower reads the new broker's events")
+            assert state_of(stub, before).job_id == before  # still known: it was in memory
+    finally:
+        producer.close()
+        gateway.stop()
+        broker.stop()
