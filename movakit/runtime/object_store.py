@@ -16,11 +16,14 @@ import hashlib
 import io
 import json
 import struct
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from opentelemetry.trace import SpanKind
 
 from movakit.api.v1 import common_pb2
@@ -87,6 +90,36 @@ class ObjectStore:
                     return False
                 raise
             return True
+
+    # ---- retention ---------------------------------------------------------------------------------------------
+    def set_expiry(self, prefix: str, days: int) -> None:
+        """Sets the bucket's lifecycle to one rule: objects under `prefix` expire `days` days after their last
+        write (replaces any other rule of the bucket)."""
+        rule = Rule(ENABLED, rule_filter=Filter(prefix=prefix), rule_id=f"expire-{prefix.strip('/')}",
+                    expiration=Expiration(days=days))
+        with self._span("set_bucket_lifecycle", prefix):
+            self._client.set_bucket_lifecycle(self.bucket, LifecycleConfig([rule]))
+
+    def expiry_days(self, prefix: str) -> int | None:
+        """The expiration in days of the lifecycle rule for exactly `prefix`, None when there is none."""
+        with self._span("get_bucket_lifecycle", prefix):
+            config = self._client.get_bucket_lifecycle(self.bucket)
+        for rule in config.rules if config is not None else []:
+            if rule.status == ENABLED and rule.rule_filter and rule.rule_filter.prefix == prefix and rule.expiration:
+                return rule.expiration.days
+        return None
+
+    def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        """Deletes every object under `prefix` last written before `cutoff` (timezone-aware); returns how many."""
+        with self._span("delete_older_than", prefix):
+            old = [DeleteObject(o.object_name) for o in self._client.list_objects(self.bucket, prefix, recursive=True)
+                   if o.last_modified is not None and o.last_modified < cutoff]
+            errors = list(self._client.remove_objects(self.bucket, old)) if old else []
+        if errors:
+            first = errors[0]
+            raise OSError(f"s3://{self.bucket}/{prefix}: {len(errors)} objects not deleted, first "
+                          f"{first.name}: {first.code} {first.message}")
+        return len(old)
 
     # ---- raw bytes -------------------------------------------------------------------------------------------
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> common_pb2.ObjectRef:

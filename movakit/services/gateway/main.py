@@ -1,7 +1,7 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
-gRPC server (JobService + health + reflection) -> stalled-job reaper.
+gRPC server (JobService + health + reflection) -> stalled-job reaper -> artifact retention (lifecycle rule, sweep).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.reaper import Reaper
+from movakit.services.gateway.retention import RetentionSweeper, apply_lifecycle
 from movakit.services.gateway.servicer import JobServicer, add_servicer
 from movakit.services.gateway.settings import GatewaySettings
 
@@ -37,11 +38,13 @@ class RunningGateway:
     store: JobStore
     follower: EventFollower
     reaper: Reaper
+    sweeper: RetentionSweeper
     producer: mkafka.Producer
 
     def stop(self, grace_s: float = 2.0) -> None:
         self.server.stop(grace_s).wait()
         self.reaper.stop()
+        self.sweeper.stop()
         self.follower.stop()
         self.producer.flush()
         self.producer.close()
@@ -63,6 +66,7 @@ def start_gateway(
                    if settings.tls_cert_file else None)
     objects = store_at(settings.s3_endpoint)
     objects.ensure_bucket()
+    apply_lifecycle(objects, settings.artifact_retention_days)
     # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
     signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
@@ -91,8 +95,10 @@ def start_gateway(
         raise
     reaper = Reaper(settings, store, objects, producer)
     reaper.start()
+    sweeper = RetentionSweeper(objects, settings.artifact_retention_days)
+    sweeper.start()
     log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
-    return RunningGateway(settings.listen, server, store, follower, reaper, producer)
+    return RunningGateway(settings.listen, server, store, follower, reaper, sweeper, producer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ class GatewaySettings:
     encode_deadline_s: float = 900.0  # an encoder is working on the job
     denoise_deadline_s: float = 900.0  # a denoiser is working on the job (it reports every step)
     decode_deadline_s: float = 900.0  # a decoder is working on the job
+    artifact_retention_days: int = 7  # jobs/ objects expire this long after their last write (retention.py)
     startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
@@ -98,6 +99,7 @@ class GatewaySettings:
         for name in ("queue_deadline_s", "enhance_deadline_s", "encode_deadline_s", "denoise_deadline_s",
                      "decode_deadline_s"):
             s.check_range(self.env_name(name), getattr(self, name), 1, 30 * 24 * 3600)
+        s.check_range(self.env_name("artifact_retention_days"), self.artifact_retention_days, 1, 3650)
         s.check_range(self.env_name("startup_timeout_s"), self.startup_timeout_s, 1, 3600)
         if self.otel_exporter not in EXPORTERS:
             raise s.SettingsError(self.env_name("otel_exporter"), f"one of {', '.join(EXPORTERS)}, got {self.otel_exporter!r}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -68,3 +71,25 @@ def test_a_body_that_is_not_the_message_gets_invalid_argument():
             assert raw(gateway_pb2.GetJobRequest(job_id="ok").SerializeToString(), timeout=5)  # valid ones still work
     finally:
         server.stop(0).wait()
+
+
+def test_health_follows_the_dependency_checks():
+    address = f"127.0.0.1:{free_port()}"
+    kafka_up = threading.Event()
+    kafka_up.set()
+    server = serve("test", add, address, handle_signals=False, dependencies={"kafka": kafka_up.is_set})
+    try:
+        kafka_up.clear()
+        _until(lambda: not check_health(address) and not check_health(address, "movakit.api.v1.JobService"))
+        kafka_up.set()
+        _until(lambda: check_health(address) and check_health(address, "movakit.api.v1.JobService"))
+    finally:
+        server.stop(0).wait()
+
+
+def _until(condition, attempts: int = 200) -> None:
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the health status never changed")

@@ -149,3 +149,20 @@ def test_active_load_sums_unfinished_costs_overall_and_per_tenant():
     store.apply(ev("c", succeeded=e.Succeeded()))  # finished work no longer counts
     assert store.active_load("t1") == (2, 15.0, 10.0)
     assert store.active_load("t2") == (2, 15.0, 5.0)
+
+
+
+def test_unfinished_jobs_say_whether_they_wait_in_an_inbox_or_are_worked_on():
+    store = JobStore()
+    store.put(job("a"))
+    store.apply(ev("a", 20, queued=e.Queued()))
+    assert [(p.job.job_id, p.progress_ns, p.waiting) for p in store.unfinished()] == [("a", 20 * 10**9, True)]
+    store.apply(ev("a", 30, stage_started=e.StageStarted(stage=c.STAGE_ENCODE)))
+    assert [(p.progress_ns, p.waiting) for p in store.unfinished()] == [(30 * 10**9, False)]
+    store.apply(ev("a", 25, stage_finished=e.StageFinished(stage=c.STAGE_ENCODE)))  # older: changes nothing
+    store.apply(ev("a", 40, cancel_requested=e.CancelRequested()))  # neither waiting nor working: kept
+    assert [(p.progress_ns, p.waiting) for p in store.unfinished()] == [(40 * 10**9, False)]
+    store.apply(ev("a", 50, stage_finished=e.StageFinished(stage=c.STAGE_ENCODE)))
+    assert [p.waiting for p in store.unfinished()] == [True]
+    store.apply(ev("a", 60, failed=e.Failed(reason="x")))
+    assert store.unfinished() == []

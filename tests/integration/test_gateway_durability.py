@@ -1,12 +1,14 @@
-"""The gateway when things go wrong around it, on real servers: stalled jobs end with a reason (the reaper), and a
-broker that dies and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and
-Submit works again without a gateway restart. Stage workers are played by the test. This module's gateways use
-brokers of their own, so the jobs they reap or lose are no other test's."""
+"""The gateway's durability duties on real servers: stalled jobs end with a reason (the reaper); a broker that dies
+and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and Submit works again
+without a gateway restart; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
+are played by the test. This module's gateways use brokers of their own, so the jobs they reap or lose are no
+other test's, and the sweep runs on a bucket of its own."""
 
 from __future__ import annotations
 
 import signal
 import time
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
@@ -16,8 +18,9 @@ from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import check_health
 from movakit.runtime.localstack import free_port, start_tansu
-from movakit.runtime.object_store import cancel_marker_key
+from movakit.runtime.object_store import ObjectStore, cancel_marker_key
 from movakit.runtime.topics import TOPIC_EVENTS, ensure_topics
+from movakit.services.gateway import retention
 from movakit.services.gateway.main import start_gateway
 
 pytestmark = pytest.mark.integration
@@ -103,3 +106,19 @@ def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_
         producer.close()
         gateway.stop()
         broker.stop()
+
+
+def test_artifacts_expire_by_lifecycle_rule_and_sweep(gateway_config, s3_config):
+    settings = gateway_config(s3_bucket="mova-retention-test", artifact_retention_days=3)
+    objects = ObjectStore(s3_config.endpoint, s3_config.access_key, s3_config.secret_key, settings.s3_bucket)
+    gateway = start_gateway(settings)  # creates the bucket and sets its lifecycle
+    gateway.stop()
+    assert objects.expiry_days(retention.JOBS_PREFIX) == 3  # the server stored the rule
+    objects.put_bytes("jobs/old-job/output/video.mp4", b"video")
+    objects.put_bytes("elsewhere/keep.txt", b"not a job's")
+    now = datetime.now(timezone.utc)
+    assert retention.sweep(objects, 3, now + timedelta(days=2)) == 0  # younger than 3 days: kept
+    assert objects.has_key("jobs/old-job/output/video.mp4")
+    assert retention.sweep(objects, 3, now + timedelta(days=4)) == 1
+    assert not objects.has_key("jobs/old-job/output/video.mp4")
+    assert objects.has_key("elsewhere/keep.txt")  # only jobs/ is swept
