@@ -139,6 +139,11 @@ def publish(
                                timeout_s)
 
 
+def publish_tombstone(producer: Producer, topic: str, key: str, *, timeout_s: float = 30.0) -> None:
+    """Sends a record with no value for `key` (a compacted topic then drops the key) and waits for the ack."""
+    producer.send_and_wait(topic, key.encode("utf-8"), None, [], timeout_s)
+
+
 def make_consumer(
     bootstrap: str, topic: str, group_id: str, *, max_poll_interval_ms: int = 3_600_000
 ) -> KafkaConsumer:
@@ -208,7 +213,8 @@ def read_to_end(
 
     Yields (key, message or None for a tombstone, record), in offset order within each partition. Used to rebuild
     state from a compacted topic at startup. A record that does not decode (or verify, with `signer`) raises
-    PayloadError, or is passed to `on_invalid` and skipped when that is given.
+    PayloadError, or is passed to `on_invalid` and skipped when that is given; with `signer`, a tombstone must
+    verify too.
     """
     consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
@@ -226,14 +232,16 @@ def read_to_end(
                         continue
                     key = (record.key or b"").decode("utf-8")
                     message = None
-                    if record.value is not None:
-                        try:
+                    try:
+                        if record.value is not None:
                             message, _ = parse(record, message_type, signer)
-                        except PayloadError as exc:
-                            if on_invalid is None:
-                                raise
-                            on_invalid(record, exc)
-                            continue
+                        elif signer is not None:  # a tombstone drops a job's state: it must be signed too
+                            signer.verify(record)
+                    except PayloadError as exc:
+                        if on_invalid is None:
+                            raise
+                        on_invalid(record, exc)
+                        continue
                     yield key, message, record
             # Checked for every partition, not only those that returned records: compaction leaves offset gaps.
             remaining = {tp for tp in remaining if consumer.position(tp) < end[tp]}

@@ -122,3 +122,38 @@ def test_artifacts_expire_by_lifecycle_rule_and_sweep(gateway_config, s3_config)
     assert retention.sweep(objects, 3, now + timedelta(days=4)) == 1
     assert not objects.has_key("jobs/old-job/output/video.mp4")
     assert objects.has_key("elsewhere/keep.txt")  # only jobs/ is swept
+
+
+def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_config, producer):
+    bounded = start_gateway(gateway_config(max_finished_jobs=1))
+    try:
+        with grpc.insecure_channel(bounded.address) as channel:
+            stub = gateway_pb2_grpc.JobServiceStub(channel)
+            ids = [submit(stub) for _ in range(3)]
+            for job_id in ids:
+                worker_event(producer, job_id, succeeded=events_pb2.Succeeded(artifacts=[common_pb2.Artifact(
+                    kind="video", ref=common_pb2.ObjectRef(key=f"jobs/{job_id}/output/video.mp4"))]))
+            until(lambda: bounded.store.get(ids[0]) is None and bounded.store.get(ids[1]) is None,
+                  "the two oldest finished jobs leave memory")
+            assert bounded.store.get(ids[2]) is not None  # the newest finished one stays
+            archived = state_of(stub, ids[0])  # read from S3
+            assert archived.state == common_pb2.JOB_STATE_SUCCEEDED and archived.artifacts[0].url.startswith("http")
+            events = list(stub.Watch(gateway_pb2.WatchJobRequest(job_id=ids[0]), timeout=10))
+            assert [e.WhichOneof("kind") for e in events] == ["queued", "succeeded"]
+            assert events[-1].succeeded.artifacts[0].url.startswith("http")
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Cancel(gateway_pb2.CancelJobRequest(job_id=ids[0]), timeout=10)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            with pytest.raises(grpc.RpcError) as err:
+                state_of(stub, "0" * 32)  # never existed
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        bounded.stop()
+    restarted = start_gateway(gateway_config(max_finished_jobs=1))  # replays the topics, then holds the bound
+    try:
+        until(lambda: restarted.store.get(ids[0]) is None and restarted.store.get(ids[1]) is None,
+              "the restarted gateway keeps the bound")
+        with grpc.insecure_channel(restarted.address) as channel:
+            assert state_of(gateway_pb2_grpc.JobServiceStub(channel), ids[1]).state == common_pb2.JOB_STATE_SUCCEEDED
+    finally:
+        restarted.stop()

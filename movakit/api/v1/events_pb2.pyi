@@ -168,6 +168,14 @@ class JobRecord(_message.Message):
     job: _common_pb2.Job
     def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
+class ArchivedJob(_message.Message):
+    __slots__ = ("job", "events")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    job: _common_pb2.Job
+    events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ..., events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ...) -> None: ...
+
 class DeadLetter(_message.Message):
     __slots__ = ("job_id", "topic", "partition", "offset", "payload", "reason", "service")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -6,27 +6,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE
-from movakit.services.gateway.job_store import JobStore
+from movakit.services.gateway.job_store import TERMINAL, JobStore
 
 log = logging.getLogger("movakit.gateway.follower")
 
 
 def replay_job_state(bootstrap: str, store: JobStore, signer: mkafka.RecordSigner, *, timeout_s: float) -> int:
-    """Loads the latest JobRecord of every job from the compacted topic (records that do not verify are skipped);
-    returns how many records it read."""
+    """Loads the latest JobRecord of every job from the compacted topic, skipping archived jobs (tombstones) and
+    records that do not verify; returns how many records it loaded."""
     def skip(record, error: mkafka.PayloadError) -> None:
         log.warning("skipping an undecodable or unsigned job record", extra={"fields": {"error": str(error)}})
 
     count = 0
-    for _key, record, _ in mkafka.read_to_end(
+    for key, record, _ in mkafka.read_to_end(
         bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s, on_invalid=skip, signer=signer
     ):
-        if record is not None and record.job.job_id:
+        if record is None:  # a tombstone: the job was archived (archive.py) after its earlier records
+            store.discard(key)
+        elif record.job.job_id:
             store.load_record(record)
             count += 1
     return count
@@ -34,13 +37,15 @@ def replay_job_state(bootstrap: str, store: JobStore, signer: mkafka.RecordSigne
 
 class EventFollower:
     """A daemon thread applying every job event to the store. `caught_up` is set once it has read everything
-    that was in mova.events when it started, so a restarted gateway answers with current state."""
+    that was in mova.events when it started, so a restarted gateway answers with current state. `on_finished` runs
+    in this thread once caught up and after every event that finished a job (the archive's eviction)."""
 
     def __init__(self, bootstrap: str, store: JobStore, producer: mkafka.Producer, signer: mkafka.RecordSigner, *,
-                 timeout_s: float) -> None:
+                 timeout_s: float, on_finished: Callable[[], object]) -> None:
         self._store = store
         self._signer = signer
         self._producer = producer
+        self._on_finished = on_finished
         self._stop = threading.Event()
         self.caught_up = threading.Event()
         self._consumer = mkafka.make_tail_consumer(bootstrap, TOPIC_EVENTS, timeout_s=timeout_s)
@@ -59,6 +64,7 @@ class EventFollower:
     def _check_caught_up(self) -> None:
         if not self.caught_up.is_set() and all(self._consumer.position(tp) >= end for tp, end in self._end.items()):
             self.caught_up.set()
+            self._on_finished()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -86,3 +92,5 @@ class EventFollower:
             mkafka.publish(self._producer, TOPIC_JOB_STATE, job.job_id, events_pb2.JobRecord(job=job))
         except Exception:  # noqa: BLE001 - the in-memory state is still right; the next change rewrites it
             log.exception("job-state write failed", extra={"fields": {"job_id": job.job_id}})
+        if job.state in TERMINAL and self.caught_up.is_set():
+            self._on_finished()

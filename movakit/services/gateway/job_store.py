@@ -1,5 +1,5 @@
-"""The gateway's materialised job state: every job, its event history and the idempotency index (per tenant),
-in memory.
+"""The gateway's materialised job state: every unfinished job and the most recent finished ones, their event
+histories and the idempotency index (per tenant), in memory (older finished jobs are archived in S3: archive.py).
 
 It is rebuilt at startup from the compacted mova.job-state topic (the latest JobRecord per job) and then from
 mova.events read from the beginning. Applying an event is monotone, so replaying old events over a newer
@@ -110,7 +110,7 @@ class JobStore:
             return _copy(entry.job) if changed else None
 
     def discard(self, job_id: str) -> None:
-        """Forgets a job whose Submit could not be completed."""
+        """Forgets a job: one whose Submit could not be completed, or a finished one that was archived."""
         with self._changed:
             entry = self._entries.pop(job_id, None)
             key = (entry.job.tenant, entry.job.idempotency_key) if entry is not None else None
@@ -155,10 +155,20 @@ class JobStore:
             return [Progress(_copy(e.job), e.progress_ns, e.waiting)
                     for e in self._entries.values() if e.job.state not in TERMINAL]
 
-    def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
-        """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished."""
+    def finished_beyond(self, keep: int) -> list[events_pb2.ArchivedJob]:
+        """The finished jobs beyond the `keep` most recently updated ones, oldest first, with their events."""
         with self._changed:
-            entry = self._entries[job_id]
+            finished = sorted((e for e in self._entries.values() if e.job.state in TERMINAL),
+                              key=lambda e: (e.job.updated_at.ToNanoseconds(), e.job.job_id), reverse=True)
+            return [events_pb2.ArchivedJob(job=e.job, events=e.events) for e in reversed(finished[keep:])]
+
+    def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
+        """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished
+        (also when it has left memory meanwhile)."""
+        with self._changed:
+            entry = self._entries.get(job_id)
+            if entry is None:
+                return [], True
             if len(entry.events) <= start and entry.job.state not in TERMINAL:
                 self._changed.wait_for(
                     lambda: len(entry.events) > start or entry.job.state in TERMINAL, timeout=timeout_s

@@ -1,6 +1,6 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
-Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
+Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (archiving finished jobs beyond the memory bound) ->
 gRPC server (JobService + health + reflection) -> stalled-job reaper -> artifact retention (lifecycle rule, sweep).
 """
 
@@ -21,6 +21,7 @@ from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from movakit.services.gateway.archive import JobArchive
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.reaper import Reaper
@@ -73,14 +74,15 @@ def start_gateway(
     records_key = mkafka.RecordSigner(settings.kafka_secret)  # signs and verifies Kafka records
     records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
     producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
+    archive = JobArchive(objects, producer, store, settings.max_finished_jobs)
     follower = EventFollower(settings.kafka_bootstrap, store, producer, records_key,
-                             timeout_s=settings.startup_timeout_s)
+                             timeout_s=settings.startup_timeout_s, on_finished=archive.evict)
     follower.start()
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
         servicer = JobServicer(
-            store, objects, producer, signer=signer, tokens=tokens, rules=rules,
+            store, objects, producer, signer=signer, archive=archive, tokens=tokens, rules=rules,
             admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
             presign_expiry_s=settings.presign_expiry_s,
         )

@@ -10,6 +10,7 @@ import threading
 import uuid
 
 import grpc
+import urllib3
 from google.protobuf.timestamp_pb2 import Timestamp
 from kafka.errors import KafkaError
 from minio.error import S3Error
@@ -23,6 +24,7 @@ from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
 from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.runtime.tasks import make_event
 from movakit.services.gateway import admission
+from movakit.services.gateway.archive import JobArchive
 from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
 
 log = logging.getLogger("movakit.gateway")
@@ -44,10 +46,11 @@ def _now() -> Timestamp:
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: mkafka.Producer, *, signer: ObjectStore,
-        tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits, gpu_s_per_mpixel_step: float,
-        presign_expiry_s: int,
+        archive: JobArchive, tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits,
+        gpu_s_per_mpixel_step: float, presign_expiry_s: int,
     ) -> None:
         self._jobs = store
+        self._archive = archive  # finished jobs that left memory
         self._objects = objects
         self._signer = signer  # presigns artifact URLs for the endpoint clients use
         self._producer = producer
@@ -149,6 +152,10 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     # ---- Watch -----------------------------------------------------------------------------------------------
     def Watch(self, request: gateway_pb2.WatchJobRequest, context: grpc.ServicerContext):
         self._require(request.job_id, context)
+        if self._jobs.get(request.job_id) is None:  # archived: its whole history at once
+            for event in self._archived(request.job_id, context).events:
+                yield self._event_with_urls(event) if event.WhichOneof("kind") == "succeeded" else event
+            return
         sent = 0
         while context.is_active():
             events, finished = self._jobs.wait_events(request.job_id, sent, _WATCH_POLL_S)
@@ -195,9 +202,24 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"job_id: {len(job_id)} characters, at most {MAX_JOB_ID_CHARS}")
         job = self._jobs.get(job_id)
-        if job is None or job.tenant != tenant:
+        if job is not None:
+            if job.tenant != tenant:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"job_id: no job {job_id!r}")
+            return job
+        archived = self._archived(job_id, context)
+        if archived.job.tenant != tenant:  # an archived job keeps its tenant and is shown only to it
             context.abort(grpc.StatusCode.NOT_FOUND, f"job_id: no job {job_id!r}")
-        return job
+        return archived.job
+
+    def _archived(self, job_id: str, context: grpc.ServicerContext) -> events_pb2.ArchivedJob:
+        """A finished job that left memory (archive.py); NOT_FOUND when there is none."""
+        try:
+            archived = self._archive.get(job_id)
+        except (S3Error, OSError, urllib3.exceptions.HTTPError) as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"job_id: the job archive is unreachable: {type(exc).__name__}")
+        if archived is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"job_id: no job {job_id!r}")
+        return archived
 
     def _sign(self, artifacts) -> None:
         for artifact in artifacts:

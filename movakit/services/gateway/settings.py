@@ -42,6 +42,7 @@ class GatewaySettings:
     max_queued_gpu_s: float = 36000.0  # estimated GPU-seconds all unfinished jobs may hold together
     tenant_max_gpu_s: float = 14400.0  # estimated GPU-seconds one tenant's unfinished jobs may hold
     gpus: int = 1  # GPUs working through the queue (divides the retry delay of a refusal)
+    max_finished_jobs: int = 10000  # finished jobs kept in memory; older ones are read from S3 (archive.py)
     checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
     # Stalled jobs (movakit/services/gateway/reaper.py): a job with no event for this long fails with a reason.
     queue_deadline_s: float = 21600.0  # waiting in a stage's inbox (queued, or between two stages)
@@ -96,6 +97,7 @@ class GatewaySettings:
         s.check_range(self.env_name("max_queued_gpu_s"), self.max_queued_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("tenant_max_gpu_s"), self.tenant_max_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("gpus"), self.gpus, 1, 100_000)
+        s.check_range(self.env_name("max_finished_jobs"), self.max_finished_jobs, 0, 10_000_000)
         for name in ("queue_deadline_s", "enhance_deadline_s", "encode_deadline_s", "denoise_deadline_s",
                      "decode_deadline_s"):
             s.check_range(self.env_name(name), getattr(self, name), 1, 30 * 24 * 3600)
