@@ -155,8 +155,7 @@ def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
     env = worker_env
     dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
     try:
-        future = env["producer"].send(env["inbox"], key=b"garbage", value=b"\xff\xff\xff not a protobuf")
-        future.get(timeout=10)
+        env["producer"].send_and_wait(env["inbox"], b"garbage", b"\xff\xff\xff not a protobuf", [], timeout_s=10)
         (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and not m.job_id)
         assert letter.payload == b"\xff\xff\xff not a protobuf"
         assert "DenoiseTask" in letter.reason and letter.service == "test-worker"
@@ -203,7 +202,7 @@ def test_a_kafka_error_outside_the_stage_does_not_end_the_worker(worker_env):
     worker._dead_letter = broker_down_once
     dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
     try:
-        env["producer"].send(env["inbox"], key=b"garbage", value=b"\xfe not a protobuf either").get(timeout=10)
+        env["producer"].send_and_wait(env["inbox"], b"garbage", b"\xfe not a protobuf either", [], timeout_s=10)
         (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and m.payload == b"\xfe not a protobuf either")
         assert failures == [letter.offset]  # the same record, read again after the failure
     finally:
