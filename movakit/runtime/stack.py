@@ -2,12 +2,13 @@
 
 `up` starts SeaweedFS (S3 with access keys) and then Tansu (Kafka protocol) through movakit.runtime.localstack,
 Tansu storing every record, offset and group in the bucket <bucket>-broker of that SeaweedFS (so a broker that
-crashes and restarts loses nothing: `restart_infra`), creates the topics and the job bucket, then one process per service (`python -m movakit.services.<name>.main`), each
-configured through its MOVA_<SERVICE>_* variables. All logs go to <state_dir>/logs/<name>.log; the processes
-(pid, start time, address, log, and for a service its command line and variables) are recorded in
-<state_dir>/stack.json so `status`, `restart` and `down` can find them from another shell. Every process runs in
-its own session, so it outlives the `mova stack up` command. `restart` stops one service and starts it again with
-the recorded command line, then records the new process in place of the old one.
+crashes and restarts loses nothing: `restart_infra`), creates the topics and the job bucket, then one process
+per service (`python -m movakit.services.<name>.main`), each configured through its MOVA_<SERVICE>_* variables.
+All logs go to <state_dir>/logs/<name>.log; the processes (pid, start time, address, log, and for a service its
+command line and variables) are recorded in <state_dir>/stack.json so `status`, `restart` and `down` can find
+them from another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
+`restart` stops one service and starts it again with the recorded command line, then records the new process in
+place of the old one.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
 Every service, the gateway included, gets the same checkpoint folder: the gateway judges requests by its configs
 (movakit/model_rules.py), so on the tiny demo checkpoint tiny sizes such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
@@ -212,8 +213,9 @@ def start_infra(cfg: StackConfig, name: str) -> ProcessEntry:
 
 
 def restart_infra(cfg: StackConfig, name: str) -> ProcessEntry:
-    """Starts the stack's "seaweedfs" or "tansu" again after it died, and records the new process. The S3 keys
-    are those `up` used (recorded in <state_dir>/s3-credentials), whatever `cfg` says."""
+    """Starts the stack's "seaweedfs" or "tansu" again after it died (with the StackConfig `up` was given), and
+    records the new process in stack.json. The S3 keys are those `up` used (recorded in
+    <state_dir>/s3-credentials, generated when `cfg` left them empty), whatever `cfg` says."""
     addresses, entries = read_state(cfg.state_dir)
     access_key, secret_key = read_s3_credentials(cfg.state_dir)
     cfg = dataclasses.replace(cfg, access_key=access_key, secret_key=secret_key)
@@ -222,7 +224,7 @@ def restart_infra(cfg: StackConfig, name: str) -> ProcessEntry:
         raise StackError(f"{name} (pid {old.pid}) is still running")
     _reap([old])
     new = start_infra(cfg, name)
-    _write_state(cfg, [new if e.name == name else e for e in entries], addresses)
+    _write_state(cfg.state_dir, [new if e.name == name else e for e in entries], addresses)
     return new
 
 
@@ -252,7 +254,8 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         tansu = start_infra(cfg, "tansu")
         entries.append(tansu)
         _write_state(cfg.state_dir, entries, addresses)
-        log(f"kafka (tansu, storage in s3://{broker_bucket(cfg)}/) on {tansu.address}, s3 (seaweedfs) on {weed.address}")
+        log(f"kafka (tansu, storage in s3://{broker_bucket(cfg)}/) on {tansu.address}, "
+            f"s3 (seaweedfs) on {weed.address}")
         init_backends(addresses["kafka"], addresses["s3"], cfg.bucket, cfg.access_key, cfg.secret_key)
 
         checkpoint = cfg.checkpoint

@@ -6,10 +6,9 @@ ArchivedJob to `job-records/<job_id>.pb` (checksummed like every manifest), publ
 mova.job-state (so compaction drops it and a restarted gateway's replay skips it), and only then drops it from
 memory. A write that fails leaves the job in memory; the next eviction tries again. A restarted gateway still
 re-reads mova.events (as far back as the topic's retention keeps it), so the finished jobs found there come back
-into memory and are archived again once it has caught up. Get and Watch read an archived
-job from S3 (`get`); Cancel of one answers FAILED_PRECONDITION like any finished job. List pages over the jobs in
-memory only. The job-records/ prefix is outside jobs/, so the artifact retention (retention.py) never deletes a
-record.
+into memory and are archived again once it has caught up. Get and Watch read an archived job from S3 (`get`);
+Cancel of one answers FAILED_PRECONDITION like any finished job. List pages over the jobs in memory only. The
+job-records/ prefix is outside jobs/, so the artifact retention (retention.py) never deletes a record.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
-Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (archiving finished jobs beyond the memory bound) ->
-gRPC server (JobService + health + reflection) -> stalled-job reaper -> artifact retention (lifecycle rule, sweep).
+Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (it
+archives the finished jobs beyond the memory bound) -> gRPC server (JobService + health + reflection) ->
+stalled-job reaper -> artifact retention (lifecycle rule, sweep).
 """
 
 from __future__ import annotations
