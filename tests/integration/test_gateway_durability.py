@@ -1,6 +1,7 @@
 """The gateway's durability duties on real servers: stalled jobs end with a reason (the reaper); a broker that dies
 and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and Submit works again
-without a gateway restart; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
+without a gateway restart; finished jobs beyond the memory bound are archived and shown only to their tenant;
+only signed tombstones drop a job at replay; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
 are played by the test. This module's gateways use brokers of their own, so the jobs they reap or lose are no
 other test's, and the sweep runs on a bucket of its own."""
 
@@ -19,8 +20,10 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import check_health
 from movakit.runtime.localstack import free_port, start_tansu
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
-from movakit.runtime.topics import TOPIC_EVENTS, ensure_topics
+from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE, ensure_topics
 from movakit.services.gateway import retention
+from movakit.services.gateway.follower import replay_job_state
+from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.main import start_gateway
 
 pytestmark = pytest.mark.integration
@@ -52,10 +55,10 @@ def state_of(stub, job_id: str) -> common_pb2.Job:
     return stub.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
 
-def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, producer, object_store):
+def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, producer, object_store, tenant_channel):
     working = start_gateway(gateway_config(denoise_deadline_s=1.0))  # the queue deadline stays 6 h
     try:
-        with grpc.insecure_channel(working.address) as channel:
+        with tenant_channel(working.address) as channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
             waiting_id, running_id = submit(stub), submit(stub)
             worker_event(producer, running_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_DENOISE))
@@ -63,6 +66,7 @@ def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, prod
                            "the silent denoise job fails")
             assert failed.stage == common_pb2.STAGE_DENOISE
             assert failed.failure_reason.startswith("stalled in denoise: no progress for ")
+            assert failed.tenant == "alice"  # the reaper's event keeps the job its tenant's
             assert "MOVA_GATEWAY_DENOISE_DEADLINE_S" in failed.failure_reason
             assert object_store.has_key(cancel_marker_key(running_id))  # a late worker stops instead of finishing
             # Waiting in an inbox is not working: the stage deadline passed for the queued job too, it still waits.
@@ -71,7 +75,7 @@ def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, prod
         working.stop()
     queued = start_gateway(gateway_config(queue_deadline_s=1.0))  # a restarted gateway reaps replayed jobs too
     try:
-        with grpc.insecure_channel(queued.address) as channel:
+        with tenant_channel(queued.address) as channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
             failed = until(lambda: (j := state_of(stub, waiting_id)).state == common_pb2.JOB_STATE_FAILED and j,
                            "the queued job fails")
@@ -81,14 +85,14 @@ def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, prod
         queued.stop()
 
 
-def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config):
+def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config, signer, tenant_channel):
     port = free_port()
     broker = start_tansu(port, tmp_path / "tansu")
     ensure_topics(broker.address)
     gateway = start_gateway(gateway_config(kafka_bootstrap=broker.address))
-    producer = mkafka.make_producer(broker.address)
+    producer = mkafka.make_producer(broker.address, signer)  # the rebuilt client signs too
     try:
-        with grpc.insecure_channel(gateway.address) as channel:
+        with tenant_channel(gateway.address) as channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
             before = submit(stub)
             broker.process.send_signal(signal.SIGKILL)
@@ -124,10 +128,10 @@ def test_artifacts_expire_by_lifecycle_rule_and_sweep(gateway_config, s3_config)
     assert objects.has_key("elsewhere/keep.txt")  # only jobs/ is swept
 
 
-def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_config, producer):
+def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_config, producer, tenant_channel):
     bounded = start_gateway(gateway_config(max_finished_jobs=1))
     try:
-        with grpc.insecure_channel(bounded.address) as channel:
+        with tenant_channel(bounded.address) as channel, tenant_channel(bounded.address, "bob") as bob_channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
             ids = [submit(stub) for _ in range(3)]
             for job_id in ids:
@@ -138,6 +142,7 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
             assert bounded.store.get(ids[2]) is not None  # the newest finished one stays
             archived = state_of(stub, ids[0])  # read from S3
             assert archived.state == common_pb2.JOB_STATE_SUCCEEDED and archived.artifacts[0].url.startswith("http")
+            assert archived.tenant == "alice"  # the archive keeps the job's tenant
             events = list(stub.Watch(gateway_pb2.WatchJobRequest(job_id=ids[0]), timeout=10))
             assert [e.WhichOneof("kind") for e in events] == ["queued", "succeeded"]
             assert events[-1].succeeded.artifacts[0].url.startswith("http")
@@ -147,13 +152,48 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
             with pytest.raises(grpc.RpcError) as err:
                 state_of(stub, "0" * 32)  # never existed
             assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            bob = gateway_pb2_grpc.JobServiceStub(bob_channel)  # another tenant: the archived job does not exist
+            for call in (lambda: state_of(bob, ids[0]),
+                         lambda: list(bob.Watch(gateway_pb2.WatchJobRequest(job_id=ids[0]), timeout=10)),
+                         lambda: bob.Cancel(gateway_pb2.CancelJobRequest(job_id=ids[0]), timeout=10)):
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND
     finally:
         bounded.stop()
     restarted = start_gateway(gateway_config(max_finished_jobs=1))  # replays the topics, then holds the bound
     try:
         until(lambda: restarted.store.get(ids[0]) is None and restarted.store.get(ids[1]) is None,
               "the restarted gateway keeps the bound")
-        with grpc.insecure_channel(restarted.address) as channel:
+        with tenant_channel(restarted.address) as channel:
             assert state_of(gateway_pb2_grpc.JobServiceStub(channel), ids[1]).state == common_pb2.JOB_STATE_SUCCEEDED
     finally:
         restarted.stop()
+
+
+def test_an_unsigned_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka, signer, tenant_channel):
+    """Archiving publishes signed tombstones on mova.job-state; the replay skips one that does not verify."""
+    first = start_gateway(gateway_config())
+    try:
+        with tenant_channel(first.address) as channel:
+            job_id = submit(gateway_pb2_grpc.JobServiceStub(channel))
+    finally:
+        first.stop()
+
+    def replayed() -> JobStore:
+        store = JobStore()
+        replay_job_state(gateway_kafka, store, signer, timeout_s=30)
+        return store
+
+    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner("guessed-secret"))
+    try:
+        mkafka.publish_tombstone(forger, TOPIC_JOB_STATE, job_id)
+    finally:
+        forger.close()
+    assert replayed().get(job_id) is not None  # the forged tombstone was skipped
+    genuine = mkafka.make_producer(gateway_kafka, signer)
+    try:
+        mkafka.publish_tombstone(genuine, TOPIC_JOB_STATE, job_id)
+    finally:
+        genuine.close()
+    assert replayed().get(job_id) is None  # a signed one drops the job (what archive.py relies on)

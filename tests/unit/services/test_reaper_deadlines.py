@@ -30,5 +30,8 @@ def test_waiting_jobs_get_the_queue_deadline_and_running_ones_their_stage_s():
 
 
 def test_deadlines_are_validated_by_name():
+    required = {"MOVA_GATEWAY_S3_ACCESS_KEY": "k", "MOVA_GATEWAY_S3_SECRET_KEY": "s",  # the other checks pass
+                "MOVA_GATEWAY_TOKENS_FILE": "/tokens", "MOVA_GATEWAY_KAFKA_SECRET": "x"}
+    GatewaySettings.load([], required)
     with pytest.raises(SettingsError, match="MOVA_GATEWAY_DENOISE_DEADLINE_S"):
-        GatewaySettings.load([], {"MOVA_GATEWAY_DENOISE_DEADLINE_S": "0"})
+        GatewaySettings.load([], {**required, "MOVA_GATEWAY_DENOISE_DEADLINE_S": "0"})
