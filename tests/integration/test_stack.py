@@ -75,12 +75,12 @@ def collector():
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory, collector):
     _, otlp = collector
-    ports = [free_port() for _ in range(7)]
-    while len(set(ports)) < 7:
-        ports = [free_port() for _ in range(7)]
+    ports = [free_port() for _ in range(8)]
+    while len(set(ports)) < 8:
+        ports = [free_port() for _ in range(8)]
     cfg = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
-        stage_ports=tuple(ports[3:]),  # no S3 keys: `up` generates them
+        http_port=ports[7], stage_ports=tuple(ports[3:7]),  # no S3 keys: `up` generates them
         denoiser_replicas=2, otel_exporter="otlp", otel_endpoint=otlp,
         extra_env={"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})  # no --checkpoint: tiny sizes accepted
     addresses = stack.up(cfg, log=lambda *_: None)
