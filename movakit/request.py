@@ -126,7 +126,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("prompt", "--prompt", str, "what happens and what is heard (speech in quotes); used verbatim unless "
            f"--enhance; 1..{MAX_PROMPT_CHARS} characters with visible text"),
     Option("image", "--image", str, "first-frame image (PNG, JPEG or WebP); without it a white frame is used, or "
-           "the image endpoint's frame when MOVA_FIRST_FRAME_* names one"),
+           "the frame of the image endpoint or local text-to-image model MOVA_FIRST_FRAME_* names"),
     Option("negative_prompt", "--negative-prompt", str, "what guidance steers away from; empty or unset = the "
            f"official negative prompt; at most {MAX_PROMPT_CHARS} characters"),
     Option("height", "--height", int, f"pixels, a multiple of the checkpoint's size step (16), {SIDE[0]}..{SIDE[1]}; "
