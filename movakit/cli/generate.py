@@ -211,6 +211,7 @@ def _run(opts: GenerateArgs) -> int:
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
         f"guidance {req.guidance_scale:g}, seed {req.seed}, device {opts.device}, {opts.dtype}"
+        + (f", sync guidance {req.sync_guidance_scale:g}" if req.sync_guidance_scale is not None else "")
         + (", offload" if opts.offload else "")
     )
 

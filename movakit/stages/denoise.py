@@ -110,7 +110,7 @@ def denoise_request(req: GenerationRequest, encoded: EncodeResult, rules: ModelR
     return DenoiseRequest(
         context=encoded.context, negative_context=encoded.negative_context, y=encoded.y, height=req.height,
         width=req.width, num_frames=req.num_frames, fps=req.fps, num_inference_steps=req.num_inference_steps,
-        guidance_scale=req.guidance_scale, seed=req.seed,
+        guidance_scale=req.guidance_scale, seed=req.seed, sync_guidance_scale=req.sync_guidance_scale,
         audio_latent_length=audio_latent_length(rules.audio_sample_rate, rules.audio_hop_length, req.num_frames,
                                                 req.fps),
         video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
