@@ -41,6 +41,7 @@ FRAMES = (5, 193)  # 193 frames = 8 s at 24 fps, the longest clip MOVA was train
 FPS = (8.0, 60.0)
 STEPS = (1, 100)
 GUIDANCE = (1.0, 20.0)  # 1.0 turns classifier-free guidance off
+SYNC_GUIDANCE = (0.0, 20.0)  # dual guidance's scale on the audio-video bridge (unset = single text CFG)
 SEED = (0, 2**63 - 1)
 PRIORITY = (0, 9)
 LORA_SCALE_MAX = 2.0  # scale in (0, LORA_SCALE_MAX]
@@ -103,11 +104,13 @@ class GenerationRequest:
     lora_name: str = ""  # "" = no adapter
     lora_scale: float | None = None
     priority: int = 0
+    sync_guidance_scale: float | None = None  # None = single text CFG (no default to fill: unset is a choice)
 
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) is None and not (f.name == "lora_scale" and not self.lora_name):
+            optional = f.name == "sync_guidance_scale" or (f.name == "lora_scale" and not self.lora_name)
+            if getattr(self, f.name) is None and not optional:
                 raise ValueError(f"{f.name}: not resolved (movakit.request.resolve fills every default)")
         return self
 
@@ -126,7 +129,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("prompt", "--prompt", str, "what happens and what is heard (speech in quotes); used verbatim unless "
            f"--enhance; 1..{MAX_PROMPT_CHARS} characters with visible text"),
     Option("image", "--image", str, "first-frame image (PNG, JPEG or WebP); without it a white frame is used, or "
-           "the image endpoint's frame when MOVA_FIRST_FRAME_* names one"),
+           "the frame of the image endpoint or local text-to-image model MOVA_FIRST_FRAME_* names"),
     Option("negative_prompt", "--negative-prompt", str, "what guidance steers away from; empty or unset = the "
            f"official negative prompt; at most {MAX_PROMPT_CHARS} characters"),
     Option("height", "--height", int, f"pixels, a multiple of the checkpoint's size step (16), {SIDE[0]}..{SIDE[1]}; "
@@ -152,6 +155,10 @@ OPTIONS: tuple[Option, ...] = (
            f"{DEFAULT_LORA_SCALE:g}; needs --lora"),
     Option("priority", "--priority", int, f"scheduling priority {PRIORITY[0]} (lowest, default) .. {PRIORITY[1]}; "
            "`mova generate` runs at once and ignores it"),
+    Option("sync_guidance_scale", "--sync-guidance-scale", float, "dual guidance: guidance on the audio-video "
+           f"bridge (bridge on vs off) next to --guidance-scale on the text, {SYNC_GUIDANCE[0]:g}.."
+           f"{SYNC_GUIDANCE[1]:g}; three forwards a step; unset (default) = the released single text CFG "
+           "(docs/dual-guidance.md)"),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
@@ -266,6 +273,8 @@ def check_field(req: GenerationRequest, name: str) -> None:
             raise InvalidArgument(name, f"{value} is outside 0..2^63-1")
     elif name == "priority":
         _outside(value, PRIORITY, name)
+    elif name == "sync_guidance_scale":
+        _outside(value, SYNC_GUIDANCE, name)
     elif name == "lora_name":
         if value and not _LORA_NAME.match(value):
             raise InvalidArgument("lora.name", f"{value!r} must be 1..128 characters of [A-Za-z0-9._-]")
@@ -342,6 +351,7 @@ def from_proto(params) -> GenerationRequest:
         lora_name=params.lora.name if has_lora else "",
         lora_scale=(params.lora.scale or None) if params.HasField("lora") else None,
         priority=params.priority,
+        sync_guidance_scale=params.sync_guidance_scale if params.HasField("sync_guidance_scale") else None,
     )
 
 
@@ -357,6 +367,8 @@ def to_proto(req: GenerationRequest):
     )
     if req.seed is not None:
         params.seed = req.seed
+    if req.sync_guidance_scale is not None:
+        params.sync_guidance_scale = req.sync_guidance_scale
     if req.lora_name or req.lora_scale is not None:
         params.lora.name = req.lora_name
         params.lora.scale = req.lora_scale or 0.0

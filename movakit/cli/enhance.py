@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         "--first-frame",
         type=Path,
         metavar="OUT",
-        help="also draw a first frame with the MOVA_FIRST_FRAME_* endpoint and write it to OUT",
+        help="also draw a first frame with the MOVA_FIRST_FRAME_* endpoint or local model and write it to OUT",
     )
     p.add_argument("--height", type=int, default=352, help="first-frame height for --first-frame (default 352)")
     p.add_argument("--width", type=int, default=640, help="first-frame width for --first-frame (default 640)")
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--image: {args.image} is not a file")
         image = args.image.read_bytes()
     if args.first_frame is not None and not settings.first_frame.configured:
-        raise UsageError("--first-frame: MOVA_FIRST_FRAME_BASE_URL is not set")
+        raise UsageError("--first-frame: neither MOVA_FIRST_FRAME_BASE_URL nor MOVA_FIRST_FRAME_MODEL_PATH is set")
     for name, value in (("--height", args.height), ("--width", args.width)):
         if value <= 0:
             raise UsageError(f"{name}: must be positive, got {value}")

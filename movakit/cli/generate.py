@@ -211,6 +211,7 @@ def _run(opts: GenerateArgs) -> int:
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
         f"guidance {req.guidance_scale:g}, seed {req.seed}, device {opts.device}, {opts.dtype}"
+        + (f", sync guidance {req.sync_guidance_scale:g}" if req.sync_guidance_scale is not None else "")
         + (", offload" if opts.offload else "")
     )
 
@@ -219,14 +220,16 @@ def _run(opts: GenerateArgs) -> int:
     except ValueError as exc:  # e.g. MOVA_ENHANCER_MODEL_PATH without a config.json
         raise UsageError(f"--enhance: {exc}") from None
     image = opts.image.read_bytes() if opts.image is not None else None
-    # Text-only: the spec's white frame, unless MOVA_FIRST_FRAME_BASE_URL names an image-generation endpoint.
+    # Text-only: the spec's white frame, unless MOVA_FIRST_FRAME_BASE_URL names an image-generation endpoint or
+    # MOVA_FIRST_FRAME_MODEL_PATH a local text-to-image folder.
     first_frame_notes: list[str] = []
     draw = None
     if image is None and enhancer_settings.first_frame.configured:
         def draw(prompt: str, height: int, width: int) -> bytes | None:
-            return draw_first_frame_or_none(enhancer_settings, prompt, height, width, first_frame_notes)
+            return draw_first_frame_or_none(enhancer_settings, prompt, height, width, first_frame_notes,
+                                            seed=req.seed)
 
-        _say(f"first frame: drawn by {enhancer_settings.first_frame.base_url} (white frame if that fails)")
+        _say(f"first frame: drawn by {enhancer_settings.first_frame.describe_source()} (white frame if that fails)")
     load_device = "cpu" if opts.offload else opts.device
     _say(f"loading {path} ...")
     try:

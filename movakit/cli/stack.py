@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     up.add_argument("--kafka-port", type=int, default=9092)
     up.add_argument("--s3-port", type=int, default=9000)
     up.add_argument("--gateway-port", type=int, default=50051)
+    up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP API (/v1/videos)")
     up.add_argument("--stage-ports", default="50052,50053,50054,50055",
                     help="gRPC ports of prompt-enhancer,encoder,denoiser,decoder")
     up.add_argument("--denoiser-replicas", type=int, default=1)
@@ -70,7 +71,8 @@ def _up(args) -> int:
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         raise UsageError(f"--checkpoint: {args.checkpoint} is not a folder")
     cfg = StackConfig(state_dir=args.state_dir.resolve(), checkpoint=args.checkpoint, kafka_port=args.kafka_port,
-                      s3_port=args.s3_port, gateway_port=args.gateway_port, stage_ports=ports,  # type: ignore[arg-type]
+                      s3_port=args.s3_port, gateway_port=args.gateway_port, http_port=args.http_port,
+                      stage_ports=ports,  # type: ignore[arg-type]
                       access_key=args.access_key, secret_key=args.secret_key,
                       denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,
                       otel_endpoint=args.otel_endpoint)

@@ -1,10 +1,13 @@
-"""First frames for text-only jobs from an OpenAI-compatible image-generation endpoint.
+"""First frames for text-only jobs from an OpenAI-compatible image-generation endpoint or a local diffusers
+text-to-image folder.
 
 MOVA always needs a first frame; without a user image the pipeline falls back to a white frame
 (`movakit/stages/first_frame.py`, docs/model.md#first-frame-conditioning), which often yields flat colour.
 When MOVA_FIRST_FRAME_BASE_URL is set, `generate_first_frame` asks `{base_url}/images/generations` to draw the
-caption's opening paragraph; `draw_first_frame_or_none` is what both modes call (the prompt-enhancer service and
-`mova generate`, right after enhancing): the rule that picks a job's first frame is in `movakit/stages/first_frame.py`.
+caption's opening paragraph; when MOVA_FIRST_FRAME_MODEL_PATH is set, a local pipeline draws it
+(movakit/enhance/local_image.py). `draw_first_frame_or_none` is what both modes call (the prompt-enhancer service
+and `mova generate`, right after enhancing): the rule that picks a job's first frame is in
+`movakit/stages/first_frame.py`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import urllib.request
 from PIL import Image, UnidentifiedImageError
 
 from movakit.enhance.http import BackendError, RetryPolicy, post_json
+from movakit.enhance.local_image import LocalImageError, draw_locally
 from movakit.enhance.settings import EnhancerSettings
 from movakit.enhance.text import paragraphs
 
@@ -37,19 +41,26 @@ def first_frame_prompt(caption: str) -> str:
 
 
 def generate_first_frame(
-    settings: EnhancerSettings, prompt: str, height: int, width: int, *, notes: list[str] | None = None
+    settings: EnhancerSettings, prompt: str, height: int, width: int, *, seed: int = 0,
+    notes: list[str] | None = None,
 ) -> bytes | None:
-    """Encoded image bytes (PNG/JPEG/WebP as the endpoint sent them) for a text-only job, or None when no
-    endpoint is configured (the caller keeps the model's white-frame fallback).
+    """Encoded image bytes (PNG/JPEG/WebP as the endpoint sent them; PNG from a local model) for a text-only
+    job, or None when nothing is configured (the caller keeps the model's white-frame fallback). `seed` seeds a
+    local model (an endpoint draws as it likes).
 
-    Raises FirstFrameError when the configured endpoint fails after its retries, ValueError for bad arguments.
-    Retries are described in `notes` when given.
+    Raises FirstFrameError when the configured endpoint fails after its retries or the local model fails,
+    ValueError for bad arguments. Retries are described in `notes` when given.
     """
     ff = settings.first_frame
     if not ff.configured:
         return None
     if height <= 0 or width <= 0:
         raise ValueError(f"height/width: {height}x{width} must be positive")
+    if ff.model_path:
+        try:
+            return draw_locally(ff, first_frame_prompt(prompt), height, width, seed=seed)
+        except LocalImageError as exc:
+            raise FirstFrameError(f"first-frame generation failed: {exc}") from None
     payload = {
         "model": ff.model,
         "prompt": first_frame_prompt(prompt),
@@ -94,12 +105,12 @@ def _image_bytes(reply: dict, url: str, timeout_s: float) -> bytes:
 
 
 def draw_first_frame_or_none(
-    settings: EnhancerSettings, prompt: str, height: int, width: int, notes: list[str]
+    settings: EnhancerSettings, prompt: str, height: int, width: int, notes: list[str], *, seed: int = 0
 ) -> bytes | None:
-    """`generate_first_frame`, with a failing endpoint turned into a note: None means "keep the model's own
-    first frame" (no endpoint configured, or it failed after its retries; `notes` then says why)."""
+    """`generate_first_frame`, with a failing source turned into a note: None means "keep the model's own
+    first frame" (nothing configured, or it failed; `notes` then says why)."""
     try:
-        return generate_first_frame(settings, prompt, height, width, notes=notes)
+        return generate_first_frame(settings, prompt, height, width, seed=seed, notes=notes)
     except FirstFrameError as exc:
         notes.append(f"{exc}; using the default first frame")
         return None

@@ -21,6 +21,9 @@
 | MOVA_FIRST_FRAME_API_KEY         |          | bearer token (never logged)                                        |
 | MOVA_FIRST_FRAME_TIMEOUT_S       | 120      | seconds per image request                                          |
 | MOVA_FIRST_FRAME_MAX_RETRIES     | 1        | extra tries after a timeout, connection error, 429 or 5xx          |
+| MOVA_FIRST_FRAME_MODEL_PATH      |          | local diffusers text-to-image folder (instead of BASE_URL)         |
+| MOVA_FIRST_FRAME_DEVICE          | cpu      | model path: torch device                                           |
+| MOVA_FIRST_FRAME_STEPS           | 0        | model path: denoising steps; 0 = the pipeline's own default        |
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ BACKENDS = ("rules", "openai", "transformers")
 
 @dataclass(frozen=True)
 class FirstFrameSettings:
-    """The optional OpenAI-compatible image-generation endpoint that draws a first frame for text-only jobs."""
+    """What draws a first frame for text-only jobs: an OpenAI-compatible image-generation endpoint (base_url) or a
+    local diffusers text-to-image folder (model_path), at most one of them; neither keeps the white frame."""
 
     base_url: str = ""  # empty: not configured, the model's own fallback (a white frame) is kept
     model: str = ""
@@ -43,8 +47,15 @@ class FirstFrameSettings:
     timeout_s: float = 120.0
     max_retries: int = 1
     backoff_s: float = 1.0
+    model_path: str = ""  # local diffusers folder (movakit/enhance/local_image.py)
+    device: str = "cpu"
+    steps: int = 0  # 0: the pipeline's own default number of steps
 
     def __post_init__(self) -> None:
+        if self.base_url and self.model_path:
+            raise ValueError("MOVA_FIRST_FRAME_BASE_URL and MOVA_FIRST_FRAME_MODEL_PATH: set one of them, not both")
+        if self.steps < 0:
+            raise ValueError(f"MOVA_FIRST_FRAME_STEPS: {self.steps} must be >= 0")
         if not self.timeout_s > 0:
             raise ValueError(f"MOVA_FIRST_FRAME_TIMEOUT_S: {self.timeout_s} must be positive")
         if self.max_retries < 0:
@@ -54,7 +65,13 @@ class FirstFrameSettings:
 
     @property
     def configured(self) -> bool:
-        return bool(self.base_url)
+        return bool(self.base_url or self.model_path)
+
+    def describe_source(self) -> str:
+        """What draws the frame, for a progress line."""
+        if self.model_path:
+            return f"the local text-to-image model {self.model_path}"
+        return f"the image endpoint {self.base_url}" if self.base_url else "nothing (white frame)"
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,9 @@ class EnhancerSettings:
             api_key=env.get("MOVA_FIRST_FRAME_API_KEY", ""),
             timeout_s=_number(env, "MOVA_FIRST_FRAME_TIMEOUT_S", 120.0, float),
             max_retries=_number(env, "MOVA_FIRST_FRAME_MAX_RETRIES", 1, int),
+            model_path=env.get("MOVA_FIRST_FRAME_MODEL_PATH", ""),
+            device=env.get("MOVA_FIRST_FRAME_DEVICE", "cpu"),
+            steps=_number(env, "MOVA_FIRST_FRAME_STEPS", 0, int),
         )
         return cls(
             backend=env.get("MOVA_ENHANCER_BACKEND", "rules").strip().lower() or "rules",
@@ -132,6 +152,9 @@ class EnhancerSettings:
             first_frame_api_key="***" if ff.api_key else "",
             first_frame_timeout_s=ff.timeout_s,
             first_frame_max_retries=ff.max_retries,
+            first_frame_model_path=ff.model_path,
+            first_frame_device=ff.device,
+            first_frame_steps=ff.steps,
         )
         return out
 

@@ -6,9 +6,12 @@ The loop is written out in `denoise` below, step by step:
      (the official sampler's order), unless the request passes the noise (or, when resuming, the latents);
   2. per step i with timestep pair (t_v, t_a): pick the video expert (`video_dit` while t_v >= boundary_ratio·1000,
      then `video_dit_2` for good: the switch is sticky);
-  3. x_in = cat(latent, y) (36 ch); run the dual-tower forward for the positive and, when guidance_scale != 1, the
-     negative prompt (image conditioning `y` kept in the negative branch), batched as B=2 or as two forwards;
-  4. CFG in float32: v = v_neg + s·(v_pos − v_neg), for video and audio alike;
+  3. x_in = cat(latent, y) (36 ch); run the dual-tower forward for each guidance branch (stages/guidance.py): the
+     positive and, when guidance_scale != 1, the negative prompt (image conditioning `y` kept in the negative
+     branch); with sync guidance also the bridge-off branches. Branches with the same bridge setting run as one
+     batch (cfg_batch) or one forward each;
+  4. guidance in float32: v = v_neg + s·(v_pos − v_neg) (or the dual form of stages/guidance.py), video and audio
+     alike;
   5. Euler update in float32 with the scheduler (σ(t_next) − σ(t_cur)), the last step to σ = 0;
   6. `on_step(StepInfo)` after each step: progress, checkpoints, and cancellation (the hook raises).
 Latents stay float32 throughout; only the model forward runs in the model dtype.
@@ -27,6 +30,7 @@ from movakit.model_rules import ModelRules
 from movakit.request import GenerationRequest
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.encode import EncodeResult
+from movakit.stages import guidance
 
 # Channels of the first-frame mask at the front of y (docs/model.md#first-frame-conditioning):
 # y = cat(mask[4], image_latent[z_dim]).
@@ -61,6 +65,8 @@ class DenoiseRequest:
     guidance_scale: float
     seed: int
     audio_latent_length: int  # L_a (audio_latent_length() below, from the audio VAE's sample rate and hop)
+    # Guidance on the audio-video bridge (stages/guidance.py); None = single text CFG, the released sampler.
+    sync_guidance_scale: float | None = None
     video_noise: torch.Tensor | None = None  # (1, z_dim, T_lat, H/8, W/8); the latents at start_step when resuming
     audio_noise: torch.Tensor | None = None  # (1, audio_channels, L_a); the latents at start_step when resuming
     start_step: int = 0  # steps already done (resume): then both tensors above are required
@@ -106,7 +112,7 @@ def denoise_request(req: GenerationRequest, encoded: EncodeResult, rules: ModelR
     return DenoiseRequest(
         context=encoded.context, negative_context=encoded.negative_context, y=encoded.y, height=req.height,
         width=req.width, num_frames=req.num_frames, fps=req.fps, num_inference_steps=req.num_inference_steps,
-        guidance_scale=req.guidance_scale, seed=req.seed,
+        guidance_scale=req.guidance_scale, seed=req.seed, sync_guidance_scale=req.sync_guidance_scale,
         audio_latent_length=audio_latent_length(rules.audio_sample_rate, rules.audio_hop_length, req.num_frames,
                                                 req.fps),
         video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
@@ -141,6 +147,8 @@ def _validate(models: DenoiserModels, req: DenoiseRequest) -> None:
         raise ValueError("start_step > 0 needs both video_noise and audio_noise (the latents to resume from)")
     if req.guidance_scale <= 0:
         raise ValueError(f"guidance_scale must be > 0, got {req.guidance_scale}")
+    if req.sync_guidance_scale is not None and req.sync_guidance_scale < 0:
+        raise ValueError(f"sync_guidance_scale must be >= 0, got {req.sync_guidance_scale}")
     if req.fps <= 0:
         raise ValueError(f"fps must be > 0, got {req.fps}")
     if req.audio_latent_length < 1:
@@ -172,8 +180,9 @@ def denoise(
 ) -> DenoiseResult:
     """Run steps start_step..num_inference_steps-1 of the sampler and return the final latents (float32).
 
-    cfg_batch: run the positive and negative CFG branches as one B=2 forward (default) or as two B=1 forwards;
-      both give the same result up to kernel rounding (callers choose with movakit.execution.cfg_batch_for).
+    cfg_batch: run the guidance branches that share a bridge setting as one batch (default; B=2 for CFG) or as
+      B=1 forwards; both give the same result up to kernel rounding (callers choose with
+      movakit.execution.cfg_batch_for).
     offload: keep only the active video expert on the execution device (the device of `audio_dit`); the other
       waits on the CPU and the two trade places at the switch.
     forward: the dual-tower forward; default `movakit.models.dual_tower.dual_tower_forward`.
@@ -202,11 +211,12 @@ def denoise(
     video = video.to(device=device, dtype=torch.float32)
     audio = audio.to(device=device, dtype=torch.float32)
 
-    # --- text contexts, in the model dtype; stacked [positive, negative] for the batched CFG forward ---
-    use_cfg = req.guidance_scale != 1.0
+    # --- text contexts, in the model dtype; the guidance branches grouped by bridge setting (one batch each) ---
     context = req.context.to(device=device, dtype=model_dtype)
     negative = req.negative_context.to(device=device, dtype=model_dtype)
-    both_contexts = torch.cat([context, negative], dim=0)
+    plan = guidance.branches(req.guidance_scale, req.sync_guidance_scale)
+    groups = [tuple(b for b in plan if b.bridge == on) for on in (True, False)]
+    groups = [(g, torch.cat([negative if b.negative else context for b in g], dim=0)) for g in groups if g]
 
     pairs = scheduler.pairs(total)  # (n, 2) float32: (t_video, t_audio)
     boundary = models.boundary_ratio * scheduler.config.num_train_timesteps
@@ -215,8 +225,9 @@ def denoise(
     if offload:
         _place_experts(models, expert_name, device)
 
-    def run(expert: nn.Module, ctx: torch.Tensor, t_v: torch.Tensor, t_a: torch.Tensor):
+    def run(expert: nn.Module, ctx: torch.Tensor, t_v: torch.Tensor, t_a: torch.Tensor, bridge: bool):
         b = ctx.shape[0]
+        off = {} if bridge else {"a2v_condition_scale": 0.0, "v2a_condition_scale": 0.0}  # bridge residuals off
         x_in = torch.cat([video, y], dim=1).to(model_dtype).expand(b, -1, -1, -1, -1)  # (B, 36, T, H/8, W/8)
         a_in = audio.to(model_dtype).expand(b, -1, -1)  # (B, C_a, L_a)
         v, a = forward(
@@ -229,6 +240,7 @@ def denoise(
             t_video=t_v.reshape(1).expand(b).to(device),  # (B,) float32
             t_audio=t_a.reshape(1).expand(b).to(device),
             video_fps=float(req.fps),
+            **off,
         )
         return v.float(), a.float()
 
@@ -244,19 +256,20 @@ def denoise(
                 _place_experts(models, expert_name, device)
         expert = models.video_dit_2 if switched else models.video_dit
 
-        # --- 3. forward(s) and 4. CFG in float32 ---
-        if not use_cfg:
-            v_pred, a_pred = run(expert, context, t_v, t_a)
-        else:
+        # --- 3. forward(s) and 4. guidance in float32 ---
+        v_out: dict[guidance.Branch, torch.Tensor] = {}
+        a_out: dict[guidance.Branch, torch.Tensor] = {}
+        for group, group_ctx in groups:
+            bridge = group[0].bridge
             if cfg_batch:
-                v_both, a_both = run(expert, both_contexts, t_v, t_a)
-                v_pos, v_neg = v_both[0:1], v_both[1:2]
-                a_pos, a_neg = a_both[0:1], a_both[1:2]
+                v_g, a_g = run(expert, group_ctx, t_v, t_a, bridge)
+                for k, branch in enumerate(group):
+                    v_out[branch], a_out[branch] = v_g[k : k + 1], a_g[k : k + 1]
             else:
-                v_pos, a_pos = run(expert, context, t_v, t_a)
-                v_neg, a_neg = run(expert, negative, t_v, t_a)
-            v_pred = v_neg + req.guidance_scale * (v_pos - v_neg)
-            a_pred = a_neg + req.guidance_scale * (a_pos - a_neg)
+                for k, branch in enumerate(group):
+                    v_out[branch], a_out[branch] = run(expert, group_ctx[k : k + 1], t_v, t_a, bridge)
+        v_pred = guidance.combine(v_out, req.guidance_scale, req.sync_guidance_scale)
+        a_pred = guidance.combine(a_out, req.guidance_scale, req.sync_guidance_scale)
 
         # --- 5. Euler update (float32), the last step to sigma 0 ---
         last = i + 1 == total

@@ -1,7 +1,7 @@
 """The first frame of a request, decided the same way by `mova generate` and by the stack.
 
 A job's first frame is, in this order: the request's image; else, when MOVA_FIRST_FRAME_* names an image
-endpoint, the frame it draws from the prompt the text encoder sees (`movakit.enhance.first_frame.
+endpoint or a local text-to-image model, the frame it draws from the prompt the text encoder sees (`movakit.enhance.first_frame.
 draw_first_frame_or_none`, called once: by the prompt-enhancer service, or by `movakit.pipeline.generate` right
 after enhancing); else the white frame below, which the encode stage supplies. The image and the drawn frame are
 bytes in both modes and become pixels through `open_first_frame`.

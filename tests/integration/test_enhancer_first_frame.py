@@ -96,3 +96,21 @@ def test_a_job_with_its_own_image_never_calls_the_endpoint(object_store, image_e
     assert image_endpoint["requests"] == [] and not output.HasField("first_frame")
     next_task, _ = handler.follow_up(task, output, "prompt-enhancer")
     assert next_task.image == task.image
+
+
+def test_a_local_text_to_image_folder_draws_the_first_frame(object_store, tmp_path):
+    from movakit.enhance.first_frame import generate_first_frame
+    from movakit.testing.tiny_text_to_image import write_tiny_text_to_image
+
+    settings = EnhancerSettings(first_frame=FirstFrameSettings(model_path=str(write_tiny_text_to_image(tmp_path)),
+                                                               steps=2))
+    handler = EnhanceHandler(build_enhancer(settings), object_store, settings)
+    task = _task("ff-job-local")
+    task.params.seed = 21
+    output = handler.run(task, ctx=None)
+    assert output.first_frame.key == "jobs/ff-job-local/enhance/first_frame" and list(output.notes) == [], output.notes
+    drawn = object_store.get_bytes(output.first_frame)
+    assert Image.open(io.BytesIO(drawn)).size == (48, 32)
+    assert drawn == generate_first_frame(settings, output.prompt, 32, 48, seed=21)  # the job's seed: redelivery-safe
+    next_task, _ = handler.follow_up(task, output, "prompt-enhancer")
+    assert next_task.image == output.first_frame

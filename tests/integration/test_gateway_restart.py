@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start_process(kafka: str, s3_config, port: int, log_path: Path, *extra: str) -> subprocess.Popen:
     argv = [
-        sys.executable, "-m", "movakit.services.gateway.main", "--listen", f"127.0.0.1:{port}", "--kafka-bootstrap", kafka,
+        sys.executable, "-m", "movakit.services.gateway.main", "--listen", f"127.0.0.1:{port}",
+        "--http-listen", f"127.0.0.1:{free_port()}", "--kafka-bootstrap", kafka,
         "--s3-endpoint", s3_config.endpoint, "--s3-access-key", s3_config.access_key,
         "--s3-secret-key", s3_config.secret_key, "--s3-bucket", s3_config.bucket,
         "--checkpoint", str(default_demo_checkpoint()), *extra,  # its configs: any multiple-of-16 size

@@ -259,7 +259,7 @@ def _certificates(folder) -> dict[str, str]:
 def test_mutual_tls_admits_only_clients_with_a_certificate(gateway_config, tmp_path, tenant_token):
     pem = _certificates(tmp_path)
     secured = start_gateway(gateway_config(tls_cert_file=pem["server.pem"], tls_key_file=pem["server.key"],
-                                           tls_client_ca_file=pem["ca.pem"]))
+                                           tls_client_ca_file=pem["ca.pem"], http_listen=""))
     read = lambda name: open(pem[name], "rb").read()  # noqa: E731
     try:
         with_cert = grpc.ssl_channel_credentials(read("ca.pem"), read("client.key"), read("client.pem"))

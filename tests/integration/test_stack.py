@@ -80,12 +80,12 @@ def collector():
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory, collector):
     _, otlp = collector
-    ports = [free_port() for _ in range(7)]
-    while len(set(ports)) < 7:
-        ports = [free_port() for _ in range(7)]
+    ports = [free_port() for _ in range(8)]
+    while len(set(ports)) < 8:
+        ports = [free_port() for _ in range(8)]
     cfg = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
-        stage_ports=tuple(ports[3:]),  # no S3 keys: `up` generates them
+        http_port=ports[7], stage_ports=tuple(ports[3:7]),  # no S3 keys: `up` generates them
         denoiser_replicas=2, otel_exporter="otlp", otel_endpoint=otlp,
         extra_env={"MOVA_DENOISER_LATENT_CHECKPOINT_EVERY": "1"})  # no --checkpoint: tiny sizes accepted
     addresses = stack.up(cfg, log=lambda *_: None)
@@ -180,10 +180,10 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
 
 # Every field of a request set (the image too); the other case leaves all but the prompt to the defaults.
 EVERY_FIELD = dict(negative_prompt="blurry, static", height=32, width=48, num_frames=9, fps=12.0,
-                   num_inference_steps=3, guidance_scale=3.5, seed=1234)
+                   num_inference_steps=3, guidance_scale=3.5, seed=1234, sync_guidance_scale=2.0)
 _OPTION = {"negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
            "num_frames": "--num-frames", "fps": "--fps", "num_inference_steps": "--steps",
-           "guidance_scale": "--guidance-scale", "seed": "--seed"}
+           "guidance_scale": "--guidance-scale", "seed": "--seed", "sync_guidance_scale": "--sync-guidance-scale"}
 
 
 @pytest.mark.parametrize("every_field", [False, True], ids=["defaults", "every-field"])

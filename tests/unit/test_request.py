@@ -64,6 +64,8 @@ def test_defaults_follow_the_checkpoint_preset_and_draw_a_seed():
         ({"lora_name": "bad name!"}, "lora.name", "A-Za-z0-9"),
         ({"lora_name": "ok", "lora_scale": 3.0}, "lora.scale", "(0, 2]"),
         ({"lora_scale": 0.5}, "lora.scale", "needs a LoRA adapter name"),
+        ({"sync_guidance_scale": -0.5}, "sync_guidance_scale", "-0.5 is outside 0..20"),
+        ({"sync_guidance_scale": 21.0}, "sync_guidance_scale", "0..20"),
     ],
 )
 def test_each_rule_names_its_field(fields, field, fragment):
@@ -101,12 +103,19 @@ def test_the_command_line_gets_the_same_reason_under_the_option_name():
         assert cli.value.field == r.FLAGS[fld] and contract.value.field == fld
         assert cli.value.reason == contract.value.reason
     assert r.from_options(parser.parse_args(["--prompt", "hi", "--enhance"])).enhance_prompt is True
+    dual = r.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "2.5"]))
+    assert dual.sync_guidance_scale == 2.5
+    with pytest.raises(r.InvalidArgument, match="^--sync-guidance-scale: -1 is outside 0..20$"):
+        r.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "-1"]))
 
 
 def test_proto_round_trip_keeps_every_field_and_unset_means_default():
     full = resolved(negative_prompt="n", height=720, width=1280, num_frames=97, fps=12.0, num_inference_steps=25,
-                    guidance_scale=1.0, seed=0, enhance_prompt=True, lora_name="a.b", lora_scale=0.5, priority=3)
+                    guidance_scale=1.0, seed=0, enhance_prompt=True, lora_name="a.b", lora_scale=0.5, priority=3,
+                    sync_guidance_scale=0.0)
     assert r.from_proto(r.to_proto(full)) == full
+    assert resolved().sync_guidance_scale is None  # unset stays unset (single text CFG): it has no default
+    assert r.from_proto(r.to_proto(resolved())) == resolved()
     bare = r.from_proto(r.to_proto(r.GenerationRequest(prompt="p")))
     assert bare == r.GenerationRequest(prompt="p")
     with pytest.raises(ValueError, match="^negative_prompt: not resolved"):

@@ -20,7 +20,7 @@ from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_JOB_STATE
-from movakit.runtime.worker import read_blob, write_blob
+from movakit.runtime.tasks import read_blob, write_blob
 from movakit.services.gateway.job_store import JobStore
 
 log = logging.getLogger("movakit.gateway.archive")

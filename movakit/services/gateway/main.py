@@ -1,8 +1,8 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (it
-archives the finished jobs beyond the memory bound) -> gRPC server (JobService + health + reflection) ->
-stalled-job reaper -> artifact retention (lifecycle rule, sweep).
+archives the finished jobs beyond the memory bound) -> HTTP API (/v1/videos over the gRPC API, http_api.py) ->
+gRPC server (JobService + health + reflection) -> stalled-job reaper -> artifact retention (lifecycle rule, sweep).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime.auth import TokenBook, TokensFileError
 from movakit.runtime.grpc_server import serve, tls_credentials
 from movakit.runtime.health import stack_dependencies
+from movakit.runtime.http_server import HttpServer
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.archive import JobArchive
 from movakit.services.gateway.follower import EventFollower, replay_job_state
+from movakit.services.gateway.http_api import create_app
 from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.reaper import Reaper
 from movakit.services.gateway.retention import RetentionSweeper, apply_lifecycle
@@ -42,8 +44,11 @@ class RunningGateway:
     reaper: Reaper
     sweeper: RetentionSweeper
     producer: mkafka.Producer
+    http: HttpServer | None  # None when http_listen is ""
 
     def stop(self, grace_s: float = 2.0) -> None:
+        if self.http is not None:
+            self.http.stop()
         self.server.stop(grace_s).wait()
         self.reaper.stop()
         self.sweeper.stop()
@@ -79,6 +84,7 @@ def start_gateway(
     follower = EventFollower(settings.kafka_bootstrap, store, producer, records_key,
                              timeout_s=settings.startup_timeout_s, on_finished=archive.evict)
     follower.start()
+    http = None
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
@@ -87,12 +93,17 @@ def start_gateway(
             admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
             presign_expiry_s=settings.presign_expiry_s,
         )
+        if settings.http_listen:  # before the gRPC server: once gRPC health answers, the HTTP API does too
+            http = HttpServer(create_app(_loopback(settings.listen), objects), settings.http_listen, name="gateway")
+            http.start()
         if reservation is not None:
             reservation.close()
         server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
                        credentials=credentials,
                        dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
+        if http is not None:
+            http.stop()
         follower.stop()
         producer.close()
         raise
@@ -100,8 +111,15 @@ def start_gateway(
     reaper.start()
     sweeper = RetentionSweeper(objects, settings.artifact_retention_days)
     sweeper.start()
-    log.info("gateway ready", extra={"fields": {"listen": settings.listen, "jobs_replayed": records}})
-    return RunningGateway(settings.listen, server, store, follower, reaper, sweeper, producer)
+    log.info("gateway ready", extra={"fields": {"listen": settings.listen, "http_listen": settings.http_listen,
+                                                "jobs_replayed": records}})
+    return RunningGateway(settings.listen, server, store, follower, reaper, sweeper, producer, http)
+
+
+def _loopback(listen: str) -> str:
+    """The address this process reaches its own gRPC server at (a wildcard host becomes 127.0.0.1)."""
+    host, _, port = listen.rpartition(":")
+    return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]") else listen
 
 
 def main(argv: list[str] | None = None) -> int:

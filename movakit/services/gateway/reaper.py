@@ -20,7 +20,7 @@ from movakit.api.v1 import common_pb2, events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
 from movakit.runtime.topics import TOPIC_EVENTS
-from movakit.runtime.worker import make_event
+from movakit.runtime.tasks import make_event
 from movakit.services.gateway.job_store import JobStore, Progress
 from movakit.services.gateway.settings import GatewaySettings
 

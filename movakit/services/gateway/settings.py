@@ -1,8 +1,8 @@
 """Settings of the gateway: `MOVA_GATEWAY_<FIELD>` variables or the matching `--<field-with-dashes>` flags.
 
 A flag wins over the variable, the variable over the default. Defaults are the local-stack and docker-compose
-addresses (gateway 127.0.0.1:50051, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and the same S3 bucket as the stage
-services. Secrets have no default: the S3 keys and the tokens file must be given (`mova stack up` generates them).
+addresses (gateway 127.0.0.1:50051, its HTTP API 127.0.0.1:8080, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and
+the same S3 bucket as the stage services. Secrets have no default: the S3 keys and the tokens file must be given (`mova stack up` generates them).
 Read once at startup by main.py; nothing else reads the environment.
 """
 
@@ -23,6 +23,7 @@ PREFIX = "MOVA_GATEWAY_"
 @dataclass(frozen=True)
 class GatewaySettings:
     listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
+    http_listen: str = "127.0.0.1:8080"  # HTTP listen address of /v1/videos (http_api.py); "" = no HTTP API
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
     kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
@@ -79,6 +80,8 @@ class GatewaySettings:
 
     def validate(self) -> None:
         s.check_address(self.env_name("listen"), self.listen)
+        if self.http_listen:
+            s.check_address(self.env_name("http_listen"), self.http_listen)
         s.check_address(self.env_name("s3_endpoint"), self.s3_endpoint)
         if self.s3_public_endpoint:
             s.check_address(self.env_name("s3_public_endpoint"), self.s3_public_endpoint)
@@ -88,6 +91,9 @@ class GatewaySettings:
             if not getattr(self, name):
                 raise s.SettingsError(self.env_name(name), "must not be empty")
         s.check_range(self.env_name("presign_expiry_s"), self.presign_expiry_s, 60, 7 * 24 * 3600)
+        if self.http_listen and self.tls_cert_file:
+            raise s.SettingsError(self.env_name("http_listen"), "the HTTP API calls the gRPC API over loopback "
+                                  "without TLS; set it to \"\" when the gateway serves TLS")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise s.SettingsError(self.env_name("tls_key_file"), "tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file and not self.tls_cert_file:

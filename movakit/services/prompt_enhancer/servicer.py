@@ -50,10 +50,11 @@ class EnhanceHandler:
         return output
 
     def _draw_first_frame(self, task: events_pb2.EnhanceTask, output: prompt_enhancer_pb2.EnhanceOutput) -> None:
-        """Ask the image endpoint for the first frame of a text-only job; on failure the notes say why and the
-        encoder keeps the model's white-frame fallback."""
+        """Ask the image endpoint or local model for the first frame of a text-only job (seeded with the job's
+        seed); on failure the notes say why and the encoder keeps the model's white-frame fallback."""
         notes: list[str] = []
-        data = draw_first_frame_or_none(self.settings, output.prompt, task.params.height, task.params.width, notes)
+        data = draw_first_frame_or_none(self.settings, output.prompt, task.params.height, task.params.width, notes,
+                                        seed=task.params.seed)
         output.notes.extend(notes)
         if data is not None:
             output.first_frame.CopyFrom(self.store.put_bytes(job_key(task.job_id, "enhance", "first_frame"), data))

@@ -48,9 +48,10 @@ def test_stack_up_reports_a_broker_that_cannot_start(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))  # bound, not listening: `up` finds it closed, Tansu cannot bind it
         port = taken.getsockname()[1]
-        others = [free_port() for _ in range(6)]
+        others = [free_port() for _ in range(7)]
         argv = ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", str(port), "--s3-port", str(others[0]),
-                "--gateway-port", str(others[1]), "--stage-ports", ",".join(map(str, others[2:]))]
+                "--gateway-port", str(others[1]), "--http-port", str(others[6]),
+                "--stage-ports", ",".join(map(str, others[2:6]))]
         assert main(argv) == 1
     assert "mova stack up: tansu: exited" in capsys.readouterr().out
     assert not (tmp_path / "stack.json").exists()

@@ -11,7 +11,8 @@ from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
-from movakit.stages.denoise import DenoiseRequest, denoise
+from movakit.models.dual_tower import dual_tower_forward
+from movakit.stages.denoise import DenoiseRequest, denoise, initial_noise
 from movakit.loading.demo import tiny_config
 
 
@@ -72,6 +73,53 @@ def test_resume_equals_uninterrupted_on_the_real_model(models):
     resumed = denoise(models, _req(models, start_step=2, video_noise=ck.video_latents, audio_noise=ck.audio_latents))
     assert torch.equal(resumed.video_latents, full.video_latents)
     assert torch.equal(resumed.audio_latents, full.audio_latents)
+
+
+def test_dual_guidance_one_step_is_the_compositional_formula(models):
+    """One step is the final Euler step from sigma 1 to 0 (x1 = x0 - v), so the result shows the guided velocity:
+    v = v(neg, off) + s_text (v(pos, off) - v(neg, off)) + s_sync (v(pos, on) - v(pos, off))."""
+    s_text, s_sync = 4.0, 2.5
+    req = _req(models, num_inference_steps=1, guidance_scale=s_text, sync_guidance_scale=s_sync)
+    calls = []
+
+    def forward(*args, **kw):
+        calls.append((kw["context"].shape[0], kw.get("a2v_condition_scale", 1.0), kw.get("v2a_condition_scale", 1.0)))
+        return dual_tower_forward(*args, **kw)
+
+    out = denoise(models, req, forward=forward)
+    assert calls == [(1, 1.0, 1.0), (2, 0.0, 0.0)]  # bridge on: positive; bridge off: positive and negative as B=2
+    v0, a0 = initial_noise(11, (1, 16, 2, 4, 6), (1, models.audio_dit.config.in_dim, 9))
+    t_video, t_audio = models.scheduler.pairs(1)[0].reshape(2, 1)
+    kw = dict(video_x=torch.cat([v0, req.y], 1), audio_x=a0, t_video=t_video, t_audio=t_audio, video_fps=24.0)
+
+    def branch(context, bridge: float):
+        return dual_tower_forward(models.video_dit, models.audio_dit, models.bridge, context=context,
+                                  a2v_condition_scale=bridge, v2a_condition_scale=bridge, **kw)
+
+    (v_on, a_on), (v_off, a_off) = branch(req.context, 1.0), branch(req.context, 0.0)
+    v_neg, a_neg = branch(req.negative_context, 0.0)
+    assert (v_on - v_off).abs().max() > 1e-4 and (a_on - a_off).abs().max() > 1e-4  # the bridge matters
+    torch.testing.assert_close(out.video_latents, v0 - (v_neg + s_text * (v_off - v_neg) + s_sync * (v_on - v_off)))
+    torch.testing.assert_close(out.audio_latents, a0 - (a_neg + s_text * (a_off - a_neg) + s_sync * (a_on - a_off)))
+
+
+def test_dual_guidance_batched_equals_three_forwards_and_unset_is_single_cfg(models):
+    dual = _req(models, sync_guidance_scale=3.0)
+    a = denoise(models, dual, cfg_batch=True)
+    b = denoise(models, dual, cfg_batch=False)
+    torch.testing.assert_close(a.video_latents, b.video_latents, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.audio_latents, b.audio_latents, rtol=1e-5, atol=1e-5)
+    single = denoise(models, _req(models))
+    assert (single.video_latents - a.video_latents).abs().max() > 1e-4
+    assert torch.equal(denoise(models, _req(models, sync_guidance_scale=None)).video_latents, single.video_latents)
+    # s_text = 1: the negative branch is skipped (two forwards a step) and the negative prompt does not matter
+    calls = []
+    one = denoise(models, _req(models, guidance_scale=1.0, sync_guidance_scale=3.0),
+                  forward=lambda *args, **kw: calls.append(kw["context"].shape[0]) or dual_tower_forward(*args, **kw))
+    assert calls == [1, 1] * 4
+    other = denoise(models, _req(models, guidance_scale=1.0, sync_guidance_scale=3.0,
+                                 negative_context=torch.zeros_like(dual.negative_context)))
+    assert torch.equal(one.video_latents, other.video_latents)
 
 
 @pytest.mark.gpu
