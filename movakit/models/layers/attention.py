@@ -68,11 +68,17 @@ class SelfAttention(QKNormAttention):
 
 
 class TextCrossAttention(QKNormAttention):
-    """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context."""
+    """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context.
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        # x (B, L, D), context (B, L_text, D): no RoPE, no mask (pad positions of the text are attended to)
+    The keys and values depend on the text context only, so they are computed apart (``context_kv``) and a job
+    that runs many steps on one context computes them once (DiTTower.text_kv)."""
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context (B, L_text, D) embedded -> (k, v), each (B, L_text, D); k RMS-normalised."""
+        return self.norm_k(self.k(context)), self.v(context)
+
+    def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # x (B, L, D), context_kv from context_kv(): no RoPE, no mask (pad positions of the text are attended to)
+        k, v = context_kv
         q = self.norm_q(self.q(x))
-        k = self.norm_k(self.k(context))
-        v = self.v(context)
         return self.o(multi_head_attention(q, k, v, self.num_heads))
