@@ -49,7 +49,7 @@ class TextMemo:
             return entry.value
         value = compute()
         if len(self._entries) >= MAX_ENTRIES and key not in self._entries:
-            self._entries.pop(next(iter(self._entries)))  # the oldest
+            self._entries.pop(next(iter(self._entries)), None)  # the oldest
         self._entries[key] = _Entry(weakref.ref(context, self._forget(key)), stamp, value)
         return value
 
