@@ -1,11 +1,20 @@
-"""Seconds per denoise step, and achieved FLOP/s as a fraction of this machine's measured matmul peak.
+"""Seconds per denoise step, achieved FLOP/s as a fraction of this machine's matmul peak, and (with --compare)
+the ratio to the previous path, all measured in one run.
 
-Builds a small MOVA-shaped model (random weights, head_dim 128 like the release, fewer and narrower layers) from
-configs, runs `movakit.stages.denoise.denoise` for a few steps with CFG, counts the matmul FLOPs of one step
-analytically from the configs, and measures a square-matmul peak in the same run with the same dtype and threads.
+Builds a MOVA-shaped model (random weights: the outputs are noise; head_dim 128 like the release, fewer and
+narrower layers) from configs and runs `movakit.stages.denoise.denoise` with CFG. The default clip (256x256,
+33 frames) gives 2,304 video tokens, well above the 512 text tokens. Every run is one job (fresh context tensors);
+its first step, which also computes the memoised text keys and values, is reported apart; the later steps give
+the median and the min. The matmul FLOPs of one step are counted analytically from the configs (the official
+count, and what still runs once the text keys and values are memoised), and a square-matmul peak is measured in
+the same process, same dtype and threads, before and after the timed runs.
 
-    .venv/bin/python bench/bench_denoise_step.py                   # default small config, 3 steps
-    .venv/bin/python bench/bench_denoise_step.py --tiny --steps 1  # smoke run (the tiny test config)
+--compare also runs the previous path (tokens left as the feature-major view of the patch convolution, text keys
+and values recomputed every step; re-created here by patching), alternating runs with the current one, and prints
+the ratio of the step times and the largest difference of the final latents.
+
+    .venv/bin/python bench/bench_denoise_step.py --threads 2 --compare          # default small config
+    .venv/bin/python bench/bench_denoise_step.py --tiny --steps 2 --compare     # smoke run (the tiny test config)
 
 Prints ratios only; no assertion on speed anywhere.
 """
@@ -13,21 +22,24 @@ Prints ratios only; no assertion on speed anywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from movakit.loading import MovaModels
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO
+from movakit.loading.demo import tiny_config
+from movakit.loading.release_configs import release_config
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
 from movakit.models.bridge import BridgeConfig, DualTowerBridge
+from movakit.models.layers.text_memo import TextMemo
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.denoise import DenoiseRequest, audio_latent_length, denoise
-from movakit.loading.release_configs import release_config
-from movakit.loading.demo import tiny_config
 
 TEXT_LEN = 512  # umT5 context length, as the release
 SAMPLE_RATE, HOP = 48_000, 960  # release DAC: 50 Hz latents
@@ -83,6 +95,13 @@ def bridge_flops(b: dict, t: Tokens) -> float:
     return layers * (a2v + v2a)
 
 
+def text_flops(c: dict) -> float:
+    """The part of tower_flops that depends on the text only (embedding MLP, every block's cross-attention k, v):
+    memoised, so run once per job rather than per forward."""
+    d, lt = c["dim"], TEXT_LEN
+    return 2 * lt * (c["text_dim"] * d + d * d) + c["num_layers"] * 2 * 2 * lt * d * d
+
+
 def step_flops(cfgs, t: Tokens, forwards: int) -> float:
     v, a, b = cfgs
     v_patch, a_patch = math.prod(v["patch_size"]), math.prod(a["patch_size"])
@@ -101,26 +120,49 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tiny", action="store_true", help="use the tiny test sizes (smoke run)")
-    ap.add_argument("--steps", type=int, default=3, help="denoise steps to time (the first is reported apart)")
-    ap.add_argument("--height", type=int, default=128)
-    ap.add_argument("--width", type=int, default=192)
-    ap.add_argument("--num-frames", type=int, default=17)
-    ap.add_argument("--fps", type=float, default=24.0)
-    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    ap.add_argument("--no-cfg-batch", action="store_true", help="two B=1 forwards per step instead of one B=2")
-    ap.add_argument("--peak-size", type=int, default=2048, help="n of the n×n×n matmul that measures the peak")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    torch.manual_seed(0)
-    cfgs = CONFIGS["tiny" if args.tiny else "small"]
+@contextlib.contextmanager
+def previous_path():
+    """The step as it was before the layout fix and the text memo: patchify leaves the tokens as the feature-major
+    view of the convolution output (every residual stream inherits that layout) and the text keys and values are
+    computed at every forward."""
+    saved = VideoDiT.patchify, AudioDiT.patchify, TextMemo.get
+
+    def feature_major(patchify):
+        def wrapped(self, x):
+            tokens, grid = patchify(self, x)
+            return tokens.mT.contiguous().mT, grid  # same values, (B, L, D) with strides (L*D, 1, L)
+        return wrapped
+
+    VideoDiT.patchify, AudioDiT.patchify = feature_major(saved[0]), feature_major(saved[1])
+    TextMemo.get = lambda self, context, weights, compute: compute()
+    try:
+        yield
+    finally:
+        VideoDiT.patchify, AudioDiT.patchify, TextMemo.get = saved
+
+
+@dataclass
+class Timings:
+    first: list[float]
+    steady: list[float]
+    latents: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def timed_job(models: MovaModels, req: DenoiseRequest, cfg_batch: bool, into: Timings) -> None:
+    """One job (fresh context tensors, so nothing memoised carries over); step times appended to ``into``."""
+    req = replace(req, context=req.context.clone(), negative_context=req.negative_context.clone())
+    stamps = []
+    start = time.perf_counter()
+    out = denoise(models, req, cfg_batch=cfg_batch, on_step=lambda info: stamps.append(time.perf_counter()))
+    times = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
+    into.first.append(times[0])
+    into.steady.extend(times[1:])
+    into.latents = (out.video_latents, out.audio_latents)
+
+
+def build_models(cfgs, dtype: torch.dtype) -> MovaModels:
     v_cfg, a_cfg, b_cfg = cfgs
-    models = MovaModels(
+    return MovaModels(
         video_dit=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
         video_dit_2=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
         audio_dit=AudioDiT(AudioDiTConfig.from_dict(a_cfg)).to(dtype).eval(),
@@ -128,6 +170,44 @@ def main() -> int:
         scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
         boundary_ratio=DEFAULT_BOUNDARY_RATIO,
     )
+
+
+def report(name: str, t: Timings, flops: float, executed: float, peaks: tuple[float, float]) -> float:
+    """Print one variant's figures; returns its median steady step time."""
+    steady = t.steady or t.first
+    med = statistics.median(steady)
+    print(f"{name}: first step {statistics.median(t.first):.3f} s; seconds per denoise step: median {med:.3f}, "
+          f"min {min(steady):.3f} ({len(steady)} steps)")
+    for label, f in (("official FLOPs", flops), ("executed FLOPs", executed)):
+        print(f"  {label}: {f / med / 1e9:.2f} GFLOP/s; fraction of matmul peak: "
+              f"{f / med / peaks[0]:.3f} (peak before), {f / med / peaks[1]:.3f} (peak after)")
+    return med
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="use the tiny test sizes (smoke run)")
+    ap.add_argument("--steps", type=int, default=3, help="denoise steps per job (the first is reported apart)")
+    ap.add_argument("--repeats", type=int, default=2, help="jobs per variant (alternating with --compare)")
+    ap.add_argument("--height", type=int, default=256)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--num-frames", type=int, default=33)
+    ap.add_argument("--fps", type=float, default=24.0)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--cfg-batch", action="store_true", help="one B=2 forward per step instead of two B=1")
+    ap.add_argument("--compare", action="store_true", help="also time the previous path, alternating")
+    ap.add_argument("--peak-size", type=int, default=2048, help="n of the n×n×n matmul that measures the peak")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.steps < 2:
+        ap.error("--steps must be >= 2 (the first step is reported apart)")
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    cfgs = CONFIGS["tiny" if args.tiny else "small"]
+    v_cfg, a_cfg, _ = cfgs
+    models = build_models(cfgs, dtype)
     t_lat, h_lat, w_lat = (args.num_frames - 1) // 4 + 1, args.height // 8, args.width // 8
     a_len = audio_latent_length(SAMPLE_RATE, HOP, args.num_frames, args.fps)
     tokens = Tokens(video=t_lat * (h_lat // 2) * (w_lat // 2), audio=a_len)
@@ -138,23 +218,34 @@ def main() -> int:
         height=args.height, width=args.width, num_frames=args.num_frames, fps=args.fps,
         num_inference_steps=args.steps, guidance_scale=5.0, seed=0, audio_latent_length=a_len,
     )
-    stamps = []
-    start = time.perf_counter()
-    denoise(models, req, cfg_batch=not args.no_cfg_batch, on_step=lambda info: stamps.append(time.perf_counter()))
-    step_times = [b - a for a, b in zip([start, *stamps[:-1]], stamps)]
-    steady = step_times[1:] or step_times
-    sec_per_step = sorted(steady)[len(steady) // 2]  # median of the steps after the first
+    print(f"config: {'tiny' if args.tiny else 'small'}, {args.dtype}, threads {torch.get_num_threads()}, "
+          f"cfg_batch {args.cfg_batch}; random weights (outputs are noise)")
+    print(f"tokens: video {tokens.video}, audio {tokens.audio}, text {TEXT_LEN}")
+    variants = {"now": contextlib.nullcontext, **({"previous": previous_path} if args.compare else {})}
+    timings = {name: Timings([], []) for name in variants}
+    peak_before = matmul_peak(dtype, n=args.peak_size)
+    for _ in range(args.repeats):
+        for name, path in variants.items():
+            with path():
+                timed_job(models, req, args.cfg_batch, timings[name])
+    peak_after = matmul_peak(dtype, n=args.peak_size)
 
     flops = step_flops(cfgs, tokens, forwards=2)  # CFG: positive + negative branch
-    peak = matmul_peak(dtype, n=args.peak_size)
-    achieved = flops / sec_per_step
-    print(f"config: {'tiny' if args.tiny else 'small'}, {args.dtype}, threads {torch.get_num_threads()}, "
-          f"cfg_batch {not args.no_cfg_batch}")
-    print(f"tokens: video {tokens.video}, audio {tokens.audio}, text {TEXT_LEN}")
-    print(f"first step: {step_times[0]:.3f} s; seconds per denoise step (median of the rest): {sec_per_step:.3f}")
-    print(f"matmul FLOPs per step (2 forwards): {flops / 1e9:.2f} GFLOP")
-    print(f"achieved: {achieved / 1e9:.2f} GFLOP/s; matmul peak ({args.peak_size}^3, same run): {peak / 1e9:.2f} GFLOP/s")
-    print(f"fraction of matmul peak: {achieved / peak:.3f}")
+    executed = flops - 2 * (text_flops(v_cfg) + text_flops(a_cfg))
+    print(f"matmul FLOPs per step (2 forwards): official {flops / 1e9:.2f} GFLOP, executed {executed / 1e9:.2f} "
+          f"GFLOP (text keys and values memoised)")
+    print(f"matmul peak ({args.peak_size}^3, same run): before {peak_before / 1e9:.2f} GFLOP/s, "
+          f"after {peak_after / 1e9:.2f} GFLOP/s")
+    # the previous path recomputes the text keys and values at every forward: it executes the official count
+    ran = {"now": executed, "previous": flops}
+    med = {name: report(name, t, flops, ran[name], (peak_before, peak_after)) for name, t in timings.items()}
+    if args.compare:
+        now, prev = timings["now"], timings["previous"]
+        print(f"ratio now / previous: median step {med['now'] / med['previous']:.3f}, "
+              f"min step {min(now.steady) / min(prev.steady):.3f}")
+        for label, a, b in zip(("video", "audio"), now.latents, prev.latents):
+            rel = ((a - b).abs().max() / b.abs().max()).item()
+            print(f"final {label} latents, now vs previous: max relative difference {rel:.2e}")
     return 0
 
 

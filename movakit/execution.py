@@ -1,5 +1,8 @@
 """How a request runs on a device: choices that change speed and memory, never what a request means.
 
+Model dtype: `default_dtype`, bfloat16 on CUDA (the release's dtype) and float32 elsewhere, when a request or a
+service setting names none.
+
 Guidance (CFG) batching: with guidance on, each step runs the model for the prompt and for the negative prompt.
 Batched, both go through one batch-2 forward (faster on a GPU, about twice the activation memory); unbatched,
 as two batch-1 forwards (the official sampler's order). The two differ only by kernel rounding (about 1e-6 in
@@ -15,3 +18,8 @@ def cfg_batch_for(device: str) -> bool:
     """Batch the two guidance branches on CUDA devices ("cuda", "cuda:N"); run them one by one elsewhere (the
     CPU: bit-identical to the official sampler)."""
     return device.split(":")[0] == "cuda"
+
+
+def default_dtype(device: str) -> str:
+    """The model dtype when none is asked for: bfloat16 on CUDA devices, float32 elsewhere."""
+    return "bfloat16" if device.split(":")[0] == "cuda" else "float32"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from movakit import request as contract
 from movakit.cli import UsageError
-from movakit.execution import cfg_batch_for
+from movakit.execution import cfg_batch_for, default_dtype
 
 DEFAULT_OUTPUT = "out/mova.mp4"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
@@ -124,7 +124,7 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= cuda_count:
             raise UsageError(f"--device: {device} is not available (CUDA devices here: {cuda_count})")
-    dtype = args.dtype if args.dtype is not None else ("bfloat16" if device.startswith("cuda") else "float32")
+    dtype = args.dtype if args.dtype is not None else default_dtype(device)
     if args.offload and device == "cpu":
         raise UsageError("--offload: only meaningful with a CUDA --device (the models already live on the CPU)")
 

@@ -76,7 +76,7 @@ class AudioDiT(DiTTower):
         if x.shape[2] % self.config.patch_size[0]:
             raise ValueError(f"audio_x: L={x.shape[2]} is not divisible by the patch size {self.config.patch_size[0]}")
         y = self.patch_embedding(x.to(self.dtype))  # (B, D, f)
-        return y.transpose(1, 2), (y.shape[2],)  # (B, f, D)
+        return y.transpose(1, 2).contiguous(), (y.shape[2],)  # (B, f, D), token-major like the video tokens
 
     def rope_freqs(self, grid: tuple[int], device: torch.device | str | None = None) -> torch.Tensor:
         """complex128 (f, 1, head_dim/2) 1-D RoPE table (on the model's device by default)."""

@@ -3,7 +3,9 @@
 Order of work (official ``inference_single_step`` / ``forward_dual_tower_dit``, docs/model.md#bridge,
 step 5.2 of docs/sampler.md#steps):
 1. time embeddings of t_video / t_audio in float32, then cast to the model dtype;
-2. text context embedded by each tower's own text MLP; latents cast to the model dtype and patchified;
+2. text context embedded by each tower's own text MLP, and every block's cross-attention keys and values from it
+   (memoised: the steps of a job pass the same context, so only the first step computes them); latents cast to the
+   model dtype and patchified;
 3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps);
 4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
    audio block i; then the remaining video blocks without bridge;
@@ -76,9 +78,9 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     a_emb, a_mod = audio_dit.time_embedding_fp32(t_audio)
     v_emb, v_mod, a_emb, a_mod = (t.to(dtype) for t in (v_emb, v_mod, a_emb, a_mod))
 
-    # 2. text context per tower; patches
-    v_ctx = video_dit.embed_text(context)  # (B, L_text, Dv)
-    a_ctx = audio_dit.embed_text(context)  # (B, L_text, Da)
+    # 2. text context per tower (every block's cross-attention k, v); patches
+    v_kv = video_dit.text_kv(context)  # per block ((B, L_text, Dv), (B, L_text, Dv))
+    a_kv = audio_dit.text_kv(context)
     v, grid = video_dit.patchify(video_x.to(device))  # (B, f*h*w, Dv)
     a, a_grid = audio_dit.patchify(audio_x.to(device))  # (B, L, Da)
 
@@ -98,10 +100,10 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     for i in range(shared):
         v, a = bridge(i, v, a, video_rope=v_rope, audio_rope=a_rope,
                       a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
-        v = video_dit.blocks[i](v, v_ctx, v_mod, v_freqs)
-        a = audio_dit.blocks[i](a, a_ctx, a_mod, a_freqs)
+        v = video_dit.blocks[i](v, v_kv[i], v_mod, v_freqs)
+        a = audio_dit.blocks[i](a, a_kv[i], a_mod, a_freqs)
     for i in range(shared, len(video_dit.blocks)):
-        v = video_dit.blocks[i](v, v_ctx, v_mod, v_freqs)
+        v = video_dit.blocks[i](v, v_kv[i], v_mod, v_freqs)
 
     # 5. heads (per token), then every rank's tokens back together, and unpatchify
     v, a = video_dit.head(v, v_emb), audio_dit.head(a, a_emb)

@@ -80,7 +80,8 @@ class VideoDiT(DiTTower):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         y = self.patch_embedding(x)  # (B, D, f, h, w)
         grid = (y.shape[2], y.shape[3], y.shape[4])
-        return y.flatten(2).transpose(1, 2), grid  # (B, f*h*w, D)
+        # contiguous (B, L, D): a transposed view would keep every later residual stream feature-major
+        return y.flatten(2).transpose(1, 2).contiguous(), grid  # (B, f*h*w, D)
 
     def rope_freqs(self, grid: tuple[int, int, int], device: torch.device | str | None = None) -> torch.Tensor:
         """complex128 (f*h*w, 1, head_dim/2) 3-D RoPE table for a token grid (on the model's device by default)."""

@@ -55,7 +55,7 @@ def load_models(settings: StageSettings, components: tuple[str, ...]):
     if checkpoint.random_weights:
         log.warning("checkpoint has RANDOM weights: outputs are noise",
                     extra={"fields": {"checkpoint": str(checkpoint.path)}})
-    models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.dtype])
+    models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.model_dtype])
     log.info("models loaded", extra={"fields": {"checkpoint": str(checkpoint.path), "components": list(components)}})
     return models
 

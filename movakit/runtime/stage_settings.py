@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
+from movakit.execution import default_dtype
 from movakit.runtime.settings import SettingsError, check_address, parse_field, redacted
 
 # movakit.runtime.telemetry.EXPORTERS, spelled out: importing telemetry (OpenTelemetry, gRPC) here would delay the
@@ -28,6 +29,7 @@ from movakit.runtime.settings import SettingsError, check_address, parse_field, 
 _OTEL_EXPORTERS = ("otlp", "console", "memory", "none")
 
 S = TypeVar("S", bound="StageSettings")
+MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class StageSettings:
     s3_region: str = "us-east-1"  # S3 region name
     checkpoint: str = ""  # MOVA checkpoint folder; "" -> the cached tiny demo checkpoint (random weights)
     device: str = "cpu"  # torch device for the stage's models
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = ""  # float32 | bfloat16 | float16; "" -> default_dtype(device): bfloat16 on CUDA, else float32
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
     consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
@@ -114,8 +116,8 @@ class StageSettings:
                                 f"one of {', '.join(_OTEL_EXPORTERS)}, got {self.otel_exporter!r}")
         if self.otel_exporter == "otlp" and not self.otel_endpoint:
             raise SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise SettingsError(self.env_name("dtype"), f"one of float32, bfloat16, float16, got {self.dtype!r}")
+        if self.dtype and self.dtype not in MODEL_DTYPES:
+            raise SettingsError(self.env_name("dtype"), f"one of {', '.join(MODEL_DTYPES)} or empty, got {self.dtype!r}")
         for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "kafka_secret"):
             if not getattr(self, name):
                 raise SettingsError(self.env_name(name), "must not be empty")
@@ -123,6 +125,11 @@ class StageSettings:
             raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
         if self.retry_backoff_s < 0:
             raise SettingsError(self.env_name("retry_backoff_s"), f"must be >= 0, got {self.retry_backoff_s}")
+
+    @property
+    def model_dtype(self) -> str:
+        """The dtype the models load in: `dtype`, or the device's default when it is empty."""
+        return self.dtype or default_dtype(self.device)
 
     def redacted(self) -> dict[str, object]:
         """The settings as a dict with secrets (the S3 keys too) replaced by '***', for the startup log line; the

@@ -1,9 +1,15 @@
-"""Attention layers of the MOVA DiTs: unmasked multi-head SDPA, self-attention with interleaved RoPE, and the text
-cross-attention. Both q and k are RMS-normalised over the whole hidden size (torch.nn.RMSNorm, learnable weight)
+"""Attention layers of the MOVA DiTs: unmasked multi-head attention, self-attention with interleaved RoPE, and the
+text cross-attention. Both q and k are RMS-normalised over the whole hidden size (torch.nn.RMSNorm, learnable weight)
 before being split into heads (docs/model.md#dit-block). No masks anywhere.
+
+The kernel (attention_kernel): FlashAttention 3 (package ``flash_attn_interface``) for bf16/fp16 on a Hopper GPU when
+it is installed, as the official code prefers it; otherwise PyTorch's scaled_dot_product_attention, which picks its
+flash / cuDNN / memory-efficient kernel on CUDA. Both compute exact attention (they differ in rounding only).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -13,18 +19,47 @@ from movakit.models.layers.rope import apply_rope_interleaved
 from movakit.parallel import active_sequence_parallel
 
 
+def _flash_attn_3():
+    try:
+        from flash_attn_interface import flash_attn_func
+    except ImportError:
+        return None
+    return flash_attn_func
+
+
+FLASH_ATTN_3 = _flash_attn_3()  # flash_attn_func((B, L, heads, head_dim) q, k, v) or None
+
+
+@functools.lru_cache(maxsize=None)
+def _is_hopper(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] == 9
+
+
+def attention_kernel(q: torch.Tensor) -> str:
+    """"flash_attn_3" when it is installed and q is bf16/fp16 on a Hopper GPU, else "sdpa"."""
+    if FLASH_ATTN_3 is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16) and _is_hopper(q.device):
+        return "flash_attn_3"
+    return "sdpa"
+
+
 def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int,
                          kv_stream: str | None = None) -> torch.Tensor:
     """Unmasked attention, scale 1/sqrt(head_dim). q (B, Lq, D), k/v (B, Lk, D) -> (B, Lq, D).
 
     kv_stream names the token stream k and v come from ("video", "audio"; None for the text context): under
-    movakit.parallel.sequence_parallel the tensors are this rank's chunks and the attention is split there."""
+    movakit.parallel.sequence_parallel the tensors are this rank's chunks and the attention is split there (with
+    SDPA)."""
     split = active_sequence_parallel()
     if split is not None:
         return split.attention(q, k, v, num_heads, kv_stream, F.scaled_dot_product_attention)
     b, lq, d = q.shape
     lk = k.shape[1]
     head_dim = d // num_heads
+    if attention_kernel(q) == "flash_attn_3":
+        out = FLASH_ATTN_3(q.reshape(b, lq, num_heads, head_dim), k.reshape(b, lk, num_heads, head_dim),
+                           v.reshape(b, lk, num_heads, head_dim))
+        out = out[0] if isinstance(out, tuple) else out  # some FA3 releases also return the log-sum-exp
+        return out.reshape(b, lq, d)
     qh = q.reshape(b, lq, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lq, head_dim)
     kh = k.reshape(b, lk, num_heads, head_dim).transpose(1, 2)  # (B, heads, Lk, head_dim)
     vh = v.reshape(b, lk, num_heads, head_dim).transpose(1, 2)
@@ -68,11 +103,17 @@ class SelfAttention(QKNormAttention):
 
 
 class TextCrossAttention(QKNormAttention):
-    """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context."""
+    """DiT text cross-attention: queries from the (already layer-normed) stream, keys/values from the text context.
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        # x (B, L, D), context (B, L_text, D): no RoPE, no mask (pad positions of the text are attended to)
+    The keys and values depend on the text context only, so they are computed apart (``context_kv``) and a job
+    that runs many steps on one context computes them once (DiTTower.text_kv)."""
+
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """context (B, L_text, D) embedded -> (k, v), each (B, L_text, D); k RMS-normalised."""
+        return self.norm_k(self.k(context)), self.v(context)
+
+    def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        # x (B, L, D), context_kv from context_kv(): no RoPE, no mask (pad positions of the text are attended to)
+        k, v = context_kv
         q = self.norm_q(self.q(x))
-        k = self.norm_k(self.k(context))
-        v = self.v(context)
         return self.o(multi_head_attention(q, k, v, self.num_heads))

@@ -19,6 +19,7 @@ from torch import nn
 
 from movakit.models.layers.attention import SelfAttention, TextCrossAttention
 from movakit.models.layers.pointwise import map_token_chunks, opmath_dtype
+from movakit.models.layers.text_memo import TextMemo
 from movakit.models.layers.timestep_embedding import mlp_fp32, sinusoidal_timestep_embedding
 
 
@@ -49,14 +50,16 @@ class DiTBlock(nn.Module):
         # 5. per-block modulation added to the shared t_mod
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        # x (B, L, D); context (B, L_text, D) embedded; t_mod (B, 6, D); freqs complex128 (L, 1, head_dim/2)
+    def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor], t_mod: torch.Tensor,
+                freqs: torch.Tensor) -> torch.Tensor:
+        # x (B, L, D); context_kv = cross_attn.context_kv(embedded context); t_mod (B, 6, D);
+        # freqs complex128 (L, 1, head_dim/2)
         mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # each (B, 1, D)
         # 1. self-attention, gated
         x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), freqs)
         # 2. text cross-attention, ungated
-        x = x + self.cross_attn(self.norm3(x), context)
+        x = x + self.cross_attn(self.norm3(x), context_kv)
         # 4. feed-forward, gated
         return x + gate_mlp * self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
@@ -104,6 +107,7 @@ class DiTTower(nn.Module):
         # 4. blocks, 5. head
         self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps, stream) for _ in range(config.num_layers)])
         self.head = Head(dim, config.out_dim * math.prod(patch), eps)
+        self._text_memo = TextMemo()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -125,9 +129,26 @@ class DiTTower(nn.Module):
         """context (B, L_text, text_dim) -> (B, L_text, D) in the model dtype."""
         return self.text_embedding(context.to(device=self.device, dtype=self.dtype))
 
-    def run_blocks(self, x: torch.Tensor, context: torch.Tensor, t_mod: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    def text_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """context (B, L_text, text_dim) -> every block's cross-attention (k, v), each (B, L_text, D).
+
+        Memoised (layers/text_memo.py): the steps of a job pass the same context tensor, so only the first computes.
+        """
+        weights = [*self.text_embedding.parameters()]
         for block in self.blocks:
-            x = block(x, context, t_mod, freqs)
+            attn = block.cross_attn
+            weights += [attn.k.weight, attn.k.bias, attn.v.weight, attn.v.bias, attn.norm_k.weight]
+
+        def compute() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            ctx = self.embed_text(context)
+            return [block.cross_attn.context_kv(ctx) for block in self.blocks]
+
+        return self._text_memo.get(context, weights, compute)
+
+    def run_blocks(self, x: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]], t_mod: torch.Tensor,
+                   freqs: torch.Tensor) -> torch.Tensor:
+        for block, kv in zip(self.blocks, text_kv, strict=True):
+            x = block(x, kv, t_mod, freqs)
         return x
 
     # The tower-specific pieces: each subclass defines patchify(x) -> (tokens, grid), rope_freqs(grid) and
@@ -141,10 +162,10 @@ class DiTTower(nn.Module):
         # 1. time embeddings in float32, then the model dtype
         t_emb, t_mod = self.time_embedding_fp32(timestep)
         t_emb, t_mod = t_emb.to(self.dtype), t_mod.to(self.dtype)
-        # 2. text, 3. patches + RoPE table
-        ctx = self.embed_text(context)
+        # 2. text (keys and values of every block), 3. patches + RoPE table
+        text_kv = self.text_kv(context)
         tokens, grid = self.patchify(x)
         freqs = self.rope_freqs(grid)
         # 4. blocks, 5. head
-        tokens = self.run_blocks(tokens, ctx, t_mod, freqs)
+        tokens = self.run_blocks(tokens, text_kv, t_mod, freqs)
         return self.unpatchify(self.head(tokens, t_emb), grid).float()

@@ -116,7 +116,8 @@ def _block_case(build, head_dim, dtype, grid_or_len):
     ctx = es.randn(2, 7, dims.dim, seed=7)
     t_mod = 0.5 * es.randn(2, 6, dims.dim, seed=8)  # differs per sample
     with torch.no_grad():
-        got = model.blocks[1](x.to(dtype), ctx.to(dtype), t_mod.to(dtype), model.rope_freqs(
+        block = model.blocks[1]
+        got = block(x.to(dtype), block.cross_attn.context_kv(ctx.to(dtype)), t_mod.to(dtype), model.rope_freqs(
             grid_or_len if isinstance(grid_or_len, tuple) else (length,)))
     expect = ref.dit_block(sd, "blocks.1", dims, x, ctx, t_mod, angles)
     return got, expect

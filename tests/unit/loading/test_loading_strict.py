@@ -50,6 +50,23 @@ def test_build_on_meta_keeps_buffers_real():
     assert not nn.Linear(2, 2).weight.is_meta
 
 
+def test_build_on_meta_skips_initialising_meta_tensors_only(monkeypatch):
+    calls = []
+    kaiming = nn.init.kaiming_uniform_
+    monkeypatch.setattr(nn.init, "kaiming_uniform_", lambda t, *a, **k: calls.append(t.device.type) or kaiming(t, *a, **k))
+
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 4)  # its reset_parameters initialises the (meta) weight
+            self.register_buffer("real", nn.init.ones_(torch.empty(2)))  # an initialiser on a real tensor still runs
+
+    mixed = build_on_meta(Mixed)
+    assert calls == [] and mixed.fc.weight.is_meta and torch.equal(mixed.real, torch.ones(2))
+    nn.Linear(3, 4)  # the patch is gone: real layers are initialised again
+    assert calls == ["cpu"]
+
+
 def test_load_assigns_every_tensor_and_ties(tmp_path):
     stored = _stored()
     folder = _write(tmp_path / "c", stored)

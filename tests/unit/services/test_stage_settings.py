@@ -106,3 +106,13 @@ def test_reserved_listen_port_is_held_until_closed():
             reserve_listen_port(f"127.0.0.1:{port}")  # a port in use is reported with the address
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize(("env", "dtype"), [
+    ({}, "float32"),
+    ({"MOVA_DENOISER_DEVICE": "cuda:1"}, "bfloat16"),
+    ({"MOVA_DENOISER_DEVICE": "cuda", "MOVA_DENOISER_DTYPE": "float32"}, "float32"),
+    ({"MOVA_DENOISER_DTYPE": "float16"}, "float16"),
+])
+def test_model_dtype_defaults_to_bfloat16_on_cuda_only(env, dtype):
+    assert DenoiserSettings.load([], {**keys(DenoiserSettings), **env}).model_dtype == dtype

@@ -47,8 +47,20 @@ def test_matmul_flops_match_torch_flop_counter():
     assert counter.get_total_flops() == analytic
 
 
-def test_smoke_run_prints_the_ratio(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["bench", "--tiny", "--steps", "1", "--height", "32", "--width", "48", "--num-frames", "5", "--peak-size", "256"])
+def test_smoke_run_compares_with_the_previous_path(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench", "--tiny", "--steps", "2", "--repeats", "1", "--compare", "--height", "32",
+                                      "--width", "48", "--num-frames", "5", "--peak-size", "256"])
     assert bench.main() == 0
     out = capsys.readouterr().out
     assert "seconds per denoise step" in out and "fraction of matmul peak:" in out
+    assert "ratio now / previous" in out and "max relative difference" in out
+
+
+def test_previous_path_is_the_feature_major_layout_and_is_undone():
+    model = VideoDiT(VideoDiTConfig.from_dict(bench.CONFIGS["tiny"][0]))
+    x = torch.randn(1, model.config.in_dim, 2, 4, 6)
+    now, _ = model.patchify(x)
+    with bench.previous_path():
+        before, _ = model.patchify(x)
+    assert now.is_contiguous() and not before.is_contiguous() and before.stride()[1] == 1
+    assert torch.equal(now, before) and model.patchify(x)[0].is_contiguous()
