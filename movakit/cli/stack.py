@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     up.add_argument("--secret-key", default="", help="S3 secret key of the local SeaweedFS (default: generated)")
     up.add_argument("--otel-exporter", default="none", choices=("none", "console", "otlp"))
     up.add_argument("--otel-endpoint", default="", help="OTLP gRPC endpoint host:port (with --otel-exporter otlp)")
+    up.add_argument("--triton", action="store_true",
+                    help="also run tritonserver (infra/triton) and let the encoder call it for the text encoder")
+    up.add_argument("--triton-port", type=int, default=8001, help="tritonserver's gRPC port (with --triton)")
     up.set_defaults(func=_up)
 
     st = sub.add_parser("status", help="every address and process of the running stack, alive or not")
@@ -68,10 +71,10 @@ def _up(args) -> int:
                       s3_port=args.s3_port, gateway_port=args.gateway_port, stage_ports=ports,  # type: ignore[arg-type]
                       access_key=args.access_key, secret_key=args.secret_key,
                       denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,
-                      otel_endpoint=args.otel_endpoint)
+                      otel_endpoint=args.otel_endpoint, triton=args.triton, triton_port=args.triton_port)
     try:
         addresses = up(cfg)
-    except (StackError, LocalStackError) as exc:  # LocalStackError: Tansu or SeaweedFS missing or not starting
+    except (StackError, LocalStackError) as exc:  # LocalStackError: Tansu, SeaweedFS or Triton missing or not starting
         print(f"mova stack up: {exc}")
         return 1
     print("stack is up:")
