@@ -86,7 +86,7 @@ def start_tritonserver(
         "--grpc-address=127.0.0.1", f"--grpc-port={grpc_port}",
         "--http-address=127.0.0.1", f"--http-port={http_port}",
         "--metrics-address=127.0.0.1", f"--metrics-port={metrics_port}",
-        "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=true",
+        "--allow-gpu-metrics=false", "--strict-readiness=true", "--exit-on-error=true", "--exit-timeout-secs=5",
     ]
     package_root = str(Path(__file__).resolve().parents[2])
     inherited = {k: os.environ[k] for k in ("LD_LIBRARY_PATH", "PYTHONPATH") if os.environ.get(k)}

@@ -286,10 +286,13 @@ class StageWorker:
             return
         self._lag_measured = now
         lag, known = 0, False
-        for tp in self._consumer.assignment():
-            end = self._consumer.highwater(tp)
-            if end is not None:
-                lag, known = lag + max(0, end - self._consumer.position(tp)), True
+        try:
+            for tp in self._consumer.assignment():
+                end = self._consumer.highwater(tp)  # known once a fetch answered: the position is known too
+                if end is not None:
+                    lag, known = lag + max(0, end - self._consumer.position(tp)), True
+        except KafkaError:  # e.g. the partition was revoked meanwhile: the next reading will do
+            return
         if known:
             set_queue_lag(self.group_id, {self.handler.inbox: lag})
 
