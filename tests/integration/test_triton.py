@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
@@ -51,10 +54,6 @@ def test_triton_embeddings_equal_in_process_bit_for_bit(models, triton):
 
 def test_bad_prompt_bytes_are_invalid_argument_and_the_model_keeps_serving(models, triton):
     server, client = triton
-    import numpy as np
-    import tritonclient.grpc as triton_grpc
-    from tritonclient.utils import InferenceServerException
-
     tensor = triton_grpc.InferInput("PROMPT", [1, 2], "UINT8")
     tensor.set_data_from_numpy(np.array([[0xFF, 0xFE]], dtype=np.uint8))
     raw = triton_grpc.InferenceServerClient(server.address)
@@ -78,3 +77,14 @@ def test_encode_job_through_triton_stores_the_in_process_tensors(models, triton,
         local, remote = (object_store.get_tensors(getattr(out, field)) for out in outputs)
         assert local.keys() == remote.keys() == {field}
         assert torch.equal(local[field], remote[field]), field
+
+
+def test_wait_ready_returns_for_the_served_model_and_names_a_missing_endpoint(triton):
+    _, client = triton
+    client.wait_ready(timeout_s=10.0)
+    missing = TritonTextEncoder(f"127.0.0.1:{free_port()}", TEXT_ENCODER_MODEL, "float32", timeout_s=5.0)
+    with pytest.raises(ConnectionError, match="umt5_encoder' not ready after 1.0 s"):
+        missing.wait_ready(timeout_s=1.0)
+    with pytest.raises(ConnectionError, match="triton 127.0.0.1:"):  # the stage worker retries a ConnectionError
+        missing.encode(["a prompt"])
+    missing.close()

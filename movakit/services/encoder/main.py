@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         models = load_models(settings, tuple(c for c in COMPONENTS if c != "text_encoder"))
         text_encoder = TritonTextEncoder(settings.triton_url, settings.triton_model, settings.dtype,
                                          settings.triton_timeout_s)
+        text_encoder.wait_ready(settings.triton_timeout_s)  # before SERVING: a missing Triton fails the start
         return EncodeHandler(dataclasses.replace(models, text_encoder=text_encoder), store)
 
     return run_stage_service(settings, "encoder", build_handler, add_servicers, reservation=reservation)

@@ -9,6 +9,7 @@ sent together, so Triton's dynamic batcher can group them (and those of other en
 from __future__ import annotations
 
 import queue
+import time
 
 import numpy as np
 import torch
@@ -52,6 +53,20 @@ class TritonTextEncoder:
                 raise _mapped(self.url, error)
             contexts[i] = torch.from_numpy(result.as_numpy("CONTEXT").copy())
         return torch.cat(contexts).to(self.dtype)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until Triton reports the model ready; ConnectionError naming the endpoint after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if self._client.is_model_ready(self.model, client_timeout=5.0):
+                    return
+                reason = "the model is not ready"
+            except InferenceServerException as exc:
+                reason = exc.message()
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"triton {self.url}: model {self.model!r} not ready after {timeout_s} s: {reason}")
+            time.sleep(1.0)
 
     def close(self) -> None:
         self._client.close()
