@@ -79,7 +79,7 @@ def _up(args) -> int:
         return 1
     print("stack is up:")
     for name, address in addresses.items():
-        print(f"  {name:<16} {address}")
+        print(f"  {name:<24} {address}")
     print(f"your job-API token is in {cfg.state_dir / 'token'} (mode 0600; `mova submit` reads it there), "
           f"the S3 keys in {cfg.state_dir / 's3-credentials'}")
     print(f"stop it with: mova stack down --state-dir {cfg.state_dir}")
@@ -95,7 +95,7 @@ def _status(args) -> int:
         print(f"mova stack status: {exc}")
         return 1
     for name, address in addresses.items():
-        print(f"  {name:<16} {address}")
+        print(f"  {name:<24} {address}")
     print(f"  {'PROCESS':<16} {'PID':>8}  {'ADDRESS':<22} STATE")
     healthy = True
     for p in processes:
