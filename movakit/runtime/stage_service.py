@@ -35,7 +35,8 @@ from movakit.runtime.worker import StageHandler, StageWorker
 
 log = logging.getLogger("movakit.service")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A dtype setting -> its torch dtype (the stage services, the Triton model and its client).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def open_checkpoint(settings: StageSettings):
@@ -57,7 +58,7 @@ def load_models(settings: StageSettings, components: tuple[str, ...]):
         log.warning("checkpoint has RANDOM weights: outputs are noise",
                     extra={"fields": {"checkpoint": str(checkpoint.path)}})
     started = time.perf_counter()
-    models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.dtype])
+    models = checkpoint.load(components, device=settings.device, dtype=DTYPES[settings.dtype])
     MODEL_LOAD_DURATION.record(time.perf_counter() - started, {"components": ",".join(components)})
     log.info("models loaded", extra={"fields": {"checkpoint": str(checkpoint.path), "components": list(components)}})
     return models

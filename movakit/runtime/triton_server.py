@@ -8,7 +8,7 @@ What running it outside pytriton needs (measured; docs/stack.md "Triton"):
   - LD_LIBRARY_PATH: this interpreter's lib folder first (the stub links libpython3.x, and a system libpython of
     another patch release breaks the standard library) and the wheel's bundled libraries;
   - PATH starting with this interpreter's bin folder (the stub finds its Python, hence the venv, there) and
-    PYTHONPATH naming the folder that holds movakit (model.py imports it).
+    PYTHONPATH naming the folder that holds movakit (model.py applies it itself: the stub ignores the variable).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from movakit.runtime.localstack import LocalStackError, ManagedProcess, _wait, port_open, spawn
+from movakit.runtime.localstack import LocalStackError, ManagedProcess, _wait, log_tail, port_open, spawn
 
 TEXT_ENCODER_MODEL = "umt5_encoder"  # infra/triton/models/umt5_encoder
 
@@ -100,5 +100,11 @@ def start_tritonserver(
     log_path = work_dir / "tritonserver.log"
     managed = ManagedProcess("tritonserver", spawn(argv, log_path, server_env, work_dir), f"127.0.0.1:{grpc_port}",
                              log_path, {"grpc": grpc_port, "http": http_port, "metrics": metrics_port})
-    _wait(managed, lambda: _model_ready(http_port, TEXT_ENCODER_MODEL), timeout_s)
+    try:
+        _wait(managed, lambda: _model_ready(http_port, TEXT_ENCODER_MODEL), timeout_s)
+    except LocalStackError as exc:  # the log's tail is a status table: name the model's own error first
+        failed = [line for line in log_tail(log_path, 400).splitlines() if "failed to load" in line]
+        if failed:
+            raise LocalStackError(f"tritonserver: {failed[-1]}\n{exc}") from None
+        raise
     return managed

@@ -16,7 +16,8 @@ import torch
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from movakit.runtime.stage_service import DTYPES
+
 # Triton answers that a later attempt may not meet: raised as ConnectionError, which the stage worker retries.
 _TRANSIENT = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"})
 
@@ -27,7 +28,7 @@ class TritonTextEncoder:
         to which the float32 answer is cast back exactly; timeout_s: the deadline of one request."""
         self.url = url
         self.model = model
-        self.dtype = _DTYPES[dtype]
+        self.dtype = DTYPES[dtype]
         self.timeout_s = timeout_s
         self._client = triton_grpc.InferenceServerClient(url)
 

@@ -8,24 +8,28 @@ Tensors cross the backend as DLPack (torch), never numpy: the stub's numpy bindi
 """
 
 import os
+import sys
 
-import torch
-import triton_python_backend_utils as pb_utils
+# The stub's embedded interpreter does not read PYTHONPATH (measured: it imported the venv's installed movakit, not
+# the one PYTHONPATH named); apply it here so that the movakit of the source tree that started the server is used.
+sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
 
-from movakit.loading import MovaCheckpoint
-from movakit.loading.demo import default_demo_checkpoint
+import torch  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from movakit.loading import MovaCheckpoint  # noqa: E402
+from movakit.loading.demo import default_demo_checkpoint  # noqa: E402
+from movakit.runtime.stage_service import DTYPES  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args):  # noqa: ARG002 (Triton's signature)
         path = os.environ.get("MOVA_TRITON_CHECKPOINT") or str(default_demo_checkpoint())
         dtype = os.environ.get("MOVA_TRITON_DTYPE", "float32")
-        if dtype not in _DTYPES:
-            raise ValueError(f"MOVA_TRITON_DTYPE: one of {', '.join(_DTYPES)}, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"MOVA_TRITON_DTYPE: one of {', '.join(DTYPES)}, got {dtype!r}")
         device = os.environ.get("MOVA_TRITON_DEVICE", "cpu")
-        models = MovaCheckpoint(path).load(("text_encoder",), device=device, dtype=_DTYPES[dtype])
+        models = MovaCheckpoint(path).load(("text_encoder",), device=device, dtype=DTYPES[dtype])
         self.encoder = models.text_encoder
 
     def execute(self, requests):
