@@ -97,7 +97,8 @@ def test_encode_job_through_triton_stores_the_in_process_tensors(models, triton,
     _, client = triton
     cfg, addresses = triton_stack
     object_store = ObjectStore(addresses["s3"], cfg.access_key, cfg.secret_key, cfg.bucket)
-    params = common_pb2.GenerationParams(negative_prompt="blurry", height=32, width=32, num_frames=5)
+    params = common_pb2.GenerationParams(negative_prompt="blurry", height=32, width=32, num_frames=5, fps=8.0,
+                                         num_inference_steps=2, guidance_scale=2.0, seed=1)  # resolved, as stages need
     in_process = EncodeHandler(models, object_store)
     served = EncodeHandler(dataclasses.replace(models, text_encoder=client), object_store)
     outputs = []
