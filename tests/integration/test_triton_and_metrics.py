@@ -27,6 +27,7 @@ from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.loading import MovaCheckpoint
 from movakit.loading.demo import default_demo_checkpoint
 from movakit.runtime import stack
+from movakit.runtime.auth import with_token
 from movakit.runtime.localstack import free_port
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
@@ -96,7 +97,7 @@ def test_bad_prompt_bytes_are_invalid_argument_and_the_model_keeps_serving(model
 def test_encode_job_through_triton_stores_the_in_process_tensors(models, triton, triton_stack):
     _, client = triton
     cfg, addresses = triton_stack
-    object_store = ObjectStore(addresses["s3"], cfg.access_key, cfg.secret_key, cfg.bucket)
+    object_store = ObjectStore(addresses["s3"], *stack.read_s3_credentials(cfg.state_dir), cfg.bucket)
     params = common_pb2.GenerationParams(negative_prompt="blurry", height=32, width=32, num_frames=5, fps=8.0,
                                          num_inference_steps=2, guidance_scale=2.0, seed=1)  # resolved, as stages need
     in_process = EncodeHandler(models, object_store)
@@ -147,10 +148,11 @@ def value(samples, name: str, **labels: str) -> float:
 
 
 def test_metrics_after_a_job_through_triton(triton_stack):
-    _, addresses = triton_stack
+    cfg, addresses = triton_stack
     served = triton_requests(addresses)  # the Triton tests of this module call it directly too
+    token = (cfg.state_dir / stack.TOKEN_FILE).read_text().strip()
     with grpc.insecure_channel(addresses["gateway"]) as channel:
-        jobs = gateway_pb2_grpc.JobServiceStub(channel)
+        jobs = gateway_pb2_grpc.JobServiceStub(with_token(channel, token))
         params = common_pb2.GenerationParams(prompt="A cat plays a tiny piano.", height=32, width=32, num_frames=5,
                                              fps=8.0, num_inference_steps=STEPS, guidance_scale=2.0, seed=3)
         job_id = jobs.Submit(gateway_pb2.SubmitRequest(params=params), timeout=30).job_id

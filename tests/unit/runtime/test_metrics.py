@@ -100,8 +100,9 @@ def test_metrics_listen_settings():
     assert metrics.metrics_address("0.0.0.0:9999", "gateway") == "0.0.0.0:9999"
     for cls, env in ((EncoderSettings, "MOVA_ENCODER_METRICS_LISTEN"), (GatewaySettings, "MOVA_GATEWAY_METRICS_LISTEN"),
                      (EncoderSettings, "MOVA_ENCODER_TRITON_URL")):
+        keys = {"MOVA_GATEWAY_S3_ACCESS_KEY": "k", "MOVA_GATEWAY_S3_SECRET_KEY": "s"}  # the gateway requires them
         with pytest.raises(SettingsError, match=env):
-            cls.load([], {env: "no-port"})
+            cls.load([], {**keys, env: "no-port"})
     assert EncoderSettings.load([], {"MOVA_ENCODER_TRITON_URL": "triton:8001"}).triton_url == "triton:8001"
 
 
