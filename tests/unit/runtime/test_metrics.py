@@ -97,10 +97,12 @@ def test_metrics_listen_settings():
     assert metrics.metrics_address("", "encoder") == f"127.0.0.1:{metrics.METRICS_PORTS['encoder']}"
     assert metrics.metrics_address("none", "encoder") == ""
     assert metrics.metrics_address("0.0.0.0:9999", "gateway") == "0.0.0.0:9999"
+    keys = {"MOVA_ENCODER_S3_ACCESS_KEY": "k", "MOVA_ENCODER_S3_SECRET_KEY": "s",  # required settings
+            "MOVA_ENCODER_KAFKA_SECRET": "x" * 32}
     for env in ("MOVA_ENCODER_METRICS_LISTEN", "MOVA_ENCODER_TRITON_URL"):
         with pytest.raises(SettingsError, match=env):
-            EncoderSettings.load([], {env: "no-port"})
-    assert EncoderSettings.load([], {"MOVA_ENCODER_TRITON_URL": "triton:8001"}).triton_url == "triton:8001"
+            EncoderSettings.load([], {**keys, env: "no-port"})
+    assert EncoderSettings.load([], {**keys, "MOVA_ENCODER_TRITON_URL": "triton:8001"}).triton_url == "triton:8001"
 
 
 def test_a_taken_metrics_port_does_not_stop_the_service(endpoint):
