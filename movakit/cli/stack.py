@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     up.add_argument("--secret-key", default="", help="S3 secret key of the local SeaweedFS (default: generated)")
     up.add_argument("--otel-exporter", default="none", choices=("none", "console", "otlp"))
     up.add_argument("--otel-endpoint", default="", help="OTLP gRPC endpoint host:port (with --otel-exporter otlp)")
+    up.add_argument("--triton", action="store_true",
+                    help="also run tritonserver (infra/triton) and let the encoder call it for the text encoder")
+    up.add_argument("--triton-port", type=int, default=8001, help="tritonserver's gRPC port (with --triton)")
     up.set_defaults(func=_up)
 
     st = sub.add_parser("status", help="every address and process of the running stack, alive or not")
@@ -75,15 +78,15 @@ def _up(args) -> int:
                       stage_ports=ports,  # type: ignore[arg-type]
                       access_key=args.access_key, secret_key=args.secret_key,
                       denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,
-                      otel_endpoint=args.otel_endpoint)
+                      otel_endpoint=args.otel_endpoint, triton=args.triton, triton_port=args.triton_port)
     try:
         addresses = up(cfg)
-    except (StackError, LocalStackError) as exc:  # LocalStackError: Tansu or SeaweedFS missing or not starting
+    except (StackError, LocalStackError) as exc:  # LocalStackError: Tansu, SeaweedFS or Triton missing or not starting
         print(f"mova stack up: {exc}")
         return 1
     print("stack is up:")
     for name, address in addresses.items():
-        print(f"  {name:<16} {address}")
+        print(f"  {name:<24} {address}")
     print(f"your job-API token is in {cfg.state_dir / 'token'} (mode 0600; `mova submit` reads it there), "
           f"the S3 keys in {cfg.state_dir / 's3-credentials'}")
     print(f"stop it with: mova stack down --state-dir {cfg.state_dir}")
@@ -99,7 +102,7 @@ def _status(args) -> int:
         print(f"mova stack status: {exc}")
         return 1
     for name, address in addresses.items():
-        print(f"  {name:<16} {address}")
+        print(f"  {name:<24} {address}")
     print(f"  {'PROCESS':<16} {'PID':>8}  {'ADDRESS':<22} STATE")
     healthy = True
     for p in processes:

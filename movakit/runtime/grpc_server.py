@@ -1,6 +1,7 @@
-"""The gRPC server every service runs: its servicers plus standard health and reflection, traced, stopping
-gracefully on SIGTERM/SIGINT. A request body that does not decode as the method's message (random bytes, invalid
-UTF-8 in a string field) is answered INVALID_ARGUMENT on every server, never INTERNAL."""
+"""The gRPC server every service runs: its servicers plus standard health and reflection, traced, error statuses
+counted (mova_grpc_errors_total), stopping gracefully on SIGTERM/SIGINT. A request body that does not decode as the
+method's message (random bytes, invalid UTF-8 in a string field) is answered INVALID_ARGUMENT on every server, never
+INTERNAL."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from movakit.runtime.health import watch_dependencies
+from movakit.runtime.metrics import GrpcErrorCounter
 from movakit.runtime.telemetry import grpc_server_interceptors
 
 log = logging.getLogger("movakit.grpc")
@@ -83,7 +85,7 @@ def serve(
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"{service_name}-rpc"),
-        interceptors=[*grpc_server_interceptors(), MalformedRequestInterceptor()],
+        interceptors=[*grpc_server_interceptors(), GrpcErrorCounter(), MalformedRequestInterceptor()],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

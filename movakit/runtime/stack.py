@@ -2,7 +2,8 @@
 
 `up` starts SeaweedFS (S3 with access keys) and then Tansu (Kafka protocol) through movakit.runtime.localstack,
 Tansu storing every record, offset and group in the bucket <bucket>-broker of that SeaweedFS (so a broker that
-crashes and restarts loses nothing: `restart_infra`), creates the topics and the job bucket, then one process
+crashes and restarts loses nothing: `restart_infra`), creates the topics and the job bucket, with `triton`
+tritonserver serving the text encoder (movakit.runtime.triton_server, the encoder then calls it), then one process
 per service (`python -m movakit.services.<name>.main`), each configured through its MOVA_<SERVICE>_* variables.
 All logs go to <state_dir>/logs/<name>.log; the processes (pid, start time, address, log, and for a service its
 command line and variables) are recorded in <state_dir>/stack.json so `status`, `restart` and `down` can find
@@ -37,8 +38,10 @@ from pathlib import Path
 
 from movakit.runtime import auth, localstack
 from movakit.runtime.grpc_server import check_health
+from movakit.runtime.metrics import METRICS_PORTS
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
+from movakit.runtime.triton_server import start_tritonserver
 
 STATE_FILE = "stack.json"
 TOKEN_FILE = "token"  # the local user's job-API token (read by `mova submit` / `mova jobs`)
@@ -73,11 +76,16 @@ class StackConfig:
     denoiser_replicas: int = 1  # replicas share mova.denoise as one consumer group; extra ones use free ports
     otel_exporter: str = "none"  # passed to every service: none | console | otlp
     otel_endpoint: str = ""
+    metrics_ports: bool = True  # True: /metrics on METRICS_PORTS (extra replicas: free ports); False: all free ports
+    triton: bool = False  # also run tritonserver (infra/triton) and point the encoder's text encoder at it
+    triton_port: int = 8001  # its gRPC port (Triton's default); HTTP and metrics take free ports
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. gateway test limits, latent checkpoint interval
     ready_timeout_s: float = 120.0
 
     def validate(self) -> None:
         ports = [self.kafka_port, self.s3_port, self.gateway_port, self.http_port, *self.stage_ports]
+        if self.triton:
+            ports.append(self.triton_port)
         if len(set(ports)) != len(ports):
             raise StackError(f"ports must differ, got {ports}")
         if not all(1 <= port <= 65535 for port in ports):
@@ -161,6 +169,13 @@ def _spawn_service(cfg: StackConfig, name: str, module: str, env: dict[str, str]
     return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service", argv, env)
 
 
+def _metrics_address(cfg: StackConfig, service: str, replica: int) -> str:
+    """Where a service's /metrics listens: its METRICS_PORTS port for the first replica (unless cfg.metrics_ports
+    is false), else a free port."""
+    use_default = cfg.metrics_ports and replica == 0
+    return f"127.0.0.1:{METRICS_PORTS[service] if use_default else localstack.free_port()}"
+
+
 def _write_state(state_dir: Path, entries: list[ProcessEntry], addresses: dict[str, str]) -> None:
     state = {"addresses": addresses, "processes": [asdict(e) for e in entries]}
     tmp = state_dir / (STATE_FILE + ".tmp")
@@ -241,7 +256,8 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         _, old = read_state(cfg.state_dir)
         if any(is_alive(e) for e in old):
             raise StackError(f"a stack is already running from {cfg.state_dir} (`mova stack down` first)")
-    for port in (cfg.kafka_port, cfg.s3_port, cfg.gateway_port, cfg.http_port, *cfg.stage_ports):
+    for port in (cfg.kafka_port, cfg.s3_port, cfg.gateway_port, cfg.http_port, *cfg.stage_ports,
+                 *([cfg.triton_port] * cfg.triton)):
         if localstack.port_open(port):
             raise StackError(f"port 127.0.0.1:{port} is already in use")
     cfg = _make_credentials(cfg)
@@ -266,9 +282,22 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
 
             checkpoint = str(default_demo_checkpoint())
         addresses["checkpoint"] = checkpoint
+        encoder_env = {}
+        if cfg.triton:
+            triton = start_tritonserver(cfg.triton_port, localstack.free_port(), localstack.free_port(),
+                                        cfg.state_dir / "data" / "triton",
+                                        env={"MOVA_TRITON_CHECKPOINT": checkpoint})
+            entries.append(ProcessEntry("tritonserver", triton.pid, _start_ticks(triton.pid), triton.address,
+                                        str(triton.log_path), "infra"))
+            _write_state(cfg.state_dir, entries, addresses)
+            addresses["triton"] = triton.address
+            addresses["metrics-triton"] = f"127.0.0.1:{triton.ports['metrics']}"
+            encoder_env["MOVA_ENCODER_TRITON_URL"] = triton.address
+            log(f"triton (text encoder) on {triton.address}")
         gateway = f"127.0.0.1:{cfg.gateway_port}"
         gateway_env = _service_env(cfg, "gateway", gateway, checkpoint, "")
         gateway_env["MOVA_GATEWAY_HTTP_LISTEN"] = f"127.0.0.1:{cfg.http_port}"
+        gateway_env["MOVA_GATEWAY_METRICS_LISTEN"] = addresses["metrics-gateway"] = _metrics_address(cfg, "gateway", 0)
         entries.append(_spawn_service(cfg, "gateway", "movakit.services.gateway.main", gateway_env, gateway))
         for (name, prefix), port in zip(STAGE_SERVICES, cfg.stage_ports, strict=True):
             replicas = cfg.denoiser_replicas if name == "denoiser" else 1
@@ -276,6 +305,9 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
                 listen = f"127.0.0.1:{port if i == 0 else localstack.free_port()}"
                 label = name if replicas == 1 else f"{name}-{i + 1}"
                 env = _service_env(cfg, prefix, listen, checkpoint, label)
+                if name == "encoder":
+                    env.update(encoder_env)
+                env[f"MOVA_{prefix.upper()}_METRICS_LISTEN"] = addresses[f"metrics-{label}"] = _metrics_address(cfg, name, i)
                 entries.append(_spawn_service(cfg, label, f"movakit.services.{prefix}.main", env, listen))
                 addresses[label] = listen
         _write_state(cfg.state_dir, entries, addresses)

@@ -3,7 +3,8 @@
 A service's main.py only names its settings class, the checkpoint components it loads and how to build its
 handler; `run_stage_service` does the rest:
   1. JSON logs on stdout and one "settings" line (secrets redacted);
-  2. OpenTelemetry with the configured exporter (service.name = the service);
+  2. OpenTelemetry with the configured exporter (service.name = the service), and the Prometheus /metrics
+     endpoint on `metrics_listen` (movakit.runtime.metrics);
   3. the object store (bucket created when missing) and the stage handler (models loaded once, resident);
   4. the Kafka worker's producer and consumer (unless `consume` is false), so a broker that cannot be reached
      fails the start before the service reports SERVING;
@@ -19,6 +20,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import torch
@@ -26,6 +28,7 @@ import torch
 from movakit.runtime.grpc_server import serve
 from movakit.runtime.health import stack_dependencies
 from movakit.runtime.kafka import RecordSigner
+from movakit.runtime.metrics import MODEL_LOAD_DURATION, metrics_address, setup_metrics
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.stage_settings import StageSettings, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
@@ -34,7 +37,8 @@ from movakit.runtime.worker import StageWorker
 
 log = logging.getLogger("movakit.service")
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# A dtype setting -> its torch dtype (the stage services, the Triton model and its client).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def open_checkpoint(settings: StageSettings):
@@ -55,7 +59,9 @@ def load_models(settings: StageSettings, components: tuple[str, ...]):
     if checkpoint.random_weights:
         log.warning("checkpoint has RANDOM weights: outputs are noise",
                     extra={"fields": {"checkpoint": str(checkpoint.path)}})
-    models = checkpoint.load(components, device=settings.device, dtype=_DTYPES[settings.model_dtype])
+    started = time.perf_counter()
+    models = checkpoint.load(components, device=settings.device, dtype=DTYPES[settings.model_dtype])
+    MODEL_LOAD_DURATION.record(time.perf_counter() - started, {"components": ",".join(components)})
     log.info("models loaded", extra={"fields": {"checkpoint": str(checkpoint.path), "components": list(components)}})
     return models
 
@@ -81,6 +87,7 @@ def run_stage_service(
     setup_json_logging()
     log.info("settings", extra={"fields": {"service": service_name, "settings": settings.redacted()}})
     setup_telemetry(service_name, settings.otel_exporter, settings.otel_endpoint or None)
+    setup_metrics(service_name, metrics_address(settings.metrics_listen, service_name))
     store = make_store(settings)
     handler = build_handler(store)
     worker: StageWorker | None = None

@@ -53,6 +53,9 @@ class StageSettings:
     dtype: str = ""  # float32 | bfloat16 | float16; "" -> default_dtype(device): bfloat16 on CUDA, else float32
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
+    # Prometheus /metrics host:port; "" -> 127.0.0.1:<the service's port in movakit.runtime.metrics.METRICS_PORTS>,
+    # "none" -> no endpoint
+    metrics_listen: str = ""
     consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
     replica_id: str = ""  # name of this replica in logs and events; "" -> <hostname>-<pid>
     max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
@@ -116,6 +119,8 @@ class StageSettings:
                                 f"one of {', '.join(_OTEL_EXPORTERS)}, got {self.otel_exporter!r}")
         if self.otel_exporter == "otlp" and not self.otel_endpoint:
             raise SettingsError(self.env_name("otel_endpoint"), "required when otel_exporter=otlp")
+        if self.metrics_listen not in ("", "none"):
+            check_address(self.env_name("metrics_listen"), self.metrics_listen)
         if self.dtype and self.dtype not in MODEL_DTYPES:
             raise SettingsError(self.env_name("dtype"), f"one of {', '.join(MODEL_DTYPES)} or empty, got {self.dtype!r}")
         for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "kafka_secret"):

@@ -39,6 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.metrics import STAGE_DURATION, set_queue_lag
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
 from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
@@ -87,6 +88,8 @@ class StageWorker:
         self._producer = mkafka.make_producer(bootstrap, signer)
         self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id)
         self._assignment: frozenset[tuple[str, int]] = frozenset()
+        self.group_id = group_id
+        self._lag_measured = 0.0  # time.monotonic() of the last queue lag reading
 
     def is_cancelled(self, job_id: str) -> bool:
         """True once the gateway wrote the job's cancel marker (jobs/<job>/control/cancel)."""
@@ -106,6 +109,7 @@ class StageWorker:
                     self._stop.wait(1.0)
                     continue
                 self._log_assignment()
+                self._measure_lag()
                 for records in batches.values():
                     for record in records:
                         try:
@@ -136,6 +140,24 @@ class StageWorker:
             log.info("partitions assigned", extra={"fields": {
                 "replica": self.replica_id, "partitions": sorted(p for _, p in now)}})
 
+    def _measure_lag(self) -> None:
+        """mova_queue_lag of the inbox: end offset minus position, summed over the partitions assigned here (both
+        known locally after a poll: no broker round trip). At most once a second."""
+        now = time.monotonic()
+        if now - self._lag_measured < 1.0:
+            return
+        self._lag_measured = now
+        lag, known = 0, False
+        try:
+            for tp in self._consumer.assignment():
+                end = self._consumer.highwater(tp)  # known once a fetch answered: the position is known too
+                if end is not None:
+                    lag, known = lag + max(0, end - self._consumer.position(tp)), True
+        except KafkaError:  # e.g. the partition was revoked meanwhile: the next reading will do
+            return
+        if known:
+            set_queue_lag(self.group_id, {self.handler.inbox: lag})
+
     # --- one record ----------------------------------------------------------------------------------------------
     def handle_record(self, record) -> None:
         h = self.handler
@@ -160,6 +182,7 @@ class StageWorker:
                     log.info("stage started", extra={"fields": fields})
 
                 output, skipped = run_or_reuse(h, self.store, task, ctx, on_start=announce)
+                outcome = "skipped" if skipped else "ok"
                 if skipped:
                     self.stats.skipped += 1
                     log.info("outputs exist: skipped", extra={"fields": fields})
@@ -176,6 +199,7 @@ class StageWorker:
                 log.info("stage finished", extra={"fields": {**fields, "skipped": skipped,
                                                              "duration_s": round(time.monotonic() - started, 3)}})
             except JobCancelled:
+                outcome = "cancelled"
                 self.stats.cancelled += 1
                 log.info("job cancelled", extra={"fields": fields})
                 self._report(lambda: self._emit(ctx.event(cancelled=events_pb2.Cancelled(stage=h.stage))))
@@ -191,6 +215,7 @@ class StageWorker:
                     self._stop.wait(self.retry_backoff_s * 2 ** (attempt - 1))
                     return  # not committed: the same record comes back on the next poll
                 self._attempts.pop(where, None)
+                outcome = "failed"
                 self.stats.failed += 1
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
@@ -198,6 +223,7 @@ class StageWorker:
                 log.exception("stage failed", extra={"fields": fields})
                 self._report(lambda: self._emit(ctx.event(failed=events_pb2.Failed(stage=h.stage, reason=reason))))
                 self._report(lambda: self._dead_letter(record, job_id, reason))
+        STAGE_DURATION.record(time.monotonic() - started, {"stage": h.stage_name, "outcome": outcome})
         self._attempts.pop((record.topic, record.partition, record.offset), None)
         self._commit(record)
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+import re
+
 import pytest
 import yaml
 
+from movakit.runtime import metrics
 from movakit.runtime.topics import TOPICS
+from movakit.runtime.triton_server import TEXT_ENCODER_MODEL
 from movakit.services.decoder.servicer import DecodeHandler
 from movakit.services.denoiser.servicer import DenoiseHandler
 from movakit.services.encoder.servicer import EncodeHandler
@@ -39,8 +44,11 @@ def test_topics_yaml_consumer_groups_match_the_stage_inboxes():
 def test_stage_manifest_scales_on_its_inbox_lag(name):
     docs = _docs(INFRA / "k8s" / "base" / f"{name}.yaml")
     assert set(docs) == {"Deployment", "Service", "ScaledObject"}
-    (trigger,) = docs["ScaledObject"]["spec"]["triggers"]
-    assert trigger["type"] == "kafka"
+    triggers = {t["type"]: t for t in docs["ScaledObject"]["spec"]["triggers"]}
+    assert set(triggers) == {"kafka", "prometheus"}
+    trigger = triggers["kafka"]
+    query = triggers["prometheus"]["metadata"]["query"]
+    assert query == f'sum(mova_queue_lag{{topic="{HANDLERS[name].inbox}",group="mova-{name}"}})'
     assert trigger["metadata"]["topic"] == HANDLERS[name].inbox
     assert trigger["metadata"]["consumerGroup"] == f"mova-{name}"
     assert docs["ScaledObject"]["spec"]["maxReplicaCount"] <= TOPICS[HANDLERS[name].inbox].partitions
@@ -56,7 +64,7 @@ def test_stage_manifest_scales_on_its_inbox_lag(name):
 def test_kustomization_lists_every_manifest():
     kustomization = yaml.safe_load((INFRA / "k8s" / "base" / "kustomization.yaml").read_text())
     files = {p.name for p in (INFRA / "k8s" / "base").glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files == {f"{n}.yaml" for n in [*HANDLERS, "gateway"]}
+    assert set(kustomization["resources"]) == files == {f"{n}.yaml" for n in [*HANDLERS, "gateway", "triton"]}
 
 
 def test_collector_receives_otlp_grpc_on_4317():
@@ -89,3 +97,51 @@ def test_dev_overlay_points_the_gateway_at_the_demo_checkpoint_too():
     (op, _) = yaml.safe_load(patch["patch"])
     env = _docs(INFRA / "k8s" / "base" / "gateway.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert env[int(op["path"].split("/")[-2])]["name"] == "MOVA_GATEWAY_CHECKPOINT" and op["value"] == ""
+
+
+def _mova_metric_names(text: str) -> set[str]:
+    """mova_* metric names in a query text, without the histogram/counter sample suffixes."""
+    return {re.sub(r"_(bucket|count|sum)$", "", n) for n in re.findall(r"\bmova_[a-z_]+", text)}
+
+
+def test_dashboard_and_keda_queries_use_metrics_the_services_export():
+    documented = set(re.findall(r"^  (mova_\w+)", metrics.__doc__, re.M))
+    dashboard = json.loads((INFRA / "grafana" / "mova-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    keda = " ".join((INFRA / "k8s" / "base" / f"{name}.yaml").read_text() for name in HANDLERS)
+    used = _mova_metric_names(exprs) | _mova_metric_names(keda)
+    assert used and used <= documented, used - documented
+    assert documented <= _mova_metric_names(exprs)  # every metric has a panel
+
+
+def test_metrics_ports_of_manifests_and_prometheus_config_are_the_defaults():
+    scrape = (INFRA / "prometheus" / "prometheus.yml").read_text()
+    for name, port in metrics.METRICS_PORTS.items():
+        container = _docs(INFRA / "k8s" / "base" / f"{name}.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env[f"MOVA_{name.replace('-', '_').upper()}_METRICS_LISTEN"] == f"0.0.0.0:{port}"
+        assert {"name": "metrics", "containerPort": port} in container["ports"]
+        assert f'"{name}:{port}"' in scrape
+
+
+def test_triton_model_repository_and_manifest_agree_with_the_encoder():
+    config = (INFRA / "triton" / "models" / TEXT_ENCODER_MODEL / "config.pbtxt").read_text()
+    assert f'name: "{TEXT_ENCODER_MODEL}"' in config and 'backend: "python"' in config
+    assert "dynamic_batching" in config
+    assert (INFRA / "triton" / "models" / TEXT_ENCODER_MODEL / "1" / "model.py").is_file()
+    triton = _docs(INFRA / "k8s" / "base" / "triton.yaml")
+    grpc_port = {p["name"]: p["port"] for p in triton["Service"]["spec"]["ports"]}["grpc"]
+    encoder = _docs(INFRA / "k8s" / "base" / "encoder.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    encoder_env = {e["name"]: e["value"] for e in encoder["env"]}
+    triton_env = {e["name"]: e["value"] for e in triton["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert encoder_env["MOVA_ENCODER_TRITON_URL"] == f"triton:{grpc_port}"
+    assert triton_env["MOVA_TRITON_CHECKPOINT"] == encoder_env["MOVA_ENCODER_CHECKPOINT"]
+    assert triton_env["MOVA_TRITON_DTYPE"] == encoder_env["MOVA_ENCODER_DTYPE"]
+
+
+def test_dev_overlay_runs_triton_on_the_cpu_as_the_encoder():
+    overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "dev" / "kustomization.yaml").read_text())
+    (patch,) = [p for p in overlay["patches"] if p["target"] == {"kind": "Deployment", "name": "triton"}]
+    (env,) = [op["value"] for op in yaml.safe_load(patch["patch"]) if op["path"].endswith("/env")]
+    assert {e["name"]: e["value"] for e in env} == {"MOVA_TRITON_CHECKPOINT": "", "MOVA_TRITON_DEVICE": "cpu",
+                                                   "MOVA_TRITON_DTYPE": "float32"}

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import torch
 from google.protobuf import json_format
 
 from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
+from movakit.runtime.metrics import DENOISE_STEP_DURATION
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.tasks import TaskContext, read_blob, write_blob
@@ -112,13 +114,19 @@ class DenoiseHandler:
             known = [(s, r) for s, r in known if s <= start_step]
             log.info("resuming from checkpoint", extra={"fields": {"job_id": task.job_id, "step": start_step}})
 
+        step_began = time.perf_counter()  # when the current step began: the hook's own time is not a step's
+
         def on_step(info: StepInfo) -> None:
+            nonlocal step_began
+            DENOISE_STEP_DURATION.record(time.perf_counter() - step_began,
+                                         {"expert": _EXPERT_NAMES.get(info.expert, info.expert)})
             ctx.emit(ctx.event(denoise_step=events_pb2.DenoiseStep(
                 step=info.step, total=info.total, eta_s=info.eta_s, elapsed_s=info.elapsed_s,
                 expert=_EXPERT_NAMES.get(info.expert, info.expert))))
             if self.checkpoint_every and info.step % self.checkpoint_every == 0 and info.step < info.total:
                 self._write_checkpoint(task.job_id, info, known)
             ctx.check_cancel()
+            step_began = time.perf_counter()
 
         result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
                                                       audio_noise=audio_noise, start_step=start_step),

@@ -149,6 +149,13 @@ class JobStore:
             active = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
             return len(active), sum(j.cost_gpu_s for j in active), sum(j.cost_gpu_s for j in active if j.tenant == tenant)
 
+    def counts_by_state(self) -> dict[str, int]:
+        """Number of jobs per state, named as the JobState enum without its prefix in lower case ("queued")."""
+        with self._changed:
+            states = [e.job.state for e in self._entries.values()]
+        names = common_pb2.JobState.Name
+        return {names(state).removeprefix("JOB_STATE_").lower(): states.count(state) for state in set(states)}
+
     def unfinished(self) -> list[Progress]:
         """Every job that is not finished, with the time and kind of its newest event."""
         with self._changed:

@@ -20,6 +20,7 @@ from movakit.runtime.grpc_server import serve, tls_credentials
 from movakit.runtime.health import stack_dependencies
 from movakit.runtime.http_server import HttpServer
 from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.metrics import metrics_address, set_job_counts, setup_metrics
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
@@ -77,6 +78,7 @@ def start_gateway(
     # URLs are signed for the host clients reach S3 at (signing is local: no request goes to that address).
     signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
+    set_job_counts(store.counts_by_state)
     records_key = mkafka.RecordSigner(settings.kafka_secret)  # signs and verifies Kafka records
     records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
     producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("settings", extra={"fields": settings.redacted()})
     setup_telemetry("gateway", settings.otel_exporter, settings.otel_endpoint or None)
+    setup_metrics("gateway", metrics_address(settings.metrics_listen, "gateway"))
     reservation = reserve_listen_port(settings.listen)
     gateway = start_gateway(settings, handle_signals=True, reservation=reservation)
     try:

@@ -55,6 +55,8 @@ class GatewaySettings:
     startup_timeout_s: float = 60.0  # how long to wait for Kafka/S3 and the state replay at startup
     otel_exporter: str = "none"  # none | console | otlp | memory
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
+    # Prometheus /metrics host:port; "" -> 127.0.0.1:9460 (movakit.runtime.metrics.METRICS_PORTS), "none" -> none
+    metrics_listen: str = ""
 
     @staticmethod
     def env_name(field: str) -> str:
@@ -109,6 +111,8 @@ class GatewaySettings:
             s.check_range(self.env_name(name), getattr(self, name), 1, 30 * 24 * 3600)
         s.check_range(self.env_name("artifact_retention_days"), self.artifact_retention_days, 1, 3650)
         s.check_range(self.env_name("startup_timeout_s"), self.startup_timeout_s, 1, 3600)
+        if self.metrics_listen not in ("", "none"):
+            s.check_address(self.env_name("metrics_listen"), self.metrics_listen)
         if self.otel_exporter not in EXPORTERS:
             raise s.SettingsError(self.env_name("otel_exporter"), f"one of {', '.join(EXPORTERS)}, got {self.otel_exporter!r}")
         if self.otel_exporter == "otlp" and not self.otel_endpoint:

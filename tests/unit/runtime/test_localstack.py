@@ -62,3 +62,11 @@ def test_stack_up_refuses_a_port_out_of_range(tmp_path, capsys):
 
     assert main(["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", "70000"]) == 1
     assert "mova stack up: ports must lie in 1..65535" in capsys.readouterr().out
+
+
+def test_stack_up_triton_port_is_checked_with_the_others(tmp_path, capsys):
+    from movakit.cli import main
+
+    argv = ["stack", "up", "--state-dir", str(tmp_path), "--triton", "--triton-port", "50051"]  # the gateway's
+    assert main(argv) == 1
+    assert "mova stack up: ports must differ" in capsys.readouterr().out
