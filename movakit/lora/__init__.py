@@ -1,0 +1,12 @@
+"""LoRA adapters at inference: the official formats, our stored form, the official target layers and the math.
+
+docs/lora.md walks through it. Modules: targets (which layers, base identity), adapter (LoraAdapter, checks,
+unmerged hooks and merge), official (the two official save formats), store (safetensors + manifest),
+base_model (checks against a checkpoint without loading weights), registry (adapters/<name>/ in S3),
+cache (the denoiser's bounded LRU).
+"""
+
+from movakit.lora.adapter import AdapterError, LoraAdapter, applied, check_base, check_fits, merge_into
+from movakit.lora.store import read_any
+
+__all__ = ["AdapterError", "LoraAdapter", "applied", "check_base", "check_fits", "merge_into", "read_any"]
