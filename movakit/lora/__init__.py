@@ -3,10 +3,5 @@
 docs/lora.md walks through it. Modules: targets (which layers, base identity), adapter (LoraAdapter, checks,
 unmerged hooks and merge), official (the two official save formats), store (safetensors + manifest),
 base_model (checks against a checkpoint without loading weights), registry (adapters/<name>/ in S3),
-cache (the denoiser's bounded LRU).
+cache (the denoiser's bounded LRU). The adapter name rule is movakit.request's (LORA_NAME).
 """
-
-from movakit.lora.adapter import AdapterError, LoraAdapter, applied, check_base, check_fits, merge_into
-from movakit.lora.store import read_any
-
-__all__ = ["AdapterError", "LoraAdapter", "applied", "check_base", "check_fits", "merge_into", "read_any"]

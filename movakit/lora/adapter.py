@@ -10,7 +10,7 @@ adapter is attached) and is added to the layer output after the multiplication b
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -98,9 +98,14 @@ def check_fits(adapter: LoraAdapter, components: Mapping[str, nn.Module]) -> dic
 
 
 def _hook(a: torch.Tensor, b: torch.Tensor, scaling: float):
+    per_device = {a.device: (a, b)}  # with offload a layer runs on the CPU and on the accelerator
+
     def add_low_rank(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        low_rank = F.linear(F.linear(x.to(a.dtype), a), b)  # (..., out) in the adapter dtype
+        if x.device not in per_device:
+            per_device[x.device] = (a.to(x.device), b.to(x.device))
+        a_x, b_x = per_device[x.device]
+        low_rank = F.linear(F.linear(x.to(a_x.dtype), a_x), b_x)  # (..., out) in the adapter dtype
         return output + low_rank.to(output.dtype) * scaling
     return add_low_rank
 
@@ -138,3 +143,16 @@ def merge_into(models, adapter: LoraAdapter, scale: float = 1.0) -> int:
         merged = layer.weight.float() + (b @ a) * scaling
         layer.weight.copy_(merged.to(layer.weight.dtype))
     return len(layers)
+
+
+def use(models, adapter: LoraAdapter, scale: float, *, merge: bool) -> AbstractContextManager:
+    """Check the adapter against ``models`` (recorded base identity, keys, shapes: AdapterError before any
+    denoising), then either merge it now (the returned context does nothing) or return the unmerged context."""
+    from movakit.lora.targets import identity_of
+
+    check_base(adapter, identity_of(models))
+    check_fits(adapter, components_of(models))
+    if merge:
+        merge_into(models, adapter, scale)
+        return nullcontext()
+    return applied(models, adapter, scale)

@@ -1,7 +1,7 @@
 """Gateway entry point: `python -m movakit.services.gateway.main [--flag value ...]` (flags and variables: settings.py).
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower ->
-gRPC server (JobService + health + reflection).
+gRPC server (JobService + AdapterService + health + reflection).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
+from movakit.lora.registry import AdapterRegistry
+from movakit.services.gateway.adapters import AdapterServicer, add_adapter_servicer
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.servicer import JobServicer, add_servicer
@@ -72,15 +74,19 @@ def start_gateway(
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
+        registry = AdapterRegistry(objects)
         servicer = JobServicer(
             store, objects, producer, signer=signer, tokens=tokens, rules=rules,
             admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
             presign_expiry_s=settings.presign_expiry_s,
+            adapter_exists=registry.exists,
         )
+        adapters = AdapterServicer(registry, signer=signer, presign_expiry_s=settings.presign_expiry_s)
         if reservation is not None:
             reservation.close()
-        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
-                       credentials=credentials)
+        add_both = (add_servicer(servicer), add_adapter_servicer(adapters))
+        server = serve("gateway", lambda server: [name for add in add_both for name in add(server)], settings.listen,
+                       handle_signals=handle_signals, credentials=credentials)
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         follower.stop()
         producer.close()

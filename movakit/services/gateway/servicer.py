@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -46,7 +47,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
         tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits, gpu_s_per_mpixel_step: float,
-        presign_expiry_s: int,
+        presign_expiry_s: int, adapter_exists: Callable[[str], bool],
     ) -> None:
         self._jobs = store
         self._objects = objects
@@ -57,6 +58,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         self._admission = admission_limits
         self._gpu_s_per_mpixel_step = gpu_s_per_mpixel_step
         self._presign_s = presign_expiry_s
+        self._adapter_exists = adapter_exists  # the LoRA registry's lookup (movakit.lora.registry)
         self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
 
     # ---- Submit ----------------------------------------------------------------------------------------------
@@ -72,6 +74,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             content_type = contract.validate_image(request.image) if request.image else ""
         except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if params.lora.name:
+            try:
+                known = self._adapter_exists(params.lora.name)
+            except (S3Error, OSError) as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              f"could not look up the adapter: {type(exc).__name__}: {exc}")
+            if not known:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"params.lora.name: no adapter {params.lora.name!r} in the registry (mova adapters list)")
 
         digest = admission.request_sha256(request, params)
         cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step)

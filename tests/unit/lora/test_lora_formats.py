@@ -9,7 +9,8 @@ import pytest
 import torch
 from official_writers import random_lora, write_accelerate_fsdp, write_accelerate_plain, write_low_resource
 
-from movakit.lora import AdapterError, check_fits, read_any
+from movakit.lora.adapter import AdapterError, check_fits
+from movakit.lora.store import read_any
 from movakit.lora.base_model import for_checkpoint
 from movakit.lora.official import write_accelerate
 from movakit.lora.store import MANIFEST_NAME, WEIGHTS_NAME, read_folder, write_folder

@@ -9,7 +9,8 @@ import torch
 from conftest import small_request
 from official_writers import random_lora, write_accelerate_fsdp, write_low_resource
 
-from movakit.lora import LoraAdapter, applied, merge_into, read_any
+from movakit.lora.adapter import LoraAdapter, applied, merge_into
+from movakit.lora.store import read_any
 from movakit.stages.denoise import denoise
 
 
