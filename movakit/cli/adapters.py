@@ -51,6 +51,14 @@ def register(subparsers) -> None:
                         help="official: lora_weights.pt + lora_config.pt (default); movakit: safetensors + manifest")
     export.add_argument("--output", type=Path, required=True, help="folder to write")
     export.set_defaults(func=_export)
+    random = sub.add_parser("random", help="write a RANDOM adapter in the official accelerate form (to try the tools)")
+    random.add_argument("--output", type=Path, required=True, help="folder to write")
+    random.add_argument("--checkpoint", type=Path, help="the MOVA checkpoint it is for (default: tiny demo one)")
+    random.add_argument("--rank", type=int, default=4, help="rank (default 4)")
+    random.add_argument("--targets", choices=("accelerate", "attention"), default="accelerate",
+                        help="accelerate: every DiT block linear + bridge q/k/v/o (default); attention: q/k/v/o only")
+    random.add_argument("--seed", type=int, default=0)
+    random.set_defaults(func=_random)
 
 
 def _gateway_option(parser) -> None:
@@ -105,21 +113,29 @@ def fetch(gateway: str, name: str):
         raise UsageError(str(exc)) from None
 
 
-def _upload(args) -> int:
+def _checkpoint(path: Path | None):
+    """The MovaCheckpoint of --checkpoint (default: the tiny demo one)."""
     from movakit.loading import CheckpointError, MovaCheckpoint
+
+    if path is None:
+        from movakit.loading.demo import default_demo_checkpoint
+
+        path = default_demo_checkpoint()
+    try:
+        return MovaCheckpoint(path)
+    except CheckpointError as exc:
+        raise UsageError(f"--checkpoint: {exc}") from None
+
+
+def _upload(args) -> int:
+    from movakit.loading import CheckpointError
     from movakit.lora.adapter import AdapterError
     from movakit.lora.base_model import for_checkpoint
     from movakit.lora.store import encode
 
     adapter = read_local(args.path)
-    if args.checkpoint is None:
-        from movakit.loading.demo import default_demo_checkpoint
-
-        checkpoint_path = default_demo_checkpoint()
-    else:
-        checkpoint_path = args.checkpoint
     try:
-        adapter = for_checkpoint(adapter, MovaCheckpoint(checkpoint_path))
+        adapter = for_checkpoint(adapter, _checkpoint(args.checkpoint))
     except CheckpointError as exc:
         raise UsageError(f"--checkpoint: {exc}") from None
     except AdapterError as exc:
@@ -196,4 +212,25 @@ def _export(args) -> int:
         _say(f"note: {note}")
     folder = write_accelerate(adapter, args.output) if args.format == "official" else write_folder(adapter, args.output)
     print(f"{args.format}: {folder}")
+    return 0
+
+
+def _random(args) -> int:
+    import torch
+
+    from movakit.lora.adapter import LoraAdapter
+    from movakit.lora.base_model import meta_components
+    from movakit.lora.official import write_accelerate
+    from movakit.lora.targets import target_layers
+
+    if not 1 <= args.rank <= 1024:
+        raise UsageError(f"--rank: must be in [1, 1024], got {args.rank}")
+    g = torch.Generator().manual_seed(args.seed)
+    layers = {key: (torch.randn(args.rank, layer.in_features, generator=g) * 0.1,
+                    torch.randn(layer.out_features, args.rank, generator=g) * 0.1)
+              for key, layer in target_layers(meta_components(_checkpoint(args.checkpoint)), args.targets).items()}
+    adapter = LoraAdapter(rank=args.rank, alpha=float(args.rank), targets=args.targets, layers=layers)
+    folder = write_accelerate(adapter, args.output)
+    _say(f"RANDOM weights: {len(layers)} layers; the adapter changes the output, into noise")
+    print(f"official: {folder}")
     return 0

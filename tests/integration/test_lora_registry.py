@@ -9,16 +9,16 @@ import uuid
 import grpc
 import pytest
 import torch
+from lora_helpers import random_adapter
 
 from movakit.api.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.cli import main
 from movakit.loading import MovaCheckpoint
 from movakit.loading.demo import default_demo_checkpoint
-from movakit.lora.adapter import LoraAdapter
 from movakit.lora.cache import AdapterCache
 from movakit.lora.registry import AdapterRegistry
 from movakit.lora.store import encode, read_folder, write_folder
-from movakit.lora.targets import components_of, identity_of, target_layers
+from movakit.lora.targets import identity_of
 from movakit.models.audio_vae import DacVAEConfig
 from movakit.runtime.worker import JobCancelled, TaskContext
 from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.integration
 
 PARAMS = dict(prompt="p", height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=3, guidance_scale=2.0,
               seed=4)
-
-
-def random_adapter(models, kind: str, rank: int, seed: int) -> LoraAdapter:
-    g = torch.Generator().manual_seed(seed)
-    layers = {key: (torch.randn(rank, layer.in_features, generator=g) * 0.2,
-                    torch.randn(layer.out_features, rank, generator=g) * 0.2)
-              for key, layer in target_layers(components_of(models), kind).items()}
-    return LoraAdapter(rank=rank, alpha=float(rank), targets=kind, layers=layers, base=identity_of(models))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,7 +49,7 @@ def names(s3_config, models):
     registry = AdapterRegistry(s3_config.store())
     out = (f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}")
     for name, kind, rank, seed in ((out[0], "accelerate", 4, 1), (out[1], "attention", 2, 2)):
-        registry.put(name, *encode(random_adapter(models, kind, rank, seed)))
+        registry.put(name, *encode(random_adapter(kind, rank, seed)))
     return out
 
 
@@ -122,7 +114,7 @@ def test_each_task_gets_its_own_adapter_in_any_order_and_after_a_resume(object_s
 
 
 def test_an_adapter_for_another_model_fails_the_task_naming_the_field(object_store, models):
-    bad = random_adapter(models, "attention", 2, 3)
+    bad = random_adapter("attention", 2, 3)
     name = f"other-{uuid.uuid4().hex[:6]}"
     from dataclasses import replace
 
@@ -132,7 +124,7 @@ def test_an_adapter_for_another_model_fails_the_task_naming_the_field(object_sto
 
 
 def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
-    folder = write_folder(random_adapter(models, "attention", 2, 5), tmp_path / "mine")
+    folder = write_folder(random_adapter("attention", 2, 5), tmp_path / "mine")
     name = f"style-{uuid.uuid4().hex[:6]}"
     at = ["--gateway", gateway.address]
     assert main(["adapters", "upload", str(folder), "--name", name, *at]) == 0
