@@ -131,6 +131,8 @@ def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
     assert f"{name}: rank 2, alpha 2" in capsys.readouterr().out
     assert main(["adapters", "upload", str(folder), "--name", name, *at]) == 1  # taken, without --replace
     assert "ALREADY_EXISTS" in capsys.readouterr().err
+    assert main(["adapters", "upload", str(folder), "--name", "../up", *at]) == 2
+    assert "INVALID_ARGUMENT: name: '../up' must be" in capsys.readouterr().err
     assert main(["adapters", "list", *at]) == 0
     assert name in capsys.readouterr().out
     assert main(["adapters", "get", name, "--output", str(tmp_path / "back"), *at]) == 0
