@@ -13,11 +13,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from movakit.lora.targets import TARGET_KINDS, components_of, target_layers
+from movakit.lora.targets import TARGET_KINDS, components_of, identity_of, target_layers
 
 
 class AdapterError(ValueError):
@@ -148,11 +150,24 @@ def merge_into(models, adapter: LoraAdapter, scale: float = 1.0) -> int:
 def use(models, adapter: LoraAdapter, scale: float, *, merge: bool) -> AbstractContextManager:
     """Check the adapter against ``models`` (recorded base identity, keys, shapes: AdapterError before any
     denoising), then either merge it now (the returned context does nothing) or return the unmerged context."""
-    from movakit.lora.targets import identity_of
-
     check_base(adapter, identity_of(models))
     check_fits(adapter, components_of(models))
     if merge:
         merge_into(models, adapter, scale)
         return nullcontext()
     return applied(models, adapter, scale)
+
+
+def trainable(components: Mapping[str, nn.Module], targets: str, rank: int, alpha: float, *,
+              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> LoraAdapter:
+    """A fresh adapter to train on every ``targets`` layer of ``components`` (official name -> module), initialised
+    as the official LoRALinear: A kaiming-uniform (a = sqrt 5), B zero, so it starts as the base model. Its tensors
+    are leaves with requires_grad: hand them to an optimizer, run the model inside `applied`, save the result with
+    movakit.lora.store or movakit.lora.official. Seed torch beforehand for a reproducible A."""
+    layers = {}
+    for key, layer in target_layers(components, targets).items():
+        a = torch.empty(rank, layer.in_features, dtype=dtype, device=device)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        b = torch.zeros(layer.out_features, rank, dtype=dtype, device=device)
+        layers[key] = (a.requires_grad_(), b.requires_grad_())
+    return LoraAdapter(rank=rank, alpha=float(alpha), targets=targets, layers=layers)

@@ -9,7 +9,8 @@ import torch
 from conftest import small_request
 from official_writers import random_lora, write_accelerate_fsdp, write_low_resource
 
-from movakit.lora.adapter import LoraAdapter, applied, merge_into
+from movakit.lora.adapter import LoraAdapter, applied, merge_into, trainable
+from movakit.lora.targets import components_of
 from movakit.lora.store import read_any
 from movakit.stages.denoise import denoise
 
@@ -68,3 +69,18 @@ def test_hooks_are_removed_when_the_run_raises(fresh_models, adapters):
         with applied(models, adapters["accelerate"]):
             raise RuntimeError("boom")
     assert not any(m._forward_hooks for m in models.video_dit.modules())
+
+
+def test_a_trainable_adapter_starts_as_the_base_and_gets_gradients(fresh_models):
+    models = fresh_models()
+    torch.manual_seed(0)
+    adapter = trainable(components_of(models), "attention", rank=2, alpha=2.0)
+    a, b = adapter.layers["dual_tower_bridge.video_to_audio_conditioners.0.inner.v"]
+    assert a.requires_grad and b.requires_grad and not b.any() and a.abs().max() > 0
+    layer = models.bridge.video_to_audio_conditioners["0"].inner.v
+    x = torch.randn(3, layer.in_features)
+    with applied(models, adapter):
+        y = layer(x)
+        y.square().sum().backward()
+    assert torch.equal(y.detach(), torch.nn.functional.linear(x, layer.weight, layer.bias))  # B = 0
+    assert b.grad is not None and b.grad.abs().max() > 0 and a.grad is not None
