@@ -76,7 +76,8 @@ def decode(manifest_data: bytes, weights: bytes, where: str) -> LoraAdapter:
     manifest = parse_manifest(manifest_data, f"{where}/{MANIFEST_NAME}")
     digest = hashlib.sha256(weights).hexdigest()
     if digest != manifest["sha256"]:
-        raise AdapterError(f"{where}/{WEIGHTS_NAME}: sha256 {digest} does not match the manifest's {manifest['sha256']}")
+        raise AdapterError(f"{where}/{WEIGHTS_NAME}: sha256 {digest} does not match the manifest's "
+                           f"{manifest['sha256']}")
     try:
         tensors = load_safetensors(weights)
     except (SafetensorError, ValueError) as exc:

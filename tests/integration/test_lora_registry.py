@@ -136,9 +136,9 @@ def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
     assert main(["adapters", "list", *at]) == 0
     assert name in capsys.readouterr().out
     assert main(["adapters", "get", name, "--output", str(tmp_path / "back"), *at]) == 0
-    back = read_folder(tmp_path / "back")
-    assert back.base == identity_of(models) and torch.equal(back.layers["video_dit.blocks.0.self_attn.q"][1],
-                                                            read_folder(folder).layers["video_dit.blocks.0.self_attn.q"][1])
+    back, sent = read_folder(tmp_path / "back"), read_folder(folder)
+    key = "video_dit.blocks.0.self_attn.q"
+    assert back.base == identity_of(models) and torch.equal(back.layers[key][1], sent.layers[key][1])
     assert main(["adapters", "export", name, "--format", "official", "--output", str(tmp_path / "off"), *at]) == 0
     assert (tmp_path / "off" / "lora_weights.pt").is_file() and (tmp_path / "off" / "lora_config.pt").is_file()
 

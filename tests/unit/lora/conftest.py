@@ -1,4 +1,5 @@
-"""The tiny demo checkpoint (official layout, random weights) and its DiT/bridge components, shared by the LoRA tests."""
+"""The tiny demo checkpoint (official layout, random weights) and its DiT/bridge components, shared by the LoRA
+tests."""
 
 from __future__ import annotations
 

@@ -103,8 +103,8 @@ def test_unmatched_key_wrong_shape_and_missing_half_name_the_key(tmp_path, meta)
 
 
 def test_stored_form_round_trip_checksum_and_base_identity(tmp_path, meta, tiny_checkpoint):
-    adapter = for_checkpoint(read_any(write_accelerate_fsdp(tmp_path / "o", random_lora(meta, "accelerate", 4, seed=5))),
-                             tiny_checkpoint)
+    official = write_accelerate_fsdp(tmp_path / "o", random_lora(meta, "accelerate", 4, seed=5))
+    adapter = for_checkpoint(read_any(official), tiny_checkpoint)
     assert adapter.base.startswith("sha256:")
     back = read_folder(write_folder(adapter, tmp_path / "ours"))
     assert (back.rank, back.alpha, back.targets, back.base, back.notes) == (4, 4.0, "accelerate", adapter.base,
