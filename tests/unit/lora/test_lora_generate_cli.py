@@ -38,10 +38,10 @@ def test_generate_with_an_official_adapter_unmerged_and_merged(tmp_path, meta, c
 def test_bad_lora_options_and_adapters_are_named(tmp_path, meta, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*BASE, "--lora-scale", "0.5"])
-    assert exit_info.value.code == 2 and "--lora-scale: needs --lora" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--lora-scale: needs a LoRA adapter name" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*BASE, "--lora", str(tmp_path), "--lora-scale", "3"])
-    assert "--lora-scale: must be in [0, 2]" in capsys.readouterr().err
+    assert "--lora-scale: 3 is outside (0, 2]" in capsys.readouterr().err
     lora = random_lora(meta, "accelerate", 2, seed=10)
     a, b = lora["audio_dit.blocks.0.ffn.0"]
     lora["audio_dit.blocks.0.ffn.0"] = (torch.zeros(2, a.shape[1] + 8), b)
