@@ -19,14 +19,14 @@ from movakit.lora.cache import AdapterCache
 from movakit.lora.registry import AdapterRegistry
 from movakit.lora.store import encode, read_folder, write_folder
 from movakit.lora.targets import identity_of
-from movakit.models.audio_vae import DacVAEConfig
+from movakit.model_rules import ModelRules
 from movakit.runtime.worker import JobCancelled, TaskContext
 from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
 pytestmark = pytest.mark.integration
 
-PARAMS = dict(prompt="p", height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=3, guidance_scale=2.0,
-              seed=4)
+PARAMS = dict(prompt="p", negative_prompt="n", height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=3,
+              guidance_scale=2.0, seed=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -54,9 +54,8 @@ def names(s3_config, models):
 
 
 def _handler(models, store, capacity: int, every: int = 0) -> DenoiseHandler:
-    audio = DacVAEConfig.from_json(default_demo_checkpoint() / "audio_vae" / "config.json")
-    return DenoiseHandler(models, store, checkpoint_every=every, audio_sample_rate=audio.sample_rate,
-                          audio_hop_length=audio.hop_length,
+    return DenoiseHandler(models, store, rules=ModelRules.from_checkpoint(default_demo_checkpoint()),
+                          checkpoint_every=every, cfg_batch=False,
                           adapters=AdapterCache(models, AdapterRegistry(store), capacity))
 
 
