@@ -44,7 +44,7 @@ GUIDANCE = (1.0, 20.0)  # 1.0 turns classifier-free guidance off
 SEED = (0, 2**63 - 1)
 PRIORITY = (0, 9)
 LORA_SCALE_MAX = 2.0  # scale in (0, LORA_SCALE_MAX]
-# An adapter name (params.lora.name, and adapters/<name>/ in the registry): never "." or "..".
+# An adapter name (params.lora.name, and adapters/<tenant>/<name>/ in the registry): never "." or "..".
 LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LORA_NAME_RULE = "1..128 characters of [A-Za-z0-9._-], starting with a letter or digit"
 MAX_IDEMPOTENCY_KEY_CHARS = 128

@@ -4,6 +4,8 @@ upload reads an adapter in either official format or ours, checks it against a c
 demo one) without loading weights, records that checkpoint's base identity and sends it to the gateway.
 export writes an adapter (a local path, or a registry name fetched from the gateway) in the official accelerate
 form (`--format official`: the official inference scripts load it) or in ours (`--format movakit`).
+Every call to the gateway sends the caller's token, read as the job commands read it ($MOVA_TOKEN, else the
+`token` file in --state-dir); the registry it reaches is that tenant's.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import grpc
 
 from movakit.api.v1 import adapters_pb2, adapters_pb2_grpc
 from movakit.cli import UsageError
-from movakit.cli.jobs import DEFAULT_GATEWAY, _rpc_error
+from movakit.cli.jobs import DEFAULT_GATEWAY, _gateway_option, _rpc_error, read_token
+from movakit.runtime.auth import with_token
 from movakit.runtime.settings import SettingsError, check_address
 
 CHUNK_BYTES = 1 << 20  # weight bytes per upload message
@@ -61,16 +64,12 @@ def register(subparsers) -> None:
     random.set_defaults(func=_random)
 
 
-def _gateway_option(parser) -> None:
-    parser.add_argument("--gateway", default=DEFAULT_GATEWAY, help=f"gateway host:port (default {DEFAULT_GATEWAY})")
-
-
-def _stub(gateway: str) -> tuple[grpc.Channel, adapters_pb2_grpc.AdapterServiceStub]:
+def _stub(gateway: str, token: str) -> tuple[grpc.Channel, adapters_pb2_grpc.AdapterServiceStub]:
     try:
         check_address("--gateway", gateway)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
-    channel = grpc.insecure_channel(gateway)
+    channel = with_token(grpc.insecure_channel(gateway), token)
     return channel, adapters_pb2_grpc.AdapterServiceStub(channel)
 
 
@@ -94,12 +93,13 @@ def read_local(path: Path):
         raise UsageError(str(exc)) from None
 
 
-def fetch(gateway: str, name: str):
-    """The named adapter from the gateway's registry (manifest over gRPC, weights from the presigned URL)."""
+def fetch(gateway: str, name: str, token: str):
+    """The named adapter from the token's tenant's registry on the gateway (manifest over gRPC, weights from the
+    presigned URL)."""
     from movakit.lora.adapter import AdapterError
     from movakit.lora.store import decode
 
-    channel, stub = _stub(gateway)
+    channel, stub = _stub(gateway, token)
     with channel:
         try:
             reply = stub.GetAdapter(adapters_pb2.GetAdapterRequest(name=name), timeout=30)
@@ -150,7 +150,7 @@ def _upload(args) -> int:
         for start in range(CHUNK_BYTES, len(weights), CHUNK_BYTES):
             yield adapters_pb2.UploadAdapterChunk(weights=weights[start:start + CHUNK_BYTES])
 
-    channel, stub = _stub(args.gateway)
+    channel, stub = _stub(args.gateway, read_token(args.state_dir))
     with channel:
         try:
             info = stub.UploadAdapter(chunks(), timeout=600)
@@ -161,7 +161,7 @@ def _upload(args) -> int:
 
 
 def _list(args) -> int:
-    channel, stub = _stub(args.gateway)
+    channel, stub = _stub(args.gateway, read_token(args.state_dir))
     with channel:
         try:
             reply = stub.ListAdapters(adapters_pb2.ListAdaptersRequest(), timeout=30)
@@ -175,7 +175,7 @@ def _list(args) -> int:
 
 
 def _get(args) -> int:
-    channel, stub = _stub(args.gateway)
+    channel, stub = _stub(args.gateway, read_token(args.state_dir))
     with channel:
         try:
             reply = stub.GetAdapter(adapters_pb2.GetAdapterRequest(name=args.name), timeout=30)
@@ -187,12 +187,12 @@ def _get(args) -> int:
     if args.output is not None:
         from movakit.lora.store import write_folder
 
-        print(f"saved: {write_folder(fetch(args.gateway, args.name), args.output)}")
+        print(f"saved: {write_folder(fetch(args.gateway, args.name, read_token(args.state_dir)), args.output)}")
     return 0
 
 
 def _delete(args) -> int:
-    channel, stub = _stub(args.gateway)
+    channel, stub = _stub(args.gateway, read_token(args.state_dir))
     with channel:
         try:
             stub.DeleteAdapter(adapters_pb2.DeleteAdapterRequest(name=args.name), timeout=30)
@@ -207,7 +207,7 @@ def _export(args) -> int:
     from movakit.lora.store import write_folder
 
     source = Path(args.source)
-    adapter = read_local(source) if source.exists() else fetch(args.gateway, args.source)
+    adapter = read_local(source) if source.exists() else fetch(args.gateway, args.source, read_token(args.state_dir))
     for note in adapter.notes:
         _say(f"note: {note}")
     folder = write_accelerate(adapter, args.output) if args.format == "official" else write_folder(adapter, args.output)

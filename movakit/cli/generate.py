@@ -21,7 +21,7 @@ from pathlib import Path
 
 from movakit import request as contract
 from movakit.cli import UsageError
-from movakit.cli.jobs import DEFAULT_GATEWAY
+from movakit.cli.jobs import DEFAULT_GATEWAY, DEFAULT_STATE_DIR, TOKEN_ENV
 from movakit.execution import cfg_batch_for
 
 DEFAULT_OUTPUT = "out/mova.mp4"
@@ -83,7 +83,8 @@ def register(subparsers) -> None:
     p.add_argument("--merge-lora", action="store_true",
                    help="merge the --lora adapter into the weights before sampling (default: applied unmerged)")
     p.add_argument("--lora-gateway", default=DEFAULT_GATEWAY,
-                   help="gateway host:port whose adapter registry a --lora NAME is read from (mova generate also "
+                   help=f"gateway host:port whose adapter registry a --lora NAME is read from, as the tenant of "
+                        f"${TOKEN_ENV} (else of {DEFAULT_STATE_DIR}/token) (mova generate also "
                         f"takes --lora PATH: a folder or lora_weights.pt in an official format or ours; default "
                         f"{DEFAULT_GATEWAY})")
     p.set_defaults(func=run)
@@ -173,8 +174,12 @@ def _read_lora(opts: GenerateArgs, req: contract.GenerationRequest):
     if not req.lora_name:
         return None
     from movakit.cli.adapters import fetch, read_local
+    from movakit.cli.jobs import read_token
 
-    adapter = read_local(opts.lora_path) if opts.lora_path is not None else fetch(opts.lora_gateway, req.lora_name)
+    if opts.lora_path is not None:
+        adapter = read_local(opts.lora_path)
+    else:  # the caller's tenant's adapter: the token as the job commands read it
+        adapter = fetch(opts.lora_gateway, req.lora_name, read_token(DEFAULT_STATE_DIR))
     for note in adapter.notes:
         _say(f"note: {note}")
     return adapter

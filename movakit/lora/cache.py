@@ -1,11 +1,11 @@
 """The denoiser's adapters: one copy of the base weights, each task's adapter applied to that task only.
 
-`AdapterCache.use(lora)` is the context every denoise runs in. It holds one lock for the whole run, so no two
-runs of one process share the models at the same time (with or without an adapter), loads the named adapter
-(registry -> checks against this model -> LRU of at most `capacity` adapters, keyed by name and sha256, so a
-replaced adapter is read again) and attaches it unmerged; on exit the base model is as it was, also on errors.
-A resumed task reads its adapter again from its own params, so a crash never carries one job's adapter into
-another's.
+`AdapterCache.use(tenant, name, scale)` is the context every denoise runs in. It holds one lock for the whole run,
+so no two runs of one process share the models at the same time (with or without an adapter), loads the named
+adapter from the job's tenant's registry (registry -> checks against this model -> LRU of at most `capacity`
+adapters, keyed by tenant, name and sha256, so a replaced adapter is read again and tenants never share an entry)
+and attaches it unmerged; on exit the base model is as it was, also on errors. A resumed task reads its adapter
+again from its own params and tenant, so a crash never carries one job's adapter into another's.
 """
 
 from __future__ import annotations
@@ -28,21 +28,22 @@ class AdapterCache:
         self.registry = registry
         self.capacity = capacity
         self.identity = identity_of(models)
-        self._cached: OrderedDict[tuple[str, str], LoraAdapter] = OrderedDict()
+        self._cached: OrderedDict[tuple[str, str, str], LoraAdapter] = OrderedDict()
         self._lock = threading.Lock()
         self.loads = 0  # adapters read from the registry (cache misses), for logs and tests
 
-    def get(self, name: str) -> LoraAdapter:
-        """The named adapter, checked against this model; ValueError naming params.lora.name otherwise."""
+    def get(self, tenant: str, name: str) -> LoraAdapter:
+        """`tenant`'s adapter `name`, checked against this model; ValueError naming params.lora.name otherwise
+        (also when the tenant has no adapter of that name, whoever else does)."""
         field = "params.lora.name"
         try:
-            sha = self.registry.manifest(name)["sha256"]
-            key = (name, sha)
+            sha = self.registry.manifest(tenant, name)["sha256"]
+            key = (tenant, name, sha)
             adapter = self._cached.get(key)
             if adapter is not None:
                 self._cached.move_to_end(key)
                 return adapter
-            adapter = self.registry.load(name)
+            adapter = self.registry.load(tenant, name)
             check_base(adapter, self.identity)
             check_fits(adapter, components_of(self.models))
         except (AdapterNotFound, AdapterError) as exc:
@@ -54,14 +55,14 @@ class AdapterCache:
                 self._cached.popitem(last=False)
         return adapter
 
-    def cached_names(self) -> list[str]:
-        """Names in the cache, least recently used first."""
-        return [name for name, _sha in self._cached]
+    def cached_names(self) -> list[tuple[str, str]]:
+        """(tenant, name) in the cache, least recently used first."""
+        return [(tenant, name) for tenant, name, _sha in self._cached]
 
     @contextmanager
-    def use(self, name: str, scale: float) -> Iterator[LoraAdapter | None]:
-        """The block runs with adapter ``name`` at ``scale`` (no adapter for ""), alone on the models."""
+    def use(self, tenant: str, name: str, scale: float) -> Iterator[LoraAdapter | None]:
+        """The block runs with ``tenant``'s adapter ``name`` at ``scale`` (no adapter for ""), alone on the models."""
         with self._lock:
-            adapter = self.get(name) if name else None
+            adapter = self.get(tenant, name) if name else None
             with applied(self.models, adapter, scale):
                 yield adapter

@@ -5,7 +5,8 @@ names) in the adapter's dtype. manifest.json:
     {"format": "movakit-lora", "version": 1, "rank": int, "alpha": float, "targets": "accelerate" | "attention",
      "layers": int, "parameters": int, "base": "sha256:..." (targets.base_identity), "sha256": <of
      adapter.safetensors>, "notes": [str, ...]}
-The same two objects sit in a folder on disk or under ``adapters/<name>/`` in the registry (movakit.lora.registry).
+The same two objects sit in a folder on disk or under ``adapters/<tenant>/<name>/`` in the registry
+(movakit.lora.registry).
 """
 
 from __future__ import annotations

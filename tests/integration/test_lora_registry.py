@@ -1,6 +1,7 @@
 """LoRA adapters in the platform, on real SeaweedFS (and a real gateway on Tansu): the registry and its gRPC
 service with `mova adapters`, Submit refusing an unknown adapter, and the denoiser applying each task's adapter to
-that task only, in any order, through its bounded cache and across an interrupted-and-resumed task."""
+that task only, in any order, through its bounded cache and across an interrupted-and-resumed task. Adapters belong
+to a tenant: the tests upload as "alice", and "bob" can neither see nor use hers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from lora_helpers import random_adapter
 
-from movakit.api.v1 import events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.api.v1 import adapters_pb2, adapters_pb2_grpc, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.cli import main
 from movakit.loading import MovaCheckpoint
 from movakit.loading.demo import default_demo_checkpoint
@@ -45,11 +46,11 @@ def models():
 
 @pytest.fixture(scope="module")
 def names(s3_config, models):
-    """Two adapters in the test bucket's registry: (accelerate targets, attention targets)."""
+    """Two adapters in tenant alice's registry (test bucket): (accelerate targets, attention targets)."""
     registry = AdapterRegistry(s3_config.store())
     out = (f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}")
     for name, kind, rank, seed in ((out[0], "accelerate", 4, 1), (out[1], "attention", 2, 2)):
-        registry.put(name, *encode(random_adapter(kind, rank, seed)))
+        registry.put("alice", name, *encode(random_adapter(kind, rank, seed)))
     return out
 
 
@@ -59,12 +60,12 @@ def _handler(models, store, capacity: int, every: int = 0) -> DenoiseHandler:
                           adapters=AdapterCache(models, AdapterRegistry(store), capacity))
 
 
-def _task(store, lora: str, scale: float = 1.0) -> events_pb2.DenoiseTask:
+def _task(store, lora: str, scale: float = 1.0, tenant: str = "alice") -> events_pb2.DenoiseTask:
     job_id = f"job-{uuid.uuid4().hex[:8]}"
     g = torch.Generator().manual_seed(0)  # every task has the same inputs: only the adapter differs
     base = f"jobs/{job_id}/encode"
     task = events_pb2.DenoiseTask(
-        job_id=job_id, params=PARAMS,
+        job_id=job_id, params=PARAMS, tenant=tenant,
         context=store.put_tensors(f"{base}/context.safetensors", {"context": torch.randn(1, 512, 32, generator=g)}),
         negative_context=store.put_tensors(f"{base}/negative_context.safetensors",
                                            {"negative_context": torch.randn(1, 512, 32, generator=g)}),
@@ -113,17 +114,27 @@ def test_each_task_gets_its_own_adapter_in_any_order_and_after_a_resume(object_s
     assert not any(m._forward_hooks for m in models.video_dit.modules())
 
 
+def test_a_task_of_another_tenant_does_not_find_the_adapter(object_store, models, names):
+    handler = _handler(models, object_store, 2)
+    with pytest.raises(ValueError, match=rf"params\.lora\.name: no adapter '{names[0]}'"):
+        _video(handler, object_store, _task(object_store, names[0], tenant="bob"))
+    with pytest.raises(ValueError, match=r"^tenant: "):
+        _video(handler, object_store, _task(object_store, names[0], tenant=""))
+    assert handler.adapters.loads == 0 and not any(m._forward_hooks for m in models.video_dit.modules())
+
+
 def test_an_adapter_for_another_model_fails_the_task_naming_the_field(object_store, models):
     bad = random_adapter("attention", 2, 3)
     name = f"other-{uuid.uuid4().hex[:6]}"
     from dataclasses import replace
 
-    AdapterRegistry(object_store).put(name, *encode(replace(bad, base="sha256:" + "1" * 64)))
+    AdapterRegistry(object_store).put("alice", name, *encode(replace(bad, base="sha256:" + "1" * 64)))
     with pytest.raises(ValueError, match=r"params\.lora\.name: base: the adapter was made for base model"):
         _video(_handler(models, object_store, 2), object_store, _task(object_store, name))
 
 
-def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
+def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys, monkeypatch, tenant_token, tenant_channel):
+    monkeypatch.setenv("MOVA_TOKEN", tenant_token("alice"))  # `mova adapters` sends it, as the job commands do
     folder = write_folder(random_adapter("attention", 2, 5), tmp_path / "mine")
     name = f"style-{uuid.uuid4().hex[:6]}"
     at = ["--gateway", gateway.address]
@@ -142,7 +153,7 @@ def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
     assert main(["adapters", "export", name, "--format", "official", "--output", str(tmp_path / "off"), *at]) == 0
     assert (tmp_path / "off" / "lora_weights.pt").is_file() and (tmp_path / "off" / "lora_config.pt").is_file()
 
-    stub = gateway_pb2_grpc.JobServiceStub(grpc.insecure_channel(gateway.address))
+    stub = gateway_pb2_grpc.JobServiceStub(tenant_channel(gateway.address))
     params = dict(prompt="a dog barks", height=32, width=32, num_frames=5, num_inference_steps=2)
     with pytest.raises(grpc.RpcError) as refused:
         stub.Submit(gateway_pb2.SubmitRequest(params={**params, "lora": {"name": "no-such-adapter"}}), timeout=30)
@@ -150,6 +161,23 @@ def test_adapters_cli_and_submit(gateway, models, tmp_path, capsys):
     assert "params.lora.name" in refused.value.details() and "no-such-adapter" in refused.value.details()
     job = stub.Submit(gateway_pb2.SubmitRequest(params={**params, "lora": {"name": name, "scale": 0.5}}), timeout=30)
     assert job.job.params.lora.name == name and job.job.params.lora.scale == 0.5
+
+    # bob can neither see nor use alice's adapter; without a token nothing is answered
+    bob = adapters_pb2_grpc.AdapterServiceStub(tenant_channel(gateway.address, "bob"))
+    assert name not in [a.name for a in bob.ListAdapters(adapters_pb2.ListAdaptersRequest(), timeout=30).adapters]
+    for call, request in ((bob.GetAdapter, adapters_pb2.GetAdapterRequest(name=name)),
+                          (bob.DeleteAdapter, adapters_pb2.DeleteAdapterRequest(name=name))):
+        with pytest.raises(grpc.RpcError) as hidden:
+            call(request, timeout=30)
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as refused:
+        gateway_pb2_grpc.JobServiceStub(tenant_channel(gateway.address, "bob")).Submit(
+            gateway_pb2.SubmitRequest(params={**params, "lora": {"name": name}}), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "params.lora.name" in refused.value.details()
+    anonymous = adapters_pb2_grpc.AdapterServiceStub(grpc.insecure_channel(gateway.address))
+    with pytest.raises(grpc.RpcError) as unauthenticated:
+        anonymous.ListAdapters(adapters_pb2.ListAdaptersRequest(), timeout=30)
+    assert unauthenticated.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     assert main(["adapters", "delete", name, *at]) == 0
     assert main(["adapters", "get", name, *at]) == 1

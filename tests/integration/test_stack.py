@@ -369,9 +369,10 @@ def test_stage_services_answer_direct_rpcs_health_and_reflection(local_stack):
 
 def test_lora_jobs_interleaved_equal_each_run_alone(local_stack, tmp_path, capsys):
     """Adapters A and B uploaded with `mova adapters upload`; jobs with A, B and none run one at a time, then all
-    three at once on the two denoiser replicas: every job's latents equal those of the same job run alone."""
+    three at once on the two denoiser replicas: every job's latents equal those of the same job run alone. Every
+    call is the stack's local tenant's (its token in the state folder: the CLI reads it there, `stub` sends it)."""
     cfg, addresses, stub = local_stack
-    gateway = ["--gateway", addresses["gateway"]]
+    gateway = ["--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]
     for name, kind, rank in (("style-a", "accelerate", 4), ("style-b", "attention", 2)):
         folder = write_folder(random_adapter(kind, rank, seed=rank), tmp_path / name)
         assert main(["adapters", "upload", str(folder), "--name", name, *gateway]) == 0

@@ -109,6 +109,7 @@ def test_an_adapter_missing_from_the_registry_fails_the_task_naming_the_field(ob
     handler = _handler(models, object_store, 0)
     job = f"job-{uuid.uuid4().hex[:8]}"
     task = _task(object_store, models, job)
+    task.tenant = "alice"
     task.params.lora.name = "my-style"
     task.params.lora.scale = 1.0
     with pytest.raises(ValueError, match="params.lora.name: no adapter 'my-style'"):

@@ -6,7 +6,8 @@ self-checksummed index jobs/<job>/denoise/checkpoints.json), runs `movakit.stage
 that publishes a progress event per step, writes a checkpoint every K steps and checks for cancellation, then stores
 video_latents and audio_latents under jobs/<job>/denoise/. The sampler is deterministic after its seeded initial
 noise, so a resumed run ends with the same latents as an uninterrupted one. A task naming a LoRA adapter
-(params.lora) runs with it attached, unmerged, for its own denoise only (movakit.lora.cache.AdapterCache).
+(params.lora, looked up in the adapters of the task's tenant) runs with it attached, unmerged, for its own denoise
+only (movakit.lora.cache.AdapterCache).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class DenoiseHandler:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
         req = from_proto(task.params)
+        if req.lora_name and not task.tenant:  # adapters are per tenant: whose this name is must be known
+            raise ValueError("tenant: a task naming params.lora.name must carry its job's tenant")
         encoded = EncodeResult(context=self.store.get_tensors(task.context)["context"],
                                negative_context=self.store.get_tensors(task.negative_context)["negative_context"],
                                y=self.store.get_tensors(task.y)["y"])
@@ -122,7 +125,7 @@ class DenoiseHandler:
                 self._write_checkpoint(task.job_id, info, known)
             ctx.check_cancel()
 
-        with self.adapters.use(req.lora_name, req.lora_scale):
+        with self.adapters.use(task.tenant, req.lora_name, req.lora_scale):
             result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
                                                           audio_noise=audio_noise, start_step=start_step),
                              on_step=on_step, cfg_batch=self.cfg_batch)

@@ -81,7 +81,7 @@ def start_gateway(
             presign_expiry_s=settings.presign_expiry_s,
             adapter_exists=registry.exists,
         )
-        adapters = AdapterServicer(registry, signer=signer, presign_expiry_s=settings.presign_expiry_s)
+        adapters = AdapterServicer(registry, tokens=tokens, signer=signer, presign_expiry_s=settings.presign_expiry_s)
         if reservation is not None:
             reservation.close()
         add_both = (add_servicer(servicer), add_adapter_servicer(adapters))

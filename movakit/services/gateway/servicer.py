@@ -47,7 +47,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: KafkaProducer, *, signer: ObjectStore,
         tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits, gpu_s_per_mpixel_step: float,
-        presign_expiry_s: int, adapter_exists: Callable[[str], bool],
+        presign_expiry_s: int, adapter_exists: Callable[[str, str], bool],
     ) -> None:
         self._jobs = store
         self._objects = objects
@@ -58,7 +58,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         self._admission = admission_limits
         self._gpu_s_per_mpixel_step = gpu_s_per_mpixel_step
         self._presign_s = presign_expiry_s
-        self._adapter_exists = adapter_exists  # the LoRA registry's lookup (movakit.lora.registry)
+        self._adapter_exists = adapter_exists  # (tenant, name) -> whether the tenant has it (movakit.lora.registry)
         self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
 
     # ---- Submit ----------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if params.lora.name:
             try:
-                known = self._adapter_exists(params.lora.name)
+                known = self._adapter_exists(tenant, params.lora.name)
             except (S3Error, OSError) as exc:
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               f"could not look up the adapter: {type(exc).__name__}: {exc}")
@@ -132,7 +132,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
             queued = make_event(job_id, SOURCE, queued=events_pb2.Queued(job=job))
             mkafka.publish(self._producer, TOPIC_EVENTS, job_id, queued)
-            task = events_pb2.EnhanceTask(job_id=job_id, params=params)
+            task = events_pb2.EnhanceTask(job_id=job_id, params=params, tenant=tenant)
             if job.HasField("input_image"):
                 task.image.CopyFrom(job.input_image)
             mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)
