@@ -45,7 +45,9 @@ SYNC_GUIDANCE = (0.0, 20.0)  # dual guidance's scale on the audio-video bridge (
 SEED = (0, 2**63 - 1)
 PRIORITY = (0, 9)
 LORA_SCALE_MAX = 2.0  # scale in (0, LORA_SCALE_MAX]
-_LORA_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# An adapter name (params.lora.name, and adapters/<tenant>/<name>/ in the registry): never "." or "..".
+LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LORA_NAME_RULE = "1..128 characters of [A-Za-z0-9._-], starting with a letter or digit"
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]*$")  # printable ASCII, no spaces
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -149,8 +151,8 @@ OPTIONS: tuple[Option, ...] = (
            f"{GENERATE_SEED}, `mova submit` one drawn by the gateway and recorded on the job"),
     Option("enhance_prompt", "--enhance", None, "rewrite the prompt with the prompt enhancer first (default off: "
            "the prompt is used verbatim, exact to the official pipeline)"),
-    Option("lora_name", "--lora", str, "LoRA adapter name, 1..128 characters of [A-Za-z0-9._-] (no adapter is "
-           "applied yet: a request that names one fails)"),
+    Option("lora_name", "--lora", str, f"LoRA adapter: a name in the adapter registry ({LORA_NAME_RULE}; "
+           "`mova adapters list`)"),
     Option("lora_scale", "--lora-scale", float, f"LoRA strength in (0, {LORA_SCALE_MAX:g}]; default "
            f"{DEFAULT_LORA_SCALE:g}; needs --lora"),
     Option("priority", "--priority", int, f"scheduling priority {PRIORITY[0]} (lowest, default) .. {PRIORITY[1]}; "
@@ -276,19 +278,13 @@ def check_field(req: GenerationRequest, name: str) -> None:
     elif name == "sync_guidance_scale":
         _outside(value, SYNC_GUIDANCE, name)
     elif name == "lora_name":
-        if value and not _LORA_NAME.match(value):
-            raise InvalidArgument("lora.name", f"{value!r} must be 1..128 characters of [A-Za-z0-9._-]")
+        if value and not LORA_NAME.match(value):
+            raise InvalidArgument("lora.name", f"{value!r} must be {LORA_NAME_RULE}")
     elif name == "lora_scale":
         if not req.lora_name:
             raise InvalidArgument("lora.scale", "needs a LoRA adapter name (lora.name)")
         if not 0 < value <= LORA_SCALE_MAX:
             raise InvalidArgument("lora.scale", f"{value:g} is outside (0, {LORA_SCALE_MAX:g}]")
-
-
-def lora_not_applied(name: str) -> str:
-    """The reason a request naming a LoRA adapter is refused (by `mova generate` and the denoiser alike)."""
-    return (f"adapter {name!r} requested, but no LoRA adapters are applied yet (not implemented); the request is "
-            "not run without it")
 
 
 def has_visible_text(text: str) -> bool:

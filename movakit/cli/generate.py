@@ -21,9 +21,12 @@ from pathlib import Path
 
 from movakit import request as contract
 from movakit.cli import UsageError
+from movakit.cli.jobs import DEFAULT_GATEWAY, DEFAULT_STATE_DIR, TOKEN_ENV
 from movakit.execution import cfg_batch_for, default_dtype
 
 DEFAULT_OUTPUT = "out/mova.mp4"
+# The adapter name a request carries when --lora names a folder or file on disk (it is read from there).
+LOCAL_ADAPTER = "local-file"
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 RANDOM_WEIGHTS_WARNING = """\
@@ -49,6 +52,9 @@ class GenerateArgs:
     offload: bool
     cfg_batch: bool
     context_parallel: int  # processes splitting each forward (docs/parallel.md); 1 = this process alone
+    lora_path: Path | None  # --lora named an adapter on disk; else request.lora_name is a registry name
+    merge_lora: bool
+    lora_gateway: str
 
 
 def register(subparsers) -> None:
@@ -74,19 +80,30 @@ def register(subparsers) -> None:
     p.add_argument("--context-parallel", type=int, default=1, metavar="N",
                    help="split every denoise forward over N processes, one per device (docs/parallel.md); launch "
                         "them with torchrun: torchrun --nproc-per-node N .venv/bin/mova generate --context-parallel N ...")
+    p.add_argument("--merge-lora", action="store_true",
+                   help="merge the --lora adapter into the weights before sampling (default: applied unmerged)")
+    p.add_argument("--lora-gateway", default=DEFAULT_GATEWAY,
+                   help=f"gateway host:port whose adapter registry a --lora NAME is read from, as the tenant of "
+                        f"${TOKEN_ENV} (else of {DEFAULT_STATE_DIR}/token) (mova generate also "
+                        f"takes --lora PATH: a folder or lora_weights.pt in an official format or ours; default "
+                        f"{DEFAULT_GATEWAY})")
     p.set_defaults(func=run)
 
 
 def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> GenerateArgs:
     """Check every option; raise UsageError naming the first bad one. Loads no model."""
+    lora_path = None
+    if args.lora_name and Path(args.lora_name).exists():  # an adapter on disk rather than a registry name
+        lora_path = Path(args.lora_name)
+        args = argparse.Namespace(**{**vars(args), "lora_name": LOCAL_ADAPTER})
     try:
         req = contract.from_options(args)
     except contract.InvalidArgument as exc:
         raise UsageError(str(exc)) from None
     if req.seed is None:
         req = dataclasses.replace(req, seed=contract.GENERATE_SEED)
-    if req.lora_name:
-        raise UsageError(f"--lora: {contract.lora_not_applied(req.lora_name)}")
+    if args.merge_lora and not req.lora_name:
+        raise UsageError("--merge-lora: needs --lora")
 
     image = None
     if args.image is not None:
@@ -144,11 +161,46 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         save_latents=save_latents, offload=args.offload,
         cfg_batch=args.cfg_batch if args.cfg_batch is not None else cfg_batch_for(device),
         context_parallel=parallel,
+        lora_path=lora_path, merge_lora=args.merge_lora, lora_gateway=args.lora_gateway,
     )
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+def _read_lora(opts: GenerateArgs, req: contract.GenerationRequest):
+    """The adapter of --lora (read before the models load, so a bad file is reported at once), or None."""
+    if not req.lora_name:
+        return None
+    from movakit.cli.adapters import fetch, read_local
+    from movakit.cli.jobs import read_token
+
+    if opts.lora_path is not None:
+        adapter = read_local(opts.lora_path)
+    else:  # the caller's tenant's adapter: the token as the job commands read it
+        adapter = fetch(opts.lora_gateway, req.lora_name, read_token(DEFAULT_STATE_DIR))
+    for note in adapter.notes:
+        _say(f"note: {note}")
+    return adapter
+
+
+def _lora(opts: GenerateArgs, req: contract.GenerationRequest, adapter, models):
+    """The context the pipeline runs in: nothing, the adapter unmerged, or (merged now) nothing. Every check of the
+    adapter against the loaded models happens here, before any denoising."""
+    from contextlib import nullcontext
+
+    if adapter is None:
+        return nullcontext()
+    from movakit.lora.adapter import AdapterError, use
+
+    try:
+        context = use(models, adapter, req.lora_scale, merge=opts.merge_lora)
+    except AdapterError as exc:
+        raise UsageError(f"--lora: {exc}") from None
+    _say(f"LoRA {opts.lora_path or req.lora_name}: rank {adapter.rank}, alpha {adapter.alpha:g}, "
+         f"{len(adapter.layers)} layers, scale {req.lora_scale:g}, {'merged' if opts.merge_lora else 'unmerged'}")
+    return context
 
 
 def run(args: argparse.Namespace) -> int:
@@ -230,12 +282,14 @@ def _run(opts: GenerateArgs) -> int:
                                             seed=req.seed)
 
         _say(f"first frame: drawn by {enhancer_settings.first_frame.describe_source()} (white frame if that fails)")
+    adapter = _read_lora(opts, req)
     load_device = "cpu" if opts.offload else opts.device
     _say(f"loading {path} ...")
     try:
         models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
     except (CheckpointError, NotImplementedError) as exc:  # missing/mis-shaped tensors, unsupported config values
         raise UsageError(f"--checkpoint: {exc}") from None
+    lora = _lora(opts, req, adapter, models)
 
     bars = []  # the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only
 
@@ -254,7 +308,7 @@ def _run(opts: GenerateArgs) -> int:
     from movakit.parallel import sequence_parallel
 
     try:
-        with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext():
+        with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext(), lora:
             result = generate(
                 models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step,
                 cfg_batch=opts.cfg_batch, offload=opts.offload, device=opts.device, latents_path=opts.save_latents,

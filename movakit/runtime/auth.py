@@ -26,6 +26,12 @@ class TokensFileError(ValueError):
     """The tokens file is missing or has a malformed line (the message names the file and line)."""
 
 
+def valid_tenant(name: str) -> bool:
+    """Whether `name` is a tenant name a tokens file may hold (1..64 of [A-Za-z0-9._-], starting with a letter or
+    digit)."""
+    return _TENANT.fullmatch(name) is not None
+
+
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -95,7 +101,8 @@ class TokenBook:
         return tenant
 
 
-class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                         grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     def __init__(self, token: str) -> None:
         self._header = (AUTH_HEADER, f"Bearer {token}")
 
@@ -107,6 +114,12 @@ class _BearerInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
 
     def intercept_unary_stream(self, continuation, client_call_details, request):
         return continuation(self._details(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # AdapterService.Upload
+        return continuation(self._details(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return continuation(self._details(client_call_details), request_iterator)
 
 
 def with_token(channel: grpc.Channel, token: str) -> grpc.Channel:

@@ -200,6 +200,16 @@ class ObjectStore:
             return None
         return data, expected, stat.content_type or "application/octet-stream"
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """Keys of every object under `prefix`, sorted."""
+        with self._span("list_objects", prefix):
+            return sorted(o.object_name for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+    def delete(self, key: str) -> None:
+        """Removes the object under `key` (nothing happens when there is none)."""
+        with self._span("remove_object", key):
+            self._client.remove_object(self.bucket, key)
+
     def _stat(self, key: str):
         """The object's stat, or None when there is no object under `key`."""
         with self._span("stat_object", key):

@@ -4,9 +4,9 @@ on the tiny random-weight checkpoint and on private ports (a user's stack on the
 One module-scoped stack (two denoiser replicas, every service exporting OTLP to a collector this test runs on
 127.0.0.1) serves all tests: a job end to end with its MP4 checked by ffprobe, its trace spanning every service,
 the same request through the stack and through `mova generate` giving the same latents, WAV and preview bytes,
-two denoiser replicas sharing jobs, a redelivered task skipped, one service restarted, the broker and then the
-object store SIGKILLed mid-job and restarted on their storage (nothing lost, nothing stuck, health NOT_SERVING
-meanwhile), and `status` / `down`.
+two denoiser replicas sharing jobs, a redelivered task skipped, LoRA jobs interleaved equal to each run alone,
+one service restarted, the broker and then the object store SIGKILLed mid-job and restarted on their storage
+(nothing lost, nothing stuck, health NOT_SERVING meanwhile), and `status` / `down`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ import pytest
 import torch
 from PIL import Image
 from kafka.partitioner.default import murmur2
+from lora_helpers import random_adapter
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
+from movakit.cli import main
+from movakit.lora.store import write_folder
 from movakit.media import probe
 from movakit.runtime import kafka as mkafka
 from movakit.runtime import stack
@@ -415,6 +418,46 @@ def test_broker_and_object_store_crashes_lose_nothing(local_stack):
     assert all(stack.is_alive(e) for e in services)  # no service was restarted
 
 
+def test_lora_jobs_interleaved_equal_each_run_alone(local_stack, tmp_path, capsys):
+    """Adapters A and B uploaded with `mova adapters upload`; jobs with A, B and none run one at a time, then all
+    three at once on the two denoiser replicas: every job's latents equal those of the same job run alone. Every
+    call is the stack's local tenant's (its token in the state folder: the CLI reads it there, `stub` sends it)."""
+    cfg, addresses, stub = local_stack
+    gateway = ["--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]
+    for name, kind, rank in (("style-a", "accelerate", 4), ("style-b", "attention", 2)):
+        folder = write_folder(random_adapter(kind, rank, seed=rank), tmp_path / name)
+        assert main(["adapters", "upload", str(folder), "--name", name, *gateway]) == 0
+    store = _store(cfg, addresses)
+
+    def latents(job_id: str):
+        events = _watch(stub, job_id)
+        assert events[-1].WhichOneof("kind") == "succeeded", events[-1]
+        ref = store.tensor_ref_at(f"jobs/{job_id}/denoise/video_latents.safetensors")
+        return store.get_tensors(ref)["video_latents"]
+
+    def submit(lora: str) -> str:
+        return _submit(stub, seed=21, **({"lora": common_pb2.LoraAdapter(name=lora, scale=0.8)} if lora else {}))
+
+    # job A alone with `mova submit --lora` (same parameters as _submit), then B and none alone
+    capsys.readouterr()
+    p = TINY_PARAMS
+    options = ["--height", "32", "--width", "32", "--num-frames", "5", "--fps", str(p["fps"]), "--steps", "2",
+               "--guidance-scale", str(p["guidance_scale"]), "--seed", "21", *gateway]
+    assert main(["submit", "--prompt", p["prompt"], *options, "--lora", "style-a", "--lora-scale", "0.8",
+                 "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "video: http" in out
+    alone = {"style-a": latents(out.splitlines()[0].strip())}
+    alone.update({lora: latents(submit(lora)) for lora in ("style-b", "")})
+    assert len({tuple(t.flatten()[:8].tolist()) for t in alone.values()}) == 3  # each adapter changes the output
+    together = {lora: submit(lora) for lora in ("style-b", "", "style-a")}
+    for lora, job_id in together.items():
+        assert torch.equal(latents(job_id), alone[lora]), lora
+    # an adapter the registry does not hold is refused at Submit
+    assert main(["submit", "--prompt", p["prompt"], *options, "--lora", "missing"]) == 2
+    assert "INVALID_ARGUMENT: params.lora.name: no adapter 'missing'" in capsys.readouterr().err
+
+
 def test_status_then_down_stops_everything(local_stack, capsys):
     cfg, addresses, _ = local_stack
     from movakit.cli import main as mova
@@ -440,3 +483,4 @@ def test_status_then_down_stops_everything(local_stack, capsys):
     assert mova(["stack", "status", "--state-dir", str(cfg.state_dir)]) == 1
     assert (cfg.state_dir / "logs" / "gateway.log").is_file()  # logs are kept
     assert not (cfg.state_dir / "data").exists()
+

@@ -11,6 +11,8 @@ import torch
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.loading import MovaCheckpoint
+from movakit.lora.cache import AdapterCache
+from movakit.lora.registry import AdapterRegistry
 from movakit.model_rules import ModelRules
 from movakit.runtime.tasks import JobCancelled, TaskContext, run_or_reuse
 from movakit.loading.demo import default_demo_checkpoint
@@ -29,7 +31,8 @@ def models():
 
 def _handler(models, store, every: int) -> DenoiseHandler:
     return DenoiseHandler(models, store, rules=ModelRules.from_checkpoint(default_demo_checkpoint()),
-                          checkpoint_every=every, cfg_batch=False)
+                          checkpoint_every=every, cfg_batch=False,
+                          adapters=AdapterCache(models, AdapterRegistry(store), capacity=2))
 
 
 def _task(store, models, job_id: str) -> events_pb2.DenoiseTask:
@@ -102,10 +105,12 @@ def test_direct_call_reuses_stored_outputs(object_store, models):
     assert store.get_raw(f"jobs/{job}/denoise/checkpoints.json") is None  # K=0: no checkpoints
 
 
-def test_lora_request_is_refused_not_ignored(object_store, models):
+def test_an_adapter_missing_from_the_registry_fails_the_task_naming_the_field(object_store, models):
     handler = _handler(models, object_store, 0)
     job = f"job-{uuid.uuid4().hex[:8]}"
     task = _task(object_store, models, job)
+    task.tenant = "alice"
     task.params.lora.name = "my-style"
-    with pytest.raises(ValueError, match="params.lora"):
+    task.params.lora.scale = 1.0
+    with pytest.raises(ValueError, match="params.lora.name: no adapter 'my-style'"):
         handler.run(task, Recorder(job).ctx)

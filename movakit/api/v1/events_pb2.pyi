@@ -11,40 +11,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnhanceTask(_message.Message):
-    __slots__ = ("job_id", "params", "image")
+    __slots__ = ("job_id", "params", "image", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     image: _common_pb2.ObjectRef
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class EncodeTask(_message.Message):
-    __slots__ = ("job_id", "params", "image", "prompt")
+    __slots__ = ("job_id", "params", "image", "prompt", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     image: _common_pb2.ObjectRef
     prompt: str
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., prompt: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., prompt: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DenoiseTask(_message.Message):
-    __slots__ = ("job_id", "params", "context", "negative_context", "y")
+    __slots__ = ("job_id", "params", "context", "negative_context", "y", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     context: _common_pb2.TensorRef
     negative_context: _common_pb2.TensorRef
     y: _common_pb2.TensorRef
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., negative_context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., y: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ...) -> None: ...
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., negative_context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., y: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DecodeTask(_message.Message):
     __slots__ = ("job_id", "params", "video_latents", "audio_latents")

@@ -18,17 +18,21 @@ def main(argv: list[str] | None = None) -> int:
     settings = DenoiserSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
     from movakit.execution import cfg_batch_for
+    from movakit.lora.cache import AdapterCache
+    from movakit.lora.registry import AdapterRegistry
     from movakit.model_rules import ModelRules
     from movakit.runtime.stage_service import load_models, open_checkpoint, run_stage_service
     from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
     rules = ModelRules.from_checkpoint(open_checkpoint(settings).path)
-    return run_stage_service(
-        settings, "denoiser",
-        lambda store: DenoiseHandler(load_models(settings, COMPONENTS), store, rules=rules,
-                                     checkpoint_every=settings.latent_checkpoint_every,
-                                     cfg_batch=cfg_batch_for(settings.device)),
-        reservation=reservation)
+
+    def handler(store):
+        models = load_models(settings, COMPONENTS)
+        return DenoiseHandler(models, store, rules=rules, checkpoint_every=settings.latent_checkpoint_every,
+                              cfg_batch=cfg_batch_for(settings.device),
+                              adapters=AdapterCache(models, AdapterRegistry(store), settings.lora_cache_size))
+
+    return run_stage_service(settings, "denoiser", handler, reservation=reservation)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ checkpoint of the job when one exists (jobs/<job>/denoise/checkpoint-<step>.safe
 self-checksummed index jobs/<job>/denoise/checkpoints.json), runs `movakit.stages.denoise.denoise` with a step hook
 that publishes a progress event per step, writes a checkpoint every K steps and checks for cancellation, then stores
 video_latents and audio_latents under jobs/<job>/denoise/. The sampler is deterministic after its seeded initial
-noise, so a resumed run ends with the same latents as an uninterrupted one.
+noise, so a resumed run ends with the same latents as an uninterrupted one. A task naming a LoRA adapter
+(params.lora, looked up in the adapters of the task's tenant) runs with it attached, unmerged, for its own denoise
+only (movakit.lora.cache.AdapterCache).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import torch
 from google.protobuf import json_format
 
 from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
+from movakit.lora.cache import AdapterCache
 from movakit.runtime.metrics import DENOISE_STEP_DURATION
 from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.tasks import TaskContext, read_blob, write_blob
 from movakit.model_rules import ModelRules
-from movakit.request import from_proto, lora_not_applied
+from movakit.request import from_proto
 from movakit.stages.denoise import StepInfo, denoise, denoise_request
 from movakit.stages.encode import EncodeResult
 
@@ -46,10 +49,12 @@ class DenoiseHandler:
     output_type = denoiser_pb2.DenoiseOutput
 
     def __init__(self, models, store: ObjectStore, *, rules: ModelRules, checkpoint_every: int,
-                 cfg_batch: bool) -> None:
+                 cfg_batch: bool, adapters: AdapterCache) -> None:
         """rules: the checkpoint's ModelRules (the audio length; the audio VAE itself is not loaded here);
-        cfg_batch: movakit.execution.cfg_batch_for(the service's device), as `mova generate` decides it."""
+        cfg_batch: movakit.execution.cfg_batch_for(the service's device), as `mova generate` decides it;
+        adapters: applies each task's LoRA adapter to that task only (movakit.lora.cache)."""
         self.models = models
+        self.adapters = adapters
         self.store = store
         self.rules = rules
         self.checkpoint_every = checkpoint_every
@@ -96,8 +101,8 @@ class DenoiseHandler:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
         req = from_proto(task.params)
-        if req.lora_name:
-            raise ValueError(f"params.lora.name: {lora_not_applied(req.lora_name)}")
+        if req.lora_name and not task.tenant:  # adapters are per tenant: whose this name is must be known
+            raise ValueError("tenant: a task naming params.lora.name must carry its job's tenant")
         encoded = EncodeResult(context=self.store.get_tensors(task.context)["context"],
                                negative_context=self.store.get_tensors(task.negative_context)["negative_context"],
                                y=self.store.get_tensors(task.y)["y"])
@@ -128,9 +133,10 @@ class DenoiseHandler:
             ctx.check_cancel()
             step_began = time.perf_counter()
 
-        result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
-                                                      audio_noise=audio_noise, start_step=start_step),
-                         on_step=on_step, cfg_batch=self.cfg_batch)
+        with self.adapters.use(task.tenant, req.lora_name, req.lora_scale):
+            result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
+                                                          audio_noise=audio_noise, start_step=start_step),
+                             on_step=on_step, cfg_batch=self.cfg_batch)
         return denoiser_pb2.DenoiseOutput(
             video_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),

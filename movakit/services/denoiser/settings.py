@@ -17,9 +17,12 @@ class DenoiserSettings(StageSettings):
 
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"  # gRPC listen address
     latent_checkpoint_every: int = 5  # write latents + step to jobs/<job>/denoise/checkpoint-<step> every K steps (0: never)
+    lora_cache_size: int = 4  # LoRA adapters kept in memory (least recently used dropped first; 0: read per task)
 
     def validate(self) -> None:
         super().validate()
         if self.latent_checkpoint_every < 0:
             raise SettingsError(self.env_name("latent_checkpoint_every"),
                                 f"must be >= 0, got {self.latent_checkpoint_every}")
+        if self.lora_cache_size < 0:
+            raise SettingsError(self.env_name("lora_cache_size"), f"must be >= 0, got {self.lora_cache_size}")

@@ -54,4 +54,5 @@ class EncodeHandler:
 
     def follow_up(self, task, output, source):  # noqa: ARG002
         return events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
-                                      negative_context=output.negative_context, y=output.y), []
+                                      negative_context=output.negative_context, y=output.y,
+                                      tenant=task.tenant), []

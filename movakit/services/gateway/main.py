@@ -2,7 +2,8 @@
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (it
 archives the finished jobs beyond the memory bound) -> HTTP API (/v1/videos over the gRPC API, http_api.py) ->
-gRPC server (JobService + health + reflection) -> stalled-job reaper -> artifact retention (lifecycle rule, sweep).
+gRPC server (JobService + AdapterService + health + reflection) -> stalled-job reaper -> artifact retention
+(lifecycle rule, sweep).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.archive import JobArchive
+from movakit.lora.registry import AdapterRegistry
+from movakit.services.gateway.adapters import AdapterServicer, add_adapter_servicer
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.http_api import create_app
 from movakit.services.gateway.job_store import JobStore
@@ -90,18 +93,22 @@ def start_gateway(
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
+        registry = AdapterRegistry(objects)
         servicer = JobServicer(
             store, objects, producer, signer=signer, archive=archive, tokens=tokens, rules=rules,
             admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
             presign_expiry_s=settings.presign_expiry_s,
+            adapter_exists=registry.exists,
         )
+        adapters = AdapterServicer(registry, tokens=tokens, signer=signer, presign_expiry_s=settings.presign_expiry_s)
         if settings.http_listen:  # before the gRPC server: once gRPC health answers, the HTTP API does too
             http = HttpServer(create_app(_loopback(settings.listen), objects), settings.http_listen, name="gateway")
             http.start()
         if reservation is not None:
             reservation.close()
-        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
-                       credentials=credentials,
+        add_both = (add_servicer(servicer), add_adapter_servicer(adapters))
+        server = serve("gateway", lambda server: [name for add in add_both for name in add(server)], settings.listen,
+                       handle_signals=handle_signals, credentials=credentials,
                        dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         if http is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 
 import grpc
 import urllib3
@@ -47,7 +48,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
         self, store: JobStore, objects: ObjectStore, producer: mkafka.Producer, *, signer: ObjectStore,
         archive: JobArchive, tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits,
-        gpu_s_per_mpixel_step: float, presign_expiry_s: int,
+        gpu_s_per_mpixel_step: float, presign_expiry_s: int, adapter_exists: Callable[[str, str], bool],
     ) -> None:
         self._jobs = store
         self._archive = archive  # finished jobs that left memory
@@ -59,6 +60,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         self._admission = admission_limits
         self._gpu_s_per_mpixel_step = gpu_s_per_mpixel_step
         self._presign_s = presign_expiry_s
+        self._adapter_exists = adapter_exists  # (tenant, name) -> whether the tenant has it (movakit.lora.registry)
         self._submit_lock = threading.Lock()  # one Submit at a time: idempotency and the queue bound stay exact
 
     # ---- Submit ----------------------------------------------------------------------------------------------
@@ -74,6 +76,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             content_type = contract.validate_image(request.image) if request.image else ""
         except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if params.lora.name:
+            try:
+                known = self._adapter_exists(tenant, params.lora.name)
+            except (S3Error, OSError) as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              f"could not look up the adapter: {type(exc).__name__}: {exc}")
+            if not known:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"params.lora.name: no adapter {params.lora.name!r} in the registry (mova adapters list)")
 
         digest = admission.request_sha256(request, params)
         cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step)
@@ -123,7 +134,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
             queued = make_event(job_id, SOURCE, queued=events_pb2.Queued(job=job))
             mkafka.publish(self._producer, TOPIC_EVENTS, job_id, queued)
-            task = events_pb2.EnhanceTask(job_id=job_id, params=params)
+            task = events_pb2.EnhanceTask(job_id=job_id, params=params, tenant=tenant)
             if job.HasField("input_image"):
                 task.image.CopyFrom(job.input_image)
             mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)

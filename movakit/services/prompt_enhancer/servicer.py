@@ -68,7 +68,8 @@ class EnhanceHandler:
         enhanced = events_pb2.PromptEnhanced(prompt=output.prompt, original_prompt=output.original_prompt,
                                              backend=output.backend, fallback_reason=output.fallback_reason,
                                              notes=output.notes)
-        next_task = events_pb2.EncodeTask(job_id=task.job_id, params=task.params, prompt=output.prompt)
+        next_task = events_pb2.EncodeTask(job_id=task.job_id, params=task.params, prompt=output.prompt,
+                                          tenant=task.tenant)
         if task.HasField("image"):
             next_task.image.CopyFrom(task.image)
         elif output.HasField("first_frame"):
