@@ -143,7 +143,8 @@ class DiTTower(nn.Module):
             ctx = self.embed_text(context)
             return [block.cross_attn.context_kv(ctx) for block in self.blocks]
 
-        return self._text_memo.get(context, weights, compute)
+        modules = [*self.text_embedding.modules(), *(m for block in self.blocks for m in block.cross_attn.modules())]
+        return self._text_memo.get(context, weights, compute, modules)
 
     def run_blocks(self, x: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]], t_mod: torch.Tensor,
                    freqs: torch.Tensor) -> torch.Tensor:

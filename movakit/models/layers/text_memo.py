@@ -6,7 +6,9 @@ used only while
 - gradients are off (a training step must build its graph);
 - the context is the very tensor object it was computed from, unchanged in place (PyTorch's version counter);
 - every weight it was computed from is the same parameter object, unchanged in place (load_state_dict and adapter
-  merges copy into the parameters in place, which bumps their version counters).
+  merges copy into the parameters in place, which bumps their version counters);
+- every module it ran has the same forward hooks (an unmerged LoRA adapter is a forward hook: attaching or removing
+  one, or another adapter, makes the entry stale).
 An entry is dropped when its context tensor is freed (weak reference), so the memo lives as long as the job's
 context; at most MAX_ENTRIES are kept per tower (the denoise loop uses one B=2 context, or two B=1 contexts).
 """
@@ -39,11 +41,13 @@ class TextMemo:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, context: torch.Tensor, weights: Iterable[torch.Tensor], compute: Callable[[], Any]) -> Any:
+    def get(self, context: torch.Tensor, weights: Iterable[torch.Tensor], compute: Callable[[], Any],
+            modules: Iterable[torch.nn.Module] = ()) -> Any:
         if torch.is_grad_enabled() or context.is_inference():  # inference tensors have no version counter
             return compute()
         key = id(context)
-        stamp = (context._version, tuple((id(w), w._version) for w in weights))
+        hooks = tuple((id(m), tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for m in modules)
+        stamp = (context._version, tuple((id(w), w._version) for w in weights), hooks)
         entry = self._entries.get(key)
         if entry is not None and entry.context() is context and entry.stamp == stamp:
             return entry.value

@@ -67,3 +67,21 @@ def test_no_entry_with_gradients_on_or_after_the_context_is_freed():
     del ctx
     gc.collect()
     assert len(model._text_memo) == 0
+
+
+def test_an_adapter_hook_attached_or_removed_makes_the_memo_stale():
+    """An unmerged LoRA adapter is a forward hook on the cross-attention k/v linears: the same context tensor must not
+    return the keys and values computed without it (or with another one)."""
+    from movakit.loading.demo import build_component, tiny_config
+
+    torch.manual_seed(0)
+    tower = build_component("video_dit", tiny_config("video_dit")).eval()
+    context = torch.randn(1, 7, tower.config.text_dim)
+    with torch.no_grad():
+        base = tower.text_kv(context)
+        handle = tower.blocks[0].cross_attn.v.register_forward_hook(lambda _m, _a, out: out + 1.0)
+        hooked = tower.text_kv(context)
+        handle.remove()
+        again = tower.text_kv(context)
+    assert torch.equal(hooked[0][1], base[0][1] + 1.0)  # v recomputed with the hook, not the memo's base entry
+    assert torch.equal(again[0][1], base[0][1])  # and again without it
