@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Module names under movakit.cli; each defines register(subparsers) and sets `func` on its parsers.
-_COMMAND_MODULES = ("generate", "tiny_checkpoint", "enhance", "stack", "jobs")
+_COMMAND_MODULES = ("generate", "tiny_checkpoint", "enhance", "stack", "jobs", "finetune")
 
 
 class UsageError(Exception):

@@ -8,7 +8,7 @@ Keys, all under `training/<job_id>/`:
   checkpoint-<step>.json, .safetensors   the LoRA adapter in its stored form (movakit.lora.store: manifest, tensors)
   checkpoint-<step>.state.pt     counters, losses and the optimizer state (tensors and plain types only: loaded with
                                  torch.load(weights_only=True))
-`idempotency/training/<sha256 of key>` maps an idempotency key to its job id.
+`idempotency/training/<tenant>/<sha256 of key>` maps a tenant's idempotency key to its job id.
 """
 
 from __future__ import annotations
@@ -56,16 +56,16 @@ class JobRecords:
     def job_ids(self) -> list[str]:
         return sorted({key[len(PREFIX):].split("/", 1)[0] for key in self.store.list_keys(PREFIX)})
 
-    def idempotent_job(self, key: str) -> str | None:
-        data = self.store.get_raw(self._idempotency_key(key))
+    def idempotent_job(self, tenant: str, key: str) -> str | None:
+        data = self.store.get_raw(self._idempotency_key(tenant, key))
         return None if data is None else data.decode()
 
-    def remember_idempotency(self, key: str, job_id: str) -> None:
-        self.store.put_bytes(self._idempotency_key(key), job_id.encode(), "text/plain")
+    def remember_idempotency(self, tenant: str, key: str, job_id: str) -> None:
+        self.store.put_bytes(self._idempotency_key(tenant, key), job_id.encode(), "text/plain")
 
     @staticmethod
-    def _idempotency_key(key: str) -> str:
-        return "idempotency/training/" + hashlib.sha256(key.encode()).hexdigest()
+    def _idempotency_key(tenant: str, key: str) -> str:
+        return f"idempotency/training/{tenant}/" + hashlib.sha256(key.encode()).hexdigest()
 
     # ---- cancel ------------------------------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from movakit.api.v1 import training_pb2
+from movakit.lora.names import ADAPTER_NAME, ADAPTER_NAME_RULE
 from movakit.runtime.validation import InvalidArgument, validate_idempotency_key
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
@@ -23,8 +24,7 @@ MAX_STEPS = 100_000
 MAX_LR = 0.1
 MAX_GRAD_ACCUM = 64
 DATASET_PREFIX = "datasets/"
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_DATASET = re.compile(r"^datasets/[A-Za-z0-9._/-]{1,200}$")
+_DATASET = re.compile(r"^datasets/[A-Za-z0-9._/-]{1,260}$")
 
 
 def resolved(request: training_pb2.FineTuneRequest) -> training_pb2.FineTuneRequest:
@@ -46,8 +46,8 @@ def resolved(request: training_pb2.FineTuneRequest) -> training_pb2.FineTuneRequ
 
 def validate(request: training_pb2.FineTuneRequest) -> None:
     """InvalidArgument naming the first bad field of a resolved request."""
-    if not _NAME.match(request.name):
-        raise InvalidArgument("name", f"{request.name[:140]!r} must be 1..128 characters of [A-Za-z0-9._-]")
+    if not ADAPTER_NAME.match(request.name):
+        raise InvalidArgument("name", f"{request.name[:140]!r} must be {ADAPTER_NAME_RULE}")
     if not _DATASET.match(request.dataset) or ".." in request.dataset.split("/"):
         raise InvalidArgument("dataset", f"{request.dataset[:220]!r} must be an S3 prefix under {DATASET_PREFIX} "
                               "(mova finetune --data DIR uploads a local folder there)")

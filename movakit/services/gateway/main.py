@@ -25,6 +25,7 @@ from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.archive import JobArchive
+from movakit.services.gateway.finetune import FineTuneServicer, add_finetune_servicer
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.http_api import create_app
 from movakit.services.gateway.job_store import JobStore
@@ -100,8 +101,9 @@ def start_gateway(
             http.start()
         if reservation is not None:
             reservation.close()
-        server = serve("gateway", add_servicer(servicer), settings.listen, handle_signals=handle_signals,
-                       credentials=credentials,
+        finetune = FineTuneServicer(objects, _finetune_dispatcher(settings.celery_broker), tokens)
+        server = serve("gateway", _both(add_servicer(servicer), add_finetune_servicer(finetune)), settings.listen,
+                       handle_signals=handle_signals, credentials=credentials,
                        dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
         if http is not None:
@@ -122,6 +124,22 @@ def _loopback(listen: str) -> str:
     """The address this process reaches its own gRPC server at (a wildcard host becomes 127.0.0.1)."""
     host, _, port = listen.rpartition(":")
     return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]") else listen
+
+
+def _finetune_dispatcher(broker: str):
+    """Queues a fine-tuning job on the trainer's Celery broker; None without one (fine-tuning is refused)."""
+    if not broker:
+        return None
+    from movakit.runtime.celery_app import dispatch_finetune, make_app
+
+    app = make_app(broker)
+    return lambda job_id: dispatch_finetune(app, job_id)
+
+
+def _both(*adders):
+    def add(server: grpc.Server) -> list[str]:
+        return [name for adder in adders for name in adder(server)]
+    return add
 
 
 def main(argv: list[str] | None = None) -> int:
