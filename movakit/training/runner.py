@@ -25,6 +25,8 @@ from movakit.api.v1 import common_pb2, training_pb2
 from movakit.lora.adapter import LoraAdapter, applied
 from movakit.lora.store import decode, encode
 from movakit.lora.targets import components_of, identity_of, target_layers
+from movakit.model_rules import ModelRules
+from movakit.request import DEFAULT_FPS, preset_for
 from movakit.runtime.object_store import ObjectStore
 from movakit.training.data import ClipGeometry, DatasetError, load_clip, validate_dataset
 from movakit.training.loop import Progress, TrainConfig, TrainState, train
@@ -69,12 +71,13 @@ def download_dataset(store: ObjectStore, prefix: str, into: Path) -> Path:
     return into
 
 
-def training_geometry(models, *, tiny: bool) -> ClipGeometry:
-    """The clips of the official recipe: 193 frames of 352x640 at 24 fps (8.04 s), the audio at the audio VAE's
-    rate; the tiny demo checkpoint trains on its own small clips (17 frames of 64x96)."""
-    frames, height, width = (17, 64, 96) if tiny else (193, 352, 640)
-    return ClipGeometry(num_frames=frames, height=height, width=width, fps=24.0,
-                        sample_rate=models.audio_vae.sample_rate)
+def training_geometry(rules: ModelRules) -> ClipGeometry:
+    """The clips a checkpoint trains on: its preset's size and clip length at the default frame rate (the official
+    recipe's 193 frames of 352x640 at 24 fps, 8.04 s; 17 frames of 64x96 for the tiny demo checkpoint), the sound
+    at the audio VAE's rate."""
+    preset = preset_for(rules)
+    return ClipGeometry(num_frames=preset.num_frames, height=preset.height, width=preset.width, fps=DEFAULT_FPS,
+                        sample_rate=rules.audio_sample_rate)
 
 
 def _update_progress(job: training_pb2.FineTuneJob, progress: Progress) -> None:
@@ -83,11 +86,11 @@ def _update_progress(job: training_pb2.FineTuneJob, progress: Progress) -> None:
     job.learning_rate, job.eta_s = progress.lr, progress.eta_s
 
 
-def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], geometry: Callable[[object], ClipGeometry],
+def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], geometry: ClipGeometry,
             register: Callable[[str, LoraAdapter], object],
             heartbeat: Callable[[], None] = lambda: None) -> training_pb2.FineTuneJob:
     """Run (or continue) job `job_id`; returns its final record. `models()` gives the loaded MovaModels (every
-    component, base weights frozen by this function), `geometry(models)` the clip geometry to train at,
+    component, base weights frozen by this function), `geometry` the clips to train on (training_geometry),
     `register(name, adapter)` stores the finished adapter in the registry, and `heartbeat()` is called after every
     update (the trainer renews the job's lease there)."""
     records = JobRecords(store)
@@ -107,12 +110,11 @@ def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], ge
     loaded = models()
     for module in (loaded.video_dit, loaded.video_dit_2, loaded.audio_dit, loaded.bridge):
         module.requires_grad_(False)
-    clip_geometry = geometry(loaded)
     try:
         with tempfile.TemporaryDirectory(prefix="mova-dataset-") as folder:
             root = download_dataset(store, request.dataset, Path(folder))
-            entries = validate_dataset(root, clip_geometry)
-            clips = [encode_clip(loaded, load_clip(e, clip_geometry), clip_geometry.fps) for e in entries]
+            entries = validate_dataset(root, geometry)
+            clips = [encode_clip(loaded, load_clip(e, geometry), geometry.fps) for e in entries]
     except DatasetError as exc:
         job.state, job.error = common_pb2.JOB_STATE_FAILED, f"dataset: {exc}"
         records.write(job)

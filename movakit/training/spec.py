@@ -10,7 +10,7 @@ import re
 
 from movakit.api.v1 import training_pb2
 from movakit.lora.names import ADAPTER_NAME, ADAPTER_NAME_RULE
-from movakit.runtime.validation import InvalidArgument, validate_idempotency_key
+from movakit.request import InvalidArgument, validate_idempotency_key
 
 COMPONENTS = ("video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge")
 DEFAULT_RANK = 16

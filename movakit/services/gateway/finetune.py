@@ -19,7 +19,7 @@ from movakit.api.v1 import common_pb2, training_pb2, training_pb2_grpc
 from movakit.lora.registry import AdapterRegistry
 from movakit.runtime.auth import TokenBook
 from movakit.runtime.object_store import ObjectStore
-from movakit.runtime.validation import InvalidArgument
+from movakit.request import InvalidArgument
 from movakit.training import spec
 from movakit.training.data import METADATA_FILE
 from movakit.training.records import TERMINAL, JobRecords, now

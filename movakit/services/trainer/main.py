@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     from movakit.runtime.stage_settings import setup_json_logging
     from movakit.training.runner import run_job, training_geometry
     from movakit.lora.registry import AdapterRegistry
+    from movakit.model_rules import ModelRules
     from movakit.lora.store import encode
 
     setup_json_logging()
@@ -34,14 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     store = make_store(settings)
     registry = AdapterRegistry(store)
     models = load_models(settings, ALL_COMPONENTS)
-    tiny = open_checkpoint(settings).random_weights
+    geometry = training_geometry(ModelRules.from_checkpoint(open_checkpoint(settings).path))
     app = make_app(settings.celery_broker, visibility_timeout_s=settings.visibility_timeout_s)
 
     @app.task(name=FINETUNE_TASK, bind=True)
     def finetune(task, job_id: str) -> str:
         try:
             with lease(app, f"finetune:{job_id}", settings.lease_s) as renew:
-                job = run_job(job_id, store, models=lambda: models, geometry=lambda loaded: training_geometry(loaded, tiny=tiny),
+                job = run_job(job_id, store, models=lambda: models, geometry=geometry,
                               register=lambda name, adapter: registry.put(name, *encode(adapter), replace=True),
                               heartbeat=renew)
         except LeaseHeld:
