@@ -40,6 +40,7 @@ class ManagedProcess:
     address: str  # host:port clients use
     log_path: Path
     ports: dict[str, int] = field(default_factory=dict)  # every port it listens on, by role
+    password: str = ""  # what clients authenticate with, for a server that requires one (redis)
 
     @property
     def pid(self) -> int:
@@ -247,6 +248,6 @@ def start_redis(port: int, data_dir: Path | str, password: str, *, timeout_s: fl
             "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--daemonize", "no"]
     log_path = data_dir / "redis.log"
     managed = ManagedProcess("redis", spawn(argv, log_path, None, data_dir), f"127.0.0.1:{port}", log_path,
-                             {"redis": port})
+                             {"redis": port}, password=password)
     _wait(managed, lambda: port_open(port), timeout_s)
     return managed
