@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the tests and `mova` need on a fresh Debian machine:
-# ffmpeg (ffprobe too) and chromium (the /v1/videos test plays an MP4 in it) from apt, a .venv with the CPU
-# torch wheel and the project in editable mode, and tritonserver (from the nvidia-pytriton wheel).
+# ffmpeg (ffprobe too), chromium (the /v1/videos test plays an MP4 in it) and redis-server (the trainer's Celery
+# broker) from apt, a .venv with the CPU torch wheel and the project in editable mode, and tritonserver (from the
+# nvidia-pytriton wheel).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v ffprobe >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+if ! command -v ffprobe >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq ffmpeg chromium >/dev/null
+    $SUDO apt-get install -y -qq ffmpeg chromium redis-server >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Module names under movakit.cli; each defines register(subparsers) and sets `func` on its parsers.
-_COMMAND_MODULES = ("generate", "tiny_checkpoint", "enhance", "stack", "jobs", "adapters")
+_COMMAND_MODULES = ("generate", "tiny_checkpoint", "enhance", "stack", "jobs", "adapters", "finetune")
 
 
 class UsageError(Exception):

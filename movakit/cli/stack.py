@@ -20,6 +20,10 @@ def register(subparsers) -> None:
     up.add_argument("--s3-port", type=int, default=9000)
     up.add_argument("--gateway-port", type=int, default=50051)
     up.add_argument("--http-port", type=int, default=8080, help="the gateway's HTTP API (/v1/videos)")
+    up.add_argument("--no-trainer", dest="trainer", action="store_false",
+                    help="run no trainer (and no redis-server): fine-tuning jobs are refused")
+    up.add_argument("--redis-port", type=int, default=6379, help="redis-server, the trainer's Celery broker")
+    up.add_argument("--trainer-port", type=int, default=50056, help="the trainer's gRPC health")
     up.add_argument("--stage-ports", default="50052,50053,50054,50055",
                     help="gRPC ports of prompt-enhancer,encoder,denoiser,decoder")
     up.add_argument("--denoiser-replicas", type=int, default=1)
@@ -75,6 +79,7 @@ def _up(args) -> int:
         raise UsageError(f"--checkpoint: {args.checkpoint} is not a folder")
     cfg = StackConfig(state_dir=args.state_dir.resolve(), checkpoint=args.checkpoint, kafka_port=args.kafka_port,
                       s3_port=args.s3_port, gateway_port=args.gateway_port, http_port=args.http_port,
+                      trainer=args.trainer, redis_port=args.redis_port, trainer_port=args.trainer_port,
                       stage_ports=ports,  # type: ignore[arg-type]
                       access_key=args.access_key, secret_key=args.secret_key,
                       denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,

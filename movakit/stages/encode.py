@@ -86,6 +86,21 @@ def first_frame_mask(num_frames: int, latent_height: int, latent_width: int, tem
     return mask.transpose(1, 2)  # (1, temporal_scale, T_lat, h, w)
 
 
+def image_condition(vae, pixels: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """y = cat(mask, latent) (1, 4 + z_dim, T_lat, H/8, W/8) float32 from a (1, 3, H, W) first frame in [-1, 1]:
+    the frame followed by num_frames - 1 zero frames through the video VAE, then the first-frame mask (steps 2-4 of
+    the module docstring; the fine-tuning step builds its y the same way)."""
+    height, width = pixels.shape[-2:]
+    clip = torch.cat([pixels.unsqueeze(2), pixels.new_zeros(1, 3, num_frames - 1, height, width)], dim=2)
+    vae_device = next(vae.parameters()).device
+    latent = vae.encode(clip.to(vae_device)).float()  # (1, z_dim, T_lat, H/8, W/8), normalised
+    t_lat, h_lat, w_lat = latent.shape[2:]
+    mask = first_frame_mask(num_frames, h_lat, w_lat, vae.temporal_scale).to(latent.device)
+    if mask.shape[2] != t_lat:
+        raise ValueError(f"video VAE gave {t_lat} latent frames for {num_frames} frames; expected {mask.shape[2]}")
+    return torch.cat([mask, latent], dim=1)
+
+
 @torch.no_grad()
 def encode(models: EncoderModels, req: EncodeRequest, *, first_frame: FirstFrameSource = first_frame_for) -> EncodeResult:
     """Text contexts for prompt and negative prompt, and `y` from the first frame (see module docstring)."""
@@ -102,17 +117,8 @@ def encode(models: EncoderModels, req: EncodeRequest, *, first_frame: FirstFrame
     image = req.image if req.image is not None else first_frame(req.prompt, req.height, req.width)
     pixels = image_to_tensor(crop_and_resize(image, req.height, req.width))  # (1, 3, H, W)
 
-    # --- 2. the zero-padded N-frame clip through the video VAE ---
-    clip = torch.cat([pixels.unsqueeze(2), pixels.new_zeros(1, 3, req.num_frames - 1, req.height, req.width)], dim=2)
-    vae_device = next(vae.parameters()).device
-    latent = vae.encode(clip.to(vae_device)).float()  # (1, z_dim, T_lat, H/8, W/8), normalised
-    t_lat, h_lat, w_lat = latent.shape[2:]
-
-    # --- 3.-4. mask and y ---
-    mask = first_frame_mask(req.num_frames, h_lat, w_lat, vae.temporal_scale).to(latent.device)
-    if mask.shape[2] != t_lat:
-        raise ValueError(f"video VAE gave {t_lat} latent frames for {req.num_frames} frames; expected {mask.shape[2]}")
-    y = torch.cat([mask, latent], dim=1)  # (1, 4 + z_dim, T_lat, H/8, W/8)
+    # --- 2.-4. the zero-padded N-frame clip through the video VAE, mask and y ---
+    y = image_condition(vae, pixels, req.num_frames)
 
     # --- 5. text ---
     context = models.text_encoder.encode([req.prompt])

@@ -14,11 +14,12 @@ from movakit.services.denoiser.settings import DenoiserSettings
 from movakit.services.encoder.settings import EncoderSettings
 from movakit.services.gateway.settings import GatewaySettings
 from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
+from movakit.services.trainer.settings import TrainerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"gateway": GatewaySettings, "prompt-enhancer": PromptEnhancerSettings, "encoder": EncoderSettings,
-            "denoiser": DenoiserSettings, "decoder": DecoderSettings}
-MODULES = {"gateway": "gateway", **{name: module for name, module in STAGE_SERVICES}}
+            "denoiser": DenoiserSettings, "decoder": DecoderSettings, "trainer": TrainerSettings}
+MODULES = {"gateway": "gateway", **{name: module for name, module in STAGE_SERVICES}, "trainer": "trainer"}
 
 
 @pytest.fixture(scope="module")

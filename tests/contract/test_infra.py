@@ -64,7 +64,7 @@ def test_stage_manifest_scales_on_its_inbox_lag(name):
 def test_kustomization_lists_every_manifest():
     kustomization = yaml.safe_load((INFRA / "k8s" / "base" / "kustomization.yaml").read_text())
     files = {p.name for p in (INFRA / "k8s" / "base").glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files == {f"{n}.yaml" for n in [*HANDLERS, "gateway", "triton"]}
+    assert set(kustomization["resources"]) == files == {f"{n}.yaml" for n in [*HANDLERS, "gateway", "triton", "trainer"]}
 
 
 def test_collector_receives_otlp_grpc_on_4317():

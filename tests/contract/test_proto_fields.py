@@ -12,7 +12,7 @@ from pathlib import Path
 
 LISTING = Path(__file__).with_name("proto_fields.txt")
 MODULES = ("common_pb2", "events_pb2", "gateway_pb2", "prompt_enhancer_pb2", "encoder_pb2", "denoiser_pb2",
-           "decoder_pb2", "adapters_pb2")
+           "decoder_pb2", "adapters_pb2", "training_pb2")
 
 
 def current_fields() -> dict[str, int]:

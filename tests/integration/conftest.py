@@ -1,4 +1,5 @@
-"""Session fixtures: a REAL Tansu broker (Kafka protocol) and a REAL SeaweedFS S3 server on free 127.0.0.1 ports.
+"""Session fixtures: a REAL Tansu broker (Kafka protocol), a REAL SeaweedFS S3 server and a REAL redis-server (the
+trainer's Celery broker, started only by the tests that use it) on free 127.0.0.1 ports.
 
 Shared by every integration test. Topics are created once; the bucket once. Tests keep apart by using fresh
 job ids (and fresh consumer group ids), never by restarting the servers.
@@ -13,7 +14,7 @@ import pytest
 
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.auth import token_digest, with_token
-from movakit.runtime.localstack import free_port, start_seaweedfs, start_tansu
+from movakit.runtime.localstack import free_port, redis_url, start_redis, start_seaweedfs, start_tansu
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
 
@@ -77,6 +78,15 @@ def s3_config(seaweedfs) -> S3Config:
     config = S3Config(seaweedfs.address, S3_ACCESS_KEY, S3_SECRET_KEY, S3_BUCKET)
     config.store().ensure_bucket()
     return config
+
+
+@pytest.fixture(scope="session")
+def celery_broker(tmp_path_factory) -> str:
+    """redis:// URL (with its password) of a running redis-server."""
+    port, password = free_port(), "movakit-test-redis"
+    server = start_redis(port, tmp_path_factory.mktemp("redis"), password)
+    yield redis_url(port, password)
+    server.stop()
 
 
 @pytest.fixture()

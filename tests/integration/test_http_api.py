@@ -34,7 +34,7 @@ def http_stack(tmp_path_factory):
         ports.add(free_port())
     kafka, s3, gateway, http, *stages = ports
     cfg = stack.StackConfig(state_dir=tmp_path_factory.mktemp("http-stack"), kafka_port=kafka, s3_port=s3,
-                            gateway_port=gateway, http_port=http, stage_ports=tuple(stages))
+                            gateway_port=gateway, http_port=http, stage_ports=tuple(stages), trainer=False)
     addresses = stack.up(cfg, log=lambda *_: None)
     token = (cfg.state_dir / stack.TOKEN_FILE).read_text().strip()
     channel = with_token(grpc.insecure_channel(addresses["gateway"]), token)

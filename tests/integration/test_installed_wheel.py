@@ -66,12 +66,13 @@ def test_wheel_holds_the_services_and_runs_the_stack(installed):
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout  # not the checkout, not an editable install
 
-    ports = [free_port() for _ in range(7)]
-    while len(set(ports)) < 7:
-        ports = [free_port() for _ in range(7)]
+    ports = [free_port() for _ in range(10)]
+    while len(set(ports)) < 10:
+        ports = [free_port() for _ in range(10)]
     state = work / "state"
     up = _run([mova, "stack", "up", "--state-dir", str(state), "--kafka-port", str(ports[0]), "--s3-port",
-               str(ports[1]), "--gateway-port", str(ports[2]), "--stage-ports", ",".join(map(str, ports[3:]))],
+               str(ports[1]), "--gateway-port", str(ports[2]), "--stage-ports", ",".join(map(str, ports[3:7])),
+               "--http-port", str(ports[7]), "--redis-port", str(ports[8]), "--trainer-port", str(ports[9])],
               env=env, cwd=work)
     try:
         assert up.returncode == 0, up.stdout + up.stderr

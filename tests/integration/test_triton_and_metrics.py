@@ -50,7 +50,7 @@ def triton_stack(tmp_path_factory):
         ports.add(free_port())
     kafka, s3, gateway, triton, *stages = sorted(ports)
     cfg = stack.StackConfig(state_dir=tmp_path_factory.mktemp("triton-stack"), kafka_port=kafka, s3_port=s3,
-                            gateway_port=gateway, stage_ports=tuple(stages), metrics_ports=False, triton=True,
+                            gateway_port=gateway, stage_ports=tuple(stages), metrics_ports=False, triton=True, trainer=False,
                             triton_port=triton)
     addresses = stack.up(cfg, log=lambda *_: None)
     yield cfg, addresses

@@ -28,6 +28,7 @@ from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.archive import JobArchive
 from movakit.lora.registry import AdapterRegistry
 from movakit.services.gateway.adapters import AdapterServicer, add_adapter_servicer
+from movakit.services.gateway.finetune import FineTuneServicer, add_finetune_servicer
 from movakit.services.gateway.follower import EventFollower, replay_job_state
 from movakit.services.gateway.http_api import create_app
 from movakit.services.gateway.job_store import JobStore
@@ -106,8 +107,9 @@ def start_gateway(
             http.start()
         if reservation is not None:
             reservation.close()
-        add_both = (add_servicer(servicer), add_adapter_servicer(adapters))
-        server = serve("gateway", lambda server: [name for add in add_both for name in add(server)], settings.listen,
+        finetune = FineTuneServicer(objects, _finetune_dispatcher(settings.celery_broker), tokens, registry)
+        add_all = (add_servicer(servicer), add_adapter_servicer(adapters), add_finetune_servicer(finetune))
+        server = serve("gateway", lambda server: [name for add in add_all for name in add(server)], settings.listen,
                        handle_signals=handle_signals, credentials=credentials,
                        dependencies=stack_dependencies(settings.kafka_bootstrap, settings.s3_endpoint))
     except BaseException:  # a replay timeout or a BindError: stop the follower thread and the producer
@@ -129,6 +131,17 @@ def _loopback(listen: str) -> str:
     """The address this process reaches its own gRPC server at (a wildcard host becomes 127.0.0.1)."""
     host, _, port = listen.rpartition(":")
     return f"127.0.0.1:{port}" if host in ("", "0.0.0.0", "[::]") else listen
+
+
+def _finetune_dispatcher(broker: str):
+    """Queues a fine-tuning job on the trainer's Celery broker; None without one (fine-tuning is refused)."""
+    if not broker:
+        return None
+    from movakit.runtime.celery_app import dispatch_finetune, make_app
+
+    app = make_app(broker)
+    return lambda job_id: dispatch_finetune(app, job_id)
+
 
 
 def main(argv: list[str] | None = None) -> int:

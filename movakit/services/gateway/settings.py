@@ -57,6 +57,7 @@ class GatewaySettings:
     otel_endpoint: str = ""  # OTLP gRPC endpoint host:port when otel_exporter=otlp
     # Prometheus /metrics host:port; "" -> 127.0.0.1:9460 (movakit.runtime.metrics.METRICS_PORTS), "none" -> none
     metrics_listen: str = ""
+    celery_broker: str = ""  # Redis URL of the trainer's Celery broker; "" -> fine-tuning jobs are refused
 
     @staticmethod
     def env_name(field: str) -> str:

@@ -51,7 +51,7 @@ def test_stack_up_reports_a_broker_that_cannot_start(tmp_path, capsys):
         others = [free_port() for _ in range(7)]
         argv = ["stack", "up", "--state-dir", str(tmp_path), "--kafka-port", str(port), "--s3-port", str(others[0]),
                 "--gateway-port", str(others[1]), "--http-port", str(others[6]),
-                "--stage-ports", ",".join(map(str, others[2:6]))]
+                "--stage-ports", ",".join(map(str, others[2:6])), "--no-trainer"]
         assert main(argv) == 1
     assert "mova stack up: tansu: exited" in capsys.readouterr().out
     assert not (tmp_path / "stack.json").exists()

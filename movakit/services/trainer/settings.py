@@ -1,0 +1,18 @@
+"""Settings of the trainer service: `MOVA_TRAINER_*` variables or the matching flags (see StageSettings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from movakit.runtime.stage_settings import StageSettings
+
+
+@dataclass(frozen=True)
+class TrainerSettings(StageSettings):
+    SERVICE: ClassVar[str] = "trainer"
+
+    listen: str = "127.0.0.1:50056"  # gRPC health and reflection (the work itself comes from Celery)
+    celery_broker: str = "redis://127.0.0.1:6379/0"  # Redis URL of the Celery broker
+    visibility_timeout_s: float = 3600.0  # a task of a killed trainer is handed to another after this long
+    lease_s: float = 900.0  # a job's lease; renewed after every update, so it must outlast one update
