@@ -21,7 +21,7 @@ from movakit.lora.registry import AdapterRegistry
 from movakit.lora.store import encode, read_folder, write_folder
 from movakit.lora.targets import identity_of
 from movakit.model_rules import ModelRules
-from movakit.runtime.worker import JobCancelled, TaskContext
+from movakit.runtime.tasks import JobCancelled, TaskContext
 from movakit.services.denoiser.servicer import COMPONENTS, DenoiseHandler
 
 pytestmark = pytest.mark.integration

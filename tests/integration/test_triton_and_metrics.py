@@ -32,7 +32,7 @@ from movakit.runtime.localstack import free_port
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
 from movakit.runtime.triton_server import TEXT_ENCODER_MODEL
-from movakit.runtime.worker import direct_context
+from movakit.runtime.tasks import direct_context
 from movakit.services.encoder.servicer import EncodeHandler
 from movakit.services.encoder.triton_client import TritonTextEncoder
 
