@@ -76,3 +76,19 @@ def join_audio(segments: list[np.ndarray], sample_rate: int, fps: float) -> np.n
         mixed = crossfade(out[-overlap:], nxt[:overlap])
         out = np.concatenate([out[:-overlap], mixed, nxt[overlap:]])
     return out
+
+
+def join_stats(audio: np.ndarray, joins: list[int], sample_rate: int) -> tuple[float, float]:
+    """How audible the joins at sample indices `joins` are (the measure of docs/long-videos.md):
+    (the largest sample jump at a join / the 99.9th percentile jump elsewhere,
+     the largest |log2| of a 5 ms window's RMS around a join (2 windows before, 1 after) against the median
+     window RMS). Below 1 and 1: no step larger than the signal's own, no window off the median level by 2x."""
+    audio = np.asarray(audio, dtype=np.float64)
+    jumps = np.abs(np.diff(audio))
+    at_join = max(jumps[j - 1] for j in joins)
+    elsewhere = np.percentile(np.delete(jumps, [j - 1 for j in joins]), 99.9)
+    win = sample_rate // 200
+    rms = np.sqrt(np.convolve(audio**2, np.ones(win) / win, mode="valid"))
+    level = np.median(rms)
+    around = [rms[j - 2 * win:j + win] for j in joins]
+    return float(at_join / elsewhere), float(max(np.abs(np.log2(r / level)).max() for r in around))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from movakit.segments import crossfade, join_audio, join_frames, overlap_samples, plan_segments
+from movakit.segments import crossfade, join_audio, join_frames, join_stats, overlap_samples, plan_segments
 
 SR, FPS = 48_000, 24.0
 
@@ -30,33 +30,20 @@ def _segments(count: int, frames: int, seed: int) -> list[np.ndarray]:
             for _ in range(count)]
 
 
-def _join_stats(audio: np.ndarray, joins: list[int]) -> tuple[float, float]:
-    """(largest sample jump at a join / the 99.9th percentile jump elsewhere,
-        largest |log2| of a 5 ms window's RMS around a join against the median window RMS)."""
-    jumps = np.abs(np.diff(audio))
-    at_join = max(jumps[j - 1] for j in joins)
-    elsewhere = np.percentile(np.delete(jumps, [j - 1 for j in joins]), 99.9)
-    win = SR // 200
-    rms = np.sqrt(np.convolve(audio**2, np.ones(win) / win, mode="valid"))
-    level = np.median(rms)
-    around = [rms[j - 2 * win:j + win] for j in joins]
-    return float(at_join / elsewhere), float(max(np.abs(np.log2(r / level)).max() for r in around))
-
-
 def test_joins_have_no_click_and_no_level_step():
     segs = _segments(3, 17, seed=0)
     joined = join_audio(segs, SR, FPS)
     overlap = overlap_samples(SR, FPS)
     assert joined.shape == (49 * overlap,)  # as long as the joined video: 49 frames of 2000 samples
     joins = [17 * overlap - overlap // 2, 33 * overlap - overlap // 2]  # middle of each crossfade
-    jump_ratio, level_step = _join_stats(joined, joins)
+    jump_ratio, level_step = join_stats(joined, joins, SR)
     assert jump_ratio < 1.0  # no sample step larger than the signal's own largest steps
     assert level_step < 1.0  # no 5 ms window around a join off the median level by a factor 2
 
     # the same measurement catches a plain cut (it can fail): the step at the cut is large
     cut = np.concatenate([segs[0], segs[1][overlap:]])
     cut[17 * overlap - 1] = 1.5 * np.abs(segs[0]).max()  # a click at the cut
-    cut_ratio, _ = _join_stats(cut, [17 * overlap])
+    cut_ratio, _ = join_stats(cut, [17 * overlap], SR)
     assert cut_ratio > 1.0
 
 
