@@ -300,6 +300,12 @@ def lora_not_applied(name: str) -> str:
             "not run without it")
 
 
+def long_video_not_in_stack(duration_s: float, clip_s: float) -> str:
+    """The reason the stack refuses a request longer than one clip (long videos run in `mova generate` only)."""
+    return (f"{duration_s:g} s is longer than one clip ({clip_s:.3g} s); long videos run in `mova generate "
+            "--duration` only, the stack does not run segments yet (docs/long-videos.md)")
+
+
 def has_visible_text(text: str) -> bool:
     """True when `text` holds a character other than spaces, separators, control, format (e.g. zero-width),
     private-use or unassigned ones."""
