@@ -84,4 +84,7 @@ def test_the_sound_has_no_click_or_level_step_at_the_join(long_run):
     assert audio.shape[0] == 17 * per_frame  # the sound as long as the joined video
     join = (N - 1) * per_frame + per_frame // 2  # the middle of the crossfade
     jump, level = join_stats(audio, [join], rate)
-    assert jump < 1.0 and level < 1.0
+    assert jump < 1.0  # no sample step larger than the sound's own largest steps
+    # level within 19 % of the median: the tiny model's sound is alike in both segments, where a plain
+    # equal-power fade would swell by 3 dB (|log2| 0.5, docs/long-videos.md)
+    assert level < 0.25

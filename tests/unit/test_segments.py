@@ -55,3 +55,14 @@ def test_crossfade_keeps_power_of_unrelated_signals_and_frames_drop_the_repeated
     frames = [np.full((17, 2, 2, 3), i, np.uint8) for i in range(3)]
     joined = join_frames(frames)
     assert joined.shape[0] == 49 and list(joined[[0, 16, 17, 32, 33, 48], 0, 0, 0]) == [0, 0, 1, 1, 2, 2]
+
+
+def test_crossfade_of_the_same_sound_in_phase_neither_swells_nor_dips():
+    t = np.arange(48_000) / SR
+    tone = (0.5 * np.sin(2 * np.pi * 400 * t)).astype(np.float32)  # the same tone in both segments, in phase; 2 periods per 5 ms window
+    segs = [tone[:17 * 2000], tone[16 * 2000:33 * 2000]]
+    join = 17 * 2000 - 1000
+    _, level = join_stats(join_audio(segs, SR, FPS), [join], SR)
+    assert level < 0.05  # the correlation-matched gains sum to 1: the tone goes on at its level
+    _, fixed = join_stats(join_audio(segs, SR, FPS, correlation=0.0), [join], SR)
+    assert fixed > 0.4  # the plain equal-power fade swells by ~3 dB (log2 sqrt 2 = 0.5) on correlated sound
