@@ -163,8 +163,8 @@ OPTIONS: tuple[Option, ...] = (
            "(docs/dual-guidance.md)"),
     Option("duration_s", "--duration", float, f"seconds of video, {DURATION[0]:g}..{DURATION[1]:g}; longer than "
            "one clip (--num-frames at --fps) makes a long video of clips generated one after another, each "
-           "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); default 0 "
-           "= one clip"),
+           "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); `mova generate` only so far: the "
+           "gateway refuses more than one clip; default 0 = one clip"),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
