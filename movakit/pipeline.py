@@ -7,6 +7,7 @@ Stages hand tensors over in memory; nothing here touches the network. With the e
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from movakit.execution import cfg_batch_for
 from movakit.media import write_outputs
 from movakit.model_rules import ModelRules
 from movakit.request import GenerationRequest
-from movakit.stages.decode import decode, decode_request
+from movakit.stages.decode import DecodeResult, decode, decode_request
 from movakit.stages.denoise import DenoiseResult, StepHook, denoise, denoise_request
 from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import FirstFrameDraw, open_first_frame
@@ -85,6 +86,18 @@ def save_latents(latents: DenoiseResult, path: str | Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Clip:
+    """One clip made in memory (make_clip), before anything is written."""
+
+    clip: DecodeResult
+    prompt_used: str
+    enhance_backend: str
+    enhance_events: tuple[str, ...]
+    latents: DenoiseResult  # final latents, on the CPU
+    times: StageTimes  # write_s is 0: nothing was written
+
+
 @torch.no_grad()
 def generate(
     models: MovaModels,
@@ -105,8 +118,8 @@ def generate(
     """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
 
     models: a movakit.loading.MovaModels with every component loaded; rules: its checkpoint's ModelRules.
-    req: a resolved request (movakit.request.resolve); image: its first-frame image file (PNG, JPEG or WebP bytes, as
-      the gateway takes it; None: the frame
+    req: a resolved request (movakit.request.resolve) for one clip (a long one, duration_s > 0: movakit/long_video.py);
+      image: its first-frame image file (PNG, JPEG or WebP bytes, as the gateway takes it; None: the frame
       `draw_first_frame` draws from the prompt used, when given and it draws one, else the white frame; the rule
       of movakit/stages/first_frame.py).
     enhancer: a movakit.stages.enhance Enhancer, or None to use the prompt as given.
@@ -117,6 +130,43 @@ def generate(
       service decides.
     on_stage: called with "enhance" (only when enhancing), "encode", "denoise", "decode", "write" as each stage starts.
     """
+    made = make_clip(models, req, rules=rules, image=image, enhancer=enhancer, on_step=on_step, cfg_batch=cfg_batch,
+                     offload=offload, device=device, draw_first_frame=draw_first_frame, on_stage=on_stage)
+    if latents_path is not None:
+        save_latents(made.latents, latents_path)
+    if on_stage is not None:
+        on_stage("write")
+    t0 = time.perf_counter()
+    mp4, wav, png = write_outputs(made.clip, output)
+    return GenerateResult(
+        mp4=mp4,
+        wav=wav,
+        png=png,
+        prompt_used=made.prompt_used,
+        enhance_backend=made.enhance_backend,
+        enhance_events=made.enhance_events,
+        latents=made.latents,
+        times=dataclasses.replace(made.times, write_s=time.perf_counter() - t0),
+    )
+
+
+@torch.no_grad()
+def make_clip(
+    models: MovaModels,
+    req: GenerationRequest,
+    *,
+    rules: ModelRules,
+    image: bytes | None = None,
+    enhancer: Enhancer | None = None,
+    on_step: StepHook | None = None,
+    cfg_batch: bool | None = None,
+    offload: bool = False,
+    device: str | torch.device | None = None,
+    draw_first_frame: FirstFrameDraw | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> Clip:
+    """Enhance -> encode -> denoise -> decode one clip in memory (the arguments as `generate`'s; on_stage sees
+    every stage but "write")."""
     req.require_resolved()
     stage = on_stage if on_stage is not None else (lambda name: None)
     device = torch.device(device) if device is not None else next(models.audio_dit.parameters()).device
@@ -148,8 +198,6 @@ def generate(
         latents = denoise(models, denoise_request(req, enc, rules), on_step=on_step, cfg_batch=cfg_batch,
                           offload=offload)
     latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu())
-    if latents_path is not None:
-        save_latents(latents, latents_path)
     t3 = time.perf_counter()
 
     # --- decode ---
@@ -157,17 +205,5 @@ def generate(
     with _visiting(offload, device, models.video_vae, models.audio_vae):
         clip = decode(models, decode_request(req, latents.video_latents, latents.audio_latents))
     t4 = time.perf_counter()
-
-    stage("write")
-    mp4, wav, png = write_outputs(clip, output)
-    t5 = time.perf_counter()
-    return GenerateResult(
-        mp4=mp4,
-        wav=wav,
-        png=png,
-        prompt_used=prompt,
-        enhance_backend=backend,
-        enhance_events=tuple(events),
-        latents=latents,
-        times=StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4),
-    )
+    return Clip(clip=clip, prompt_used=prompt, enhance_backend=backend, enhance_events=tuple(events),
+                latents=latents, times=StageTimes(t1 - t0, t2 - t1, t3 - t2, t4 - t3, 0.0))

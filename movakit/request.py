@@ -44,6 +44,7 @@ GUIDANCE = (1.0, 20.0)  # 1.0 turns classifier-free guidance off
 SYNC_GUIDANCE = (0.0, 20.0)  # dual guidance's scale on the audio-video bridge (unset = single text CFG)
 SEED = (0, 2**63 - 1)
 PRIORITY = (0, 9)
+DURATION = (0.0, 60.0)  # seconds of a long video (docs/long-videos.md); 0 = one clip of num_frames
 LORA_SCALE_MAX = 2.0  # scale in (0, LORA_SCALE_MAX]
 # An adapter name (params.lora.name, and adapters/<tenant>/<name>/ in the registry): never "." or "..".
 LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -107,6 +108,7 @@ class GenerationRequest:
     lora_scale: float | None = None
     priority: int = 0
     sync_guidance_scale: float | None = None  # None = single text CFG (no default to fill: unset is a choice)
+    duration_s: float = 0.0  # 0 = one clip; more = segments of num_frames joined (movakit/long_video.py)
 
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
@@ -161,6 +163,10 @@ OPTIONS: tuple[Option, ...] = (
            f"bridge (bridge on vs off) next to --guidance-scale on the text, {SYNC_GUIDANCE[0]:g}.."
            f"{SYNC_GUIDANCE[1]:g}; three forwards a step; unset (default) = the released single text CFG "
            "(docs/dual-guidance.md)"),
+    Option("duration_s", "--duration", float, f"seconds of video, {DURATION[0]:g}..{DURATION[1]:g}; longer than "
+           "one clip (--num-frames at --fps) makes a long video of clips generated one after another, each "
+           "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); `mova generate` only so far: the "
+           "gateway refuses more than one clip; default 0 = one clip"),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
@@ -185,6 +191,7 @@ def from_options(args) -> GenerationRequest:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GenerationRequest)}
     values["lora_name"] = values["lora_name"] or ""
     values["priority"] = values["priority"] if values["priority"] is not None else 0
+    values["duration_s"] = values["duration_s"] if values["duration_s"] is not None else 0.0
     req = GenerationRequest(**values)
     try:
         for f in dataclasses.fields(req):
@@ -277,6 +284,8 @@ def check_field(req: GenerationRequest, name: str) -> None:
         _outside(value, PRIORITY, name)
     elif name == "sync_guidance_scale":
         _outside(value, SYNC_GUIDANCE, name)
+    elif name == "duration_s":
+        _outside(value, DURATION, name)
     elif name == "lora_name":
         if value and not LORA_NAME.match(value):
             raise InvalidArgument("lora.name", f"{value!r} must be {LORA_NAME_RULE}")
@@ -285,6 +294,12 @@ def check_field(req: GenerationRequest, name: str) -> None:
             raise InvalidArgument("lora.scale", "needs a LoRA adapter name (lora.name)")
         if not 0 < value <= LORA_SCALE_MAX:
             raise InvalidArgument("lora.scale", f"{value:g} is outside (0, {LORA_SCALE_MAX:g}]")
+
+
+def long_video_not_in_stack(duration_s: float, clip_s: float) -> str:
+    """The reason the stack refuses a request longer than one clip (long videos run in `mova generate` only)."""
+    return (f"{duration_s:g} s is longer than one clip ({clip_s:.3g} s); long videos run in `mova generate "
+            "--duration` only, the stack does not run segments yet (docs/long-videos.md)")
 
 
 def has_visible_text(text: str) -> bool:
@@ -348,6 +363,7 @@ def from_proto(params) -> GenerationRequest:
         lora_scale=(params.lora.scale or None) if params.HasField("lora") else None,
         priority=params.priority,
         sync_guidance_scale=params.sync_guidance_scale if params.HasField("sync_guidance_scale") else None,
+        duration_s=params.duration_s,
     )
 
 
@@ -359,7 +375,7 @@ def to_proto(req: GenerationRequest):
         prompt=req.prompt, negative_prompt=req.negative_prompt or "", height=req.height or 0,
         width=req.width or 0, num_frames=req.num_frames or 0, fps=req.fps or 0.0,
         num_inference_steps=req.num_inference_steps or 0, guidance_scale=req.guidance_scale or 0.0,
-        enhance_prompt=req.enhance_prompt, priority=req.priority,
+        enhance_prompt=req.enhance_prompt, priority=req.priority, duration_s=req.duration_s,
     )
     if req.seed is not None:
         params.seed = req.seed

@@ -223,11 +223,11 @@ def run(args: argparse.Namespace) -> int:
 def _run(opts: GenerateArgs) -> int:
 
     import torch
-    from tqdm import tqdm
 
     from movakit.loading import CheckpointError, MovaCheckpoint
     from movakit.enhance.first_frame import draw_first_frame_or_none
     from movakit.model_rules import ModelRules, RulesError
+    from movakit.long_video import generate_long, segment_plan, segment_seed
     from movakit.pipeline import generate
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
 
@@ -260,12 +260,19 @@ def _run(opts: GenerateArgs) -> int:
     except contract.InvalidArgument as exc:
         raise UsageError(f"{contract.FLAGS[exc.field]}: {exc.reason}") from None
     steps = req.num_inference_steps
+    plan = segment_plan(req)
+    if plan is not None and opts.save_latents is not None:
+        raise UsageError("--save-latents: saves one clip's latents; not available with a --duration of more "
+                         "than one clip")
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
         f"guidance {req.guidance_scale:g}, seed {req.seed}, device {opts.device}, {opts.dtype}"
         + (f", sync guidance {req.sync_guidance_scale:g}" if req.sync_guidance_scale is not None else "")
         + (", offload" if opts.offload else "")
     )
+    if plan is not None:
+        _say(f"long video: {plan.count} segments of {plan.clip_frames} frames (seeds {req.seed}.."
+             f"{segment_seed(req.seed, plan.count - 1)}), {plan.total_frames} frames = {plan.duration_s:.2f} s")
 
     try:
         enhancer = build_enhancer(enhancer_settings) if req.enhance_prompt else None
@@ -291,7 +298,39 @@ def _run(opts: GenerateArgs) -> int:
         raise UsageError(f"--checkpoint: {exc}") from None
     lora = _lora(opts, req, adapter, models)
 
-    bars = []  # the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only
+    common = dict(rules=rules, image=image, enhancer=enhancer, cfg_batch=opts.cfg_batch, offload=opts.offload,
+                  device=opts.device, draw_first_frame=draw)
+    from movakit.parallel import sequence_parallel
+
+    with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext(), lora:
+        if plan is not None:
+            result = _generate_long(generate_long, models, req, opts.output, plan, steps, common)
+        else:
+            result = _generate_clip(generate, models, req, opts.output, steps, common, opts.save_latents)
+    for note in (*result.enhance_events, *first_frame_notes):
+        _say(f"note: {note}")
+    print(f"prompt used ({result.enhance_backend}): {result.prompt_used}")
+    if plan is None:
+        t = result.times
+        _say(f"times: encode {t.encode_s:.1f}s, denoise {t.denoise_s:.1f}s, decode {t.decode_s:.1f}s, "
+             f"write {t.write_s:.1f}s")
+    else:
+        _say(f"times: denoise {result.denoise_s:.1f}s over {plan.count} segments")
+    print(f"video: {result.mp4}")
+    print(f"audio: {result.wav}")
+    print(f"preview: {result.png}")
+    if opts.save_latents is not None:
+        print(f"latents: {opts.save_latents}")
+    if tiny:
+        _say("(random weights: the output above is noise)")
+    return 0
+
+
+def _generate_clip(generate, models, req, output, steps, common, latents_path):
+    """One clip; the progress bar starts with the denoise stage, so its rate and ETA count denoise steps only."""
+    from tqdm import tqdm
+
+    bars = []
 
     def on_stage(name: str) -> None:
         while bars:
@@ -305,29 +344,33 @@ def _run(opts: GenerateArgs) -> int:
         bars[-1].update(1)
         bars[-1].set_postfix_str(info.expert)
 
-    from movakit.parallel import sequence_parallel
-
     try:
-        with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext(), lora:
-            result = generate(
-                models, req, opts.output, rules=rules, image=image, enhancer=enhancer, on_step=on_step,
-                cfg_batch=opts.cfg_batch, offload=opts.offload, device=opts.device, latents_path=opts.save_latents,
-                on_stage=on_stage, draw_first_frame=draw,
-            )
+        return generate(models, req, output, on_step=on_step, latents_path=latents_path, on_stage=on_stage, **common)
     finally:
         for bar in bars:
             bar.close()
-    for note in (*result.enhance_events, *first_frame_notes):
-        _say(f"note: {note}")
-    print(f"prompt used ({result.enhance_backend}): {result.prompt_used}")
-    t = result.times
-    _say(f"times: encode {t.encode_s:.1f}s, denoise {t.denoise_s:.1f}s, decode {t.decode_s:.1f}s, "
-         f"write {t.write_s:.1f}s")
-    print(f"video: {result.mp4}")
-    print(f"audio: {result.wav}")
-    print(f"preview: {result.png}")
-    if opts.save_latents is not None:
-        print(f"latents: {opts.save_latents}")
-    if tiny:
-        _say("(random weights: the output above is noise)")
-    return 0
+
+
+def _generate_long(generate_long, models, req, output, plan, steps, common):
+    """Every segment under one progress bar over the steps of all segments: its ETA counts the whole video (the
+    rate includes each segment's encode and decode)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps * plan.count, desc="segment 1", unit="step", file=sys.stderr)
+    segment = [0]
+
+    def on_segment(k: int, count: int) -> None:
+        segment[0] = k
+
+    def on_stage(name: str) -> None:
+        bar.set_description(f"segment {segment[0] + 1}/{plan.count} {name}")
+
+    def on_step(info) -> None:
+        bar.update(1)
+        bar.set_postfix_str(info.expert)
+
+    try:
+        return generate_long(models, req, output, on_step=on_step, on_segment=on_segment, on_stage=on_stage,
+                             **common)
+    finally:
+        bar.close()

@@ -94,6 +94,8 @@ def wait_state(jobs, job_id: str, state: int, attempts: int = 100) -> common_pb2
         ({"prompt": "x" * 2001}, b"", "", "params.prompt"),
         ({"negative_prompt": "y" * 2001}, b"", "", "params.negative_prompt"),
         ({"priority": 10}, b"", "", "params.priority"),
+        ({"duration_s": 61.0}, b"", "", "params.duration_s"),
+        ({"duration_s": 16.0}, b"", "", "params.duration_s"),  # long videos: `mova generate` only, so far
         ({}, b"not an image at all", "", "image"),
         ({}, png()[:40], "", "image"),
         ({}, png(fmt="GIF"), "", "image"),

@@ -112,7 +112,7 @@ def test_the_command_line_gets_the_same_reason_under_the_option_name():
 def test_proto_round_trip_keeps_every_field_and_unset_means_default():
     full = resolved(negative_prompt="n", height=720, width=1280, num_frames=97, fps=12.0, num_inference_steps=25,
                     guidance_scale=1.0, seed=0, enhance_prompt=True, lora_name="a.b", lora_scale=0.5, priority=3,
-                    sync_guidance_scale=0.0)
+                    sync_guidance_scale=0.0, duration_s=20.5)
     assert r.from_proto(r.to_proto(full)) == full
     assert resolved().sync_guidance_scale is None  # unset stays unset (single text CFG): it has no default
     assert r.from_proto(r.to_proto(resolved())) == resolved()

@@ -19,6 +19,7 @@ from minio.error import S3Error
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit import request as contract
+from movakit.long_video import segment_plan
 from movakit.model_rules import ModelRules
 from movakit.runtime.auth import TokenBook
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
@@ -69,6 +70,9 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         try:  # the same contract as `mova generate`: defaults filled (seed drawn), then every field checked
             req = contract.resolve(contract.from_proto(request.params), self._rules)
             params = contract.to_proto(contract.validate(req, self._rules))
+            if segment_plan(req) is not None:
+                raise contract.InvalidArgument("duration_s", contract.long_video_not_in_stack(
+                    req.duration_s, req.num_frames / req.fps))
         except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params.{exc}")
         try:
