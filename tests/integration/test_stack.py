@@ -285,6 +285,8 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
                         task = mkafka.parse(record, events_pb2.DenoiseTask, signer)[0]
         assert task is not None
         marks = events_tail.end_offsets(sorted(events_tail.assignment()))
+        for tp, offset in marks.items():  # read only what comes after the redelivery, not the whole topic again
+            events_tail.seek(tp, offset)
         mkafka.publish(producer, TOPIC_DENOISE, job_id, task)
         after: list[events_pb2.JobEvent] = []  # this job's events published after the redelivery
         skipped: dict[int, bool] = {}
@@ -405,7 +407,8 @@ def _until(condition, what: str, timeout_s: float = 120.0) -> None:
 
 def test_broker_and_object_store_crashes_lose_nothing(local_stack):
     cfg, _, stub = local_stack
-    services = [e for e in stack.read_state(cfg.state_dir)[1] if e.kind == "service"]
+    # the Kafka stages and the gateway; the trainer takes its work from Redis, so its health does not follow Kafka
+    services = [e for e in stack.read_state(cfg.state_dir)[1] if e.kind == "service" and e.name != "trainer"]
     jobs: list[str] = []
     for name in ("tansu", "seaweedfs"):  # Tansu's storage is in SeaweedFS; SeaweedFS's in its data folder
         jobs.append(_submit(stub, seed=40 + len(jobs), num_inference_steps=3))
