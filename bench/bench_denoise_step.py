@@ -134,7 +134,7 @@ def previous_path():
         return wrapped
 
     VideoDiT.patchify, AudioDiT.patchify = feature_major(saved[0]), feature_major(saved[1])
-    TextMemo.get = lambda self, context, weights, compute: compute()
+    TextMemo.get = lambda self, context, weights, compute, modules=(): compute()
     try:
         yield
     finally:
