@@ -472,19 +472,20 @@ def test_status_then_down_stops_everything(local_stack, capsys):
 
     assert mova(["stack", "status", "--state-dir", str(cfg.state_dir)]) == 0
     printed = capsys.readouterr().out
-    for name in ("tansu", "seaweedfs", "gateway", "prompt-enhancer", "encoder", "denoiser-1", "denoiser-2", "decoder"):
+    names = {"tansu", "seaweedfs", "redis", "gateway", "prompt-enhancer", "encoder", "denoiser-1", "denoiser-2",
+             "decoder", "trainer"}
+    for name in names:
         assert name in printed
-    assert printed.count("alive, serving") == 6 and "DEAD" not in printed
+    assert printed.count("alive, serving") == 7 and "DEAD" not in printed  # the gateway, five stage replicas, trainer
     _, processes = stack.status(cfg.state_dir)
-    assert {p.name for p in processes} == {"tansu", "seaweedfs", "gateway", "prompt-enhancer", "encoder",
-                                          "denoiser-1", "denoiser-2", "decoder"}
+    assert {p.name for p in processes} == names
     assert all(p.alive for p in processes)
     assert all(p.serving for p in processes if p.serving is not None)
     assert mova(["jobs", "list", "--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]) == 0  # its token
     assert mova(["stack", "down", "--state-dir", str(cfg.state_dir)]) == 0
     assert not any((cfg.state_dir / name).exists()
                    for name in (stack.TOKEN_FILE, stack.S3_CREDENTIALS_FILE, stack.KAFKA_SECRET_FILE))
-    ports = [cfg.kafka_port, cfg.s3_port, cfg.gateway_port, *cfg.stage_ports]
+    ports = [cfg.kafka_port, cfg.s3_port, cfg.gateway_port, *cfg.stage_ports, cfg.redis_port, cfg.trainer_port]
     assert not any(port_open(p) for p in ports)
     with pytest.raises(stack.StackError):
         stack.status(cfg.state_dir)
