@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -73,10 +74,18 @@ def log_tail(path: Path | str, lines: int = 30) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, below Linux's ephemeral range (32768-60999): a port the
+    kernel hands out for outgoing connections could be taken by one (a Kafka or S3 client's local port) between
+    this check and the server binding it."""
+    for _ in range(500):
+        port = random.randint(20000, 32767)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise LocalStackError("no free TCP port found in 20000..32767")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
