@@ -1,15 +1,13 @@
 """Settings shared by the four stage services, read once from `MOVA_<SERVICE>_*` variables and flags.
 
-Every field of a settings dataclass is one environment variable `MOVA_<SERVICE>_<FIELD>` and one flag
-`--<field-with-dashes>`; a flag wins over the variable, the variable over the default. Each service's
-`settings.py` subclasses `StageSettings`, adds its own fields and sets `SERVICE` and the `listen` default.
-This module is where the stage services read `os.environ` (besides the prompt enhancer's backend settings,
-MOVA_ENHANCER_* and MOVA_FIRST_FRAME_*, read by movakit.enhance.settings).
+The mechanism (flag over variable over default, types, validation, redaction) is movakit.runtime.settings.EnvSettings;
+each service's `settings.py` subclasses `StageSettings`, adds its own fields and sets `SERVICE` (which names the
+variables, MOVA_<SERVICE>_<FIELD>, and the program, mova-<service>) and the `listen` default. The prompt
+enhancer's backend settings (MOVA_ENHANCER_*, MOVA_FIRST_FRAME_*) are movakit.enhance.settings.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from movakit.execution import default_dtype
-from movakit.runtime.settings import SettingsError, check_address, parse_field, redacted
+from movakit.runtime.settings import EnvSettings, SettingsError, check_address
 
 # movakit.runtime.telemetry.EXPORTERS, spelled out: importing telemetry (OpenTelemetry, gRPC) here would delay the
 # listen-port reservation that service mains make right after loading their settings.
@@ -33,10 +31,10 @@ MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class StageSettings:
+class StageSettings(EnvSettings):
     """Deployment settings every stage service has (defaults: the local stack and docker-compose addresses)."""
 
-    SERVICE: ClassVar[str] = ""  # e.g. "encoder" -> variables MOVA_ENCODER_*
+    SERVICE: ClassVar[str] = ""  # e.g. "encoder" -> variables MOVA_ENCODER_*, program mova-encoder
 
     listen: str  # gRPC listen address host:port (each service sets its default port)
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
@@ -61,52 +59,23 @@ class StageSettings:
     max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
     retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each
 
-    # --- reading -------------------------------------------------------------------------------------------------
     @classmethod
-    def env_name(cls, field: str) -> str:
-        return f"MOVA_{cls.SERVICE.upper()}_{field.upper()}"
+    def prefix(cls) -> str:
+        return f"MOVA_{cls.SERVICE.upper()}_"
 
     @classmethod
-    def env_names(cls) -> list[str]:
-        """Every environment variable this settings class reads."""
-        return [cls.env_name(f.name) for f in dataclasses.fields(cls)]
+    def prog(cls) -> str:
+        return f"mova-{cls.SERVICE.replace('_', '-')}"
 
     @classmethod
     def load(cls: type[S], argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> S:
-        """Build the settings from flags (argv) over `MOVA_<SERVICE>_*` variables over defaults; validates."""
-        env = os.environ if environ is None else environ
-        parser = argparse.ArgumentParser(prog=f"mova-{cls.SERVICE.replace('_', '-')}", description=f"MOVA {cls.SERVICE} stage service")
-        for f in dataclasses.fields(cls):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
-                                help=f"overrides ${cls.env_name(f.name)}")
-        ns = parser.parse_args(list(argv) if argv is not None else [])
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = getattr(ns, f.name)
-            source = f"--{f.name.replace('_', '-')}"
-            if raw is None:
-                raw = env.get(cls.env_name(f.name))
-                source = cls.env_name(f.name)
-            if raw is None:
-                continue
-            values[f.name] = parse_field(source, raw, f.type)
-        settings = cls(**values)  # type: ignore[arg-type]
-        settings.validate()
+        """EnvSettings.load, then the derived defaults: group "mova-<service>", replica "<hostname>-<pid>"."""
+        settings = super().load(argv, environ)
         if not settings.group_id:
-            settings = dataclasses.replace(settings, group_id=f"mova-{cls.SERVICE.replace('_', '-')}")
+            settings = dataclasses.replace(settings, group_id=cls.prog())
         if not settings.replica_id:
             settings = dataclasses.replace(settings, replica_id=f"{os.uname().nodename}-{os.getpid()}")
         return settings
-
-    @classmethod
-    def from_command_line(cls: type[S], argv: Sequence[str]) -> S:
-        """`load` for a service's main: a bad value is printed as `mova-<service>: error: <variable>: ...` and the
-        process exits with status 2, as argparse does for an unknown flag (and as the gateway does)."""
-        try:
-            return cls.load(argv)
-        except SettingsError as exc:
-            print(f"mova-{cls.SERVICE.replace('_', '-')}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
 
     def validate(self) -> None:
         """Raise SettingsError (a ValueError) naming the variable of the first bad value."""
@@ -135,11 +104,6 @@ class StageSettings:
     def model_dtype(self) -> str:
         """The dtype the models load in: `dtype`, or the device's default when it is empty."""
         return self.dtype or default_dtype(self.device)
-
-    def redacted(self) -> dict[str, object]:
-        """The settings as a dict with secrets (the S3 keys too) replaced by '***', for the startup log line; the
-        same rule as the gateway's (movakit.runtime.settings.redacted)."""
-        return redacted(self)
 
 
 def reserve_listen_port(listen: str) -> socket.socket:

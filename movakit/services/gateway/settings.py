@@ -1,27 +1,26 @@
 """Settings of the gateway: `MOVA_GATEWAY_<FIELD>` variables or the matching `--<field-with-dashes>` flags.
 
-A flag wins over the variable, the variable over the default. Defaults are the local-stack and docker-compose
-addresses (gateway 127.0.0.1:50051, its HTTP API 127.0.0.1:8080, Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and
-the same S3 bucket as the stage services. Secrets have no default: the S3 keys and the tokens file must be given (`mova stack up` generates them).
-Read once at startup by main.py; nothing else reads the environment.
+Read by the one settings mechanism, movakit.runtime.settings.EnvSettings (flag over variable over default).
+Defaults are the local-stack and docker-compose addresses (gateway 127.0.0.1:50051, its HTTP API 127.0.0.1:8080,
+Kafka 127.0.0.1:9092, S3 127.0.0.1:9000) and the same S3 bucket as the stage services. Secrets have no default:
+the S3 keys, the Kafka secret and the tokens file must be given (`mova stack up` generates them). Read once at
+startup by main.py; nothing else reads the environment.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from movakit.runtime import settings as s
 from movakit.runtime.telemetry import EXPORTERS
 from movakit.services.gateway import admission
 
-PREFIX = "MOVA_GATEWAY_"
-
 
 @dataclass(frozen=True)
-class GatewaySettings:
+class GatewaySettings(s.EnvSettings):
+    PREFIX = "MOVA_GATEWAY_"
+    PROG = "mova-gateway"
+
     listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
     http_listen: str = "127.0.0.1:8080"  # HTTP listen address of /v1/videos (http_api.py); "" = no HTTP API
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
@@ -58,28 +57,6 @@ class GatewaySettings:
     # Prometheus /metrics host:port; "" -> 127.0.0.1:9460 (movakit.runtime.metrics.METRICS_PORTS), "none" -> none
     metrics_listen: str = ""
     celery_broker: str = ""  # Redis URL of the trainer's Celery broker; "" -> fine-tuning jobs are refused
-
-    @staticmethod
-    def env_name(field: str) -> str:
-        return PREFIX + field.upper()
-
-    @classmethod
-    def load(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> GatewaySettings:
-        """Flags over MOVA_GATEWAY_* variables over defaults; raises SettingsError naming the variable or flag."""
-        parser = argparse.ArgumentParser(prog="mova-gateway", description="MOVA job API gateway")
-        for field in dataclasses.fields(cls):
-            parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
-                                help=f"overrides ${cls.env_name(field.name)}")
-        flags = parser.parse_args(list(argv or []))
-        values: dict[str, object] = {}
-        for field in dataclasses.fields(cls):
-            flag = getattr(flags, field.name)
-            label = f"--{field.name.replace('_', '-')}" if flag is not None else cls.env_name(field.name)
-            raw = s.env_str(label, "", env={label: flag} if flag is not None else environ)  # empty -> the default
-            values[field.name] = s.parse_field(label, raw, field.type) if raw else field.default
-        settings = cls(**values)
-        settings.validate()
-        return settings
 
     def validate(self) -> None:
         s.check_address(self.env_name("listen"), self.listen)
@@ -132,6 +109,3 @@ class GatewaySettings:
 
     def admission(self) -> admission.Limits:
         return admission.Limits(self.max_active_jobs, self.max_queued_gpu_s, self.tenant_max_gpu_s, self.gpus)
-
-    def redacted(self) -> dict[str, object]:
-        return s.redacted(self)

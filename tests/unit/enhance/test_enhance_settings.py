@@ -29,7 +29,7 @@ def test_openai_settings_are_read():
     assert (s.timeout_s, s.max_retries) == (12.5, 4)
     assert s.first_frame.configured
     assert "sk-secret" not in repr(s) and "img-secret" not in repr(s)
-    described = s.describe()
+    described = s.redacted()
     assert described["api_key"] == "***" and described["first_frame_api_key"] == "***"
     assert "sk-secret" not in str(described)
 

@@ -12,24 +12,29 @@ REQUIRED = {"MOVA_GATEWAY_S3_ACCESS_KEY": "id", "MOVA_GATEWAY_S3_SECRET_KEY": "s
             "MOVA_GATEWAY_KAFKA_SECRET": "ks"}
 
 
-def test_typed_reads():
-    env = {"A": " 7 ", "B": "2.5", "C": "Yes", "D": "", "E": "red"}
-    assert s.env_int("A", 1, env=env) == 7
-    assert s.env_float("B", 0.0, env=env) == 2.5
-    assert s.env_bool("C", False, env=env) is True
-    assert s.env_str("D", "default", env=env) == "default"  # empty counts as unset
-    assert s.env_choice("E", "blue", ("red", "blue"), env=env) == "red"
-    assert s.env_int("MISSING", 3, env=env) == 3
+def test_typed_reads_empty_counts_as_unset():
+    env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": " 7 ", "MOVA_GATEWAY_STARTUP_TIMEOUT_S": "2.5",
+           "MOVA_GATEWAY_ANY_SIZE": "Yes", "MOVA_GATEWAY_S3_BUCKET": "  ", "MOVA_GATEWAY_S3_REGION": "eu"}
+    settings = GatewaySettings.load([], env)
+    assert (settings.max_active_jobs, settings.startup_timeout_s, settings.any_size) == (7, 2.5, True)
+    assert (settings.s3_bucket, settings.s3_region) == ("movakit", "eu")  # blank: the default
+    assert GatewaySettings.from_env(env) == settings  # no flags: the same reading
+    assert "MOVA_GATEWAY_ANY_SIZE" in GatewaySettings.env_names()
+
+
+def test_a_settings_instance_is_validated_however_it_is_made():
+    with pytest.raises(s.SettingsError, match="MOVA_GATEWAY_MAX_ACTIVE_JOBS: must be >= 1"):
+        GatewaySettings(max_active_jobs=0)
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: s.env_int("N", 0, env={"N": "x"}), "N: expected an integer"),
-        (lambda: s.env_int("N", 0, minimum=1, env={"N": "0"}), "N: must be >= 1"),
-        (lambda: s.env_float("F", 0, maximum=1, env={"F": "2"}), "F: must be <= 1"),
-        (lambda: s.env_bool("B", False, env={"B": "maybe"}), "B: expected one of"),
-        (lambda: s.env_choice("C", "a", ("a", "b"), env={"C": "z"}), "C: expected one of a, b"),
+        (lambda: s.parse_int("N", "x"), "N: expected an integer"),
+        (lambda: s.check_range("N", 0, minimum=1), "N: must be >= 1"),
+        (lambda: s.check_range("F", 2.0, maximum=1), "F: must be <= 1"),
+        (lambda: s.parse_bool("B", "maybe"), "B: expected one of"),
+        (lambda: s.parse_float("F", "soon"), "F: expected a number"),
         (lambda: s.check_address("ADDR", "localhost"), "ADDR: expected host:port"),
         (lambda: s.check_address("ADDR", "h:99999"), "ADDR: expected host:port"),
     ],
