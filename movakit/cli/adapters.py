@@ -18,7 +18,7 @@ import grpc
 
 from movakit.api.v1 import adapters_pb2, adapters_pb2_grpc
 from movakit.cli import UsageError
-from movakit.cli.jobs import DEFAULT_GATEWAY, _gateway_option, _rpc_error, read_token
+from movakit.cli.jobs import _gateway_option, _rpc_error, read_token
 from movakit.runtime.auth import with_token
 from movakit.runtime.settings import SettingsError, check_address
 

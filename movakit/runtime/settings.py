@@ -15,7 +15,7 @@ A settings class is a frozen dataclass deriving from `EnvSettings`, filled once 
 - `redacted()` gives the values for the startup log line, secrets shown as '***'.
 
 Service settings: movakit/services/<name>/settings.py (the stage services through
-movakit.runtime.stage_settings.StageSettings); the enhancer's: movakit/enhance/settings.py.
+movakit.runtime.stage_settings: ServiceSettings, StageSettings); the enhancer's: movakit/enhance/settings.py.
 """
 
 from __future__ import annotations

@@ -153,11 +153,12 @@ def _make_credentials(cfg: StackConfig) -> StackConfig:
 def _service_env(cfg: StackConfig, prefix: str, listen: str, checkpoint: str, replica: str) -> dict[str, str]:
     p = f"MOVA_{prefix.upper()}_"
     env = {
-        f"{p}LISTEN": listen, f"{p}KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}",
-        f"{p}S3_ENDPOINT": f"127.0.0.1:{cfg.s3_port}", f"{p}S3_ACCESS_KEY": cfg.access_key,
-        f"{p}S3_SECRET_KEY": cfg.secret_key, f"{p}S3_BUCKET": cfg.bucket, f"{p}KAFKA_SECRET": cfg.kafka_secret,
+        f"{p}LISTEN": listen, f"{p}S3_ENDPOINT": f"127.0.0.1:{cfg.s3_port}", f"{p}S3_ACCESS_KEY": cfg.access_key,
+        f"{p}S3_SECRET_KEY": cfg.secret_key, f"{p}S3_BUCKET": cfg.bucket,
         f"{p}OTEL_EXPORTER": cfg.otel_exporter, f"{p}OTEL_ENDPOINT": cfg.otel_endpoint, f"{p}CHECKPOINT": checkpoint,
     }
+    if prefix != "trainer":  # the trainer takes its work from Celery (ServiceSettings), not Kafka
+        env.update({f"{p}KAFKA_BOOTSTRAP": f"127.0.0.1:{cfg.kafka_port}", f"{p}KAFKA_SECRET": cfg.kafka_secret})
     if prefix == "gateway":
         env[f"{p}TOKENS_FILE"] = str(cfg.state_dir / TOKENS_FILE)
     else:

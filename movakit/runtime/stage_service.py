@@ -30,7 +30,7 @@ from movakit.runtime.health import stack_dependencies
 from movakit.runtime.kafka import RecordSigner
 from movakit.runtime.metrics import MODEL_LOAD_DURATION, metrics_address, setup_metrics
 from movakit.runtime.object_store import ObjectStore
-from movakit.runtime.stage_settings import StageSettings, setup_json_logging
+from movakit.runtime.stage_settings import ServiceSettings, StageSettings, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.runtime.tasks import StageHandler, direct_rpc
 from movakit.runtime.worker import StageWorker
@@ -41,7 +41,7 @@ log = logging.getLogger("movakit.service")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def open_checkpoint(settings: StageSettings):
+def open_checkpoint(settings: ServiceSettings):
     """The MovaCheckpoint of settings.checkpoint (the cached tiny demo checkpoint when it is empty)."""
     from movakit.loading import MovaCheckpoint
 
@@ -53,7 +53,7 @@ def open_checkpoint(settings: StageSettings):
     return MovaCheckpoint(path)
 
 
-def load_models(settings: StageSettings, components: tuple[str, ...]):
+def load_models(settings: ServiceSettings, components: tuple[str, ...]):
     """The checkpoint components this service needs, resident on settings.device."""
     checkpoint = open_checkpoint(settings)
     if checkpoint.random_weights:
@@ -66,7 +66,7 @@ def load_models(settings: StageSettings, components: tuple[str, ...]):
     return models
 
 
-def make_store(settings: StageSettings) -> ObjectStore:
+def make_store(settings: ServiceSettings) -> ObjectStore:
     store = ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket,
                         secure=settings.s3_secure, region=settings.s3_region)
     store.ensure_bucket()

@@ -1,8 +1,11 @@
-"""Settings shared by the four stage services, read once from `MOVA_<SERVICE>_*` variables and flags.
+"""Settings shared by the model-serving services, read once from `MOVA_<SERVICE>_*` variables and flags.
 
-The mechanism (flag over variable over default, types, validation, redaction) is movakit.runtime.settings.EnvSettings;
-each service's `settings.py` subclasses `StageSettings`, adds its own fields and sets `SERVICE` (which names the
-variables, MOVA_<SERVICE>_<FIELD>, and the program, mova-<service>) and the `listen` default. The prompt
+The mechanism (flag over variable over default, types, validation, redaction) is movakit.runtime.settings.EnvSettings.
+`ServiceSettings` holds what every such process has (listen address, S3, checkpoint, device, telemetry);
+`StageSettings` adds the Kafka worker's settings. Each stage service's `settings.py` subclasses `StageSettings`
+(the trainer's, whose work comes from Celery, subclasses `ServiceSettings`), adds its own fields and sets
+`SERVICE` (which names the variables, MOVA_<SERVICE>_<FIELD>, and the program, mova-<service>) and the `listen`
+default. The gateway's settings are movakit/services/gateway/settings.py. The prompt
 enhancer's backend settings (MOVA_ENHANCER_*, MOVA_FIRST_FRAME_*) are movakit.enhance.settings.
 """
 
@@ -26,20 +29,18 @@ from movakit.runtime.settings import EnvSettings, SettingsError, check_address
 # listen-port reservation that service mains make right after loading their settings.
 _OTEL_EXPORTERS = ("otlp", "console", "memory", "none")
 
-S = TypeVar("S", bound="StageSettings")
+S = TypeVar("S", bound="ServiceSettings")
 MODEL_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class StageSettings(EnvSettings):
-    """Deployment settings every stage service has (defaults: the local stack and docker-compose addresses)."""
+class ServiceSettings(EnvSettings):
+    """Deployment settings every model-serving process has (defaults: the local stack and docker-compose
+    addresses): the stage services through StageSettings, and the trainer, which takes its work from Celery."""
 
     SERVICE: ClassVar[str] = ""  # e.g. "encoder" -> variables MOVA_ENCODER_*, program mova-encoder
 
     listen: str  # gRPC listen address host:port (each service sets its default port)
-    kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
-    group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
-    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
     s3_access_key: str = ""  # S3 access key id, required (`mova stack up` generates the keys)
     s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
@@ -54,10 +55,7 @@ class StageSettings(EnvSettings):
     # Prometheus /metrics host:port; "" -> 127.0.0.1:<the service's port in movakit.runtime.metrics.METRICS_PORTS>,
     # "none" -> no endpoint
     metrics_listen: str = ""
-    consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
     replica_id: str = ""  # name of this replica in logs and events; "" -> <hostname>-<pid>
-    max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
-    retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each
 
     @classmethod
     def prefix(cls) -> str:
@@ -69,20 +67,17 @@ class StageSettings(EnvSettings):
 
     @classmethod
     def load(cls: type[S], argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> S:
-        """EnvSettings.load, then the derived defaults: group "mova-<service>", replica "<hostname>-<pid>"."""
+        """EnvSettings.load, then the derived defaults (replica "<hostname>-<pid>", see derived_defaults)."""
         settings = super().load(argv, environ)
-        if not settings.group_id:
-            settings = dataclasses.replace(settings, group_id=cls.prog())
-        if not settings.replica_id:
-            settings = dataclasses.replace(settings, replica_id=f"{os.uname().nodename}-{os.getpid()}")
-        return settings
+        return dataclasses.replace(settings, **settings.derived_defaults())
+
+    def derived_defaults(self) -> dict[str, str]:
+        return {} if self.replica_id else {"replica_id": f"{os.uname().nodename}-{os.getpid()}"}
 
     def validate(self) -> None:
         """Raise SettingsError (a ValueError) naming the variable of the first bad value."""
         check_address(self.env_name("listen"), self.listen)
         check_address(self.env_name("s3_endpoint"), self.s3_endpoint)
-        if not self.kafka_bootstrap:
-            raise SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
         if self.otel_exporter not in _OTEL_EXPORTERS:
             raise SettingsError(self.env_name("otel_exporter"),
                                 f"one of {', '.join(_OTEL_EXPORTERS)}, got {self.otel_exporter!r}")
@@ -92,18 +87,40 @@ class StageSettings(EnvSettings):
             check_address(self.env_name("metrics_listen"), self.metrics_listen)
         if self.dtype and self.dtype not in MODEL_DTYPES:
             raise SettingsError(self.env_name("dtype"), f"one of {', '.join(MODEL_DTYPES)} or empty, got {self.dtype!r}")
-        for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "kafka_secret"):
+        for name in ("s3_bucket", "s3_access_key", "s3_secret_key"):
             if not getattr(self, name):
                 raise SettingsError(self.env_name(name), "must not be empty")
-        if self.max_attempts < 1:
-            raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
-        if self.retry_backoff_s < 0:
-            raise SettingsError(self.env_name("retry_backoff_s"), f"must be >= 0, got {self.retry_backoff_s}")
 
     @property
     def model_dtype(self) -> str:
         """The dtype the models load in: `dtype`, or the device's default when it is empty."""
         return self.dtype or default_dtype(self.device)
+
+
+@dataclass(frozen=True)
+class StageSettings(ServiceSettings):
+    """A stage service's settings: ServiceSettings plus the Kafka worker's (its tasks come from Kafka)."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
+    group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
+    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
+    consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
+    max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
+    retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each
+
+    def derived_defaults(self) -> dict[str, str]:
+        return {**super().derived_defaults(), **({} if self.group_id else {"group_id": self.prog()})}
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.kafka_bootstrap:
+            raise SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
+        if not self.kafka_secret:
+            raise SettingsError(self.env_name("kafka_secret"), "must not be empty")
+        if self.max_attempts < 1:
+            raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
+        if self.retry_backoff_s < 0:
+            raise SettingsError(self.env_name("retry_backoff_s"), f"must be >= 0, got {self.retry_backoff_s}")
 
 
 def reserve_listen_port(listen: str) -> socket.socket:

@@ -18,7 +18,7 @@ from movakit.cli import main as mova
 from movakit.lora.registry import AdapterRegistry
 from movakit.runtime.localstack import free_port
 from movakit.training.demo_data import write_demo_dataset
-from tests.integration.conftest import KAFKA_SECRET, TENANT_TOKENS, gateway_settings
+from tests.integration.conftest import TENANT_TOKENS, gateway_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def _start_trainer(s3_config, celery_broker, log_path):
            "MOVA_TRAINER_S3_ENDPOINT": s3_config.endpoint, "MOVA_TRAINER_S3_ACCESS_KEY": s3_config.access_key,
            "MOVA_TRAINER_S3_SECRET_KEY": s3_config.secret_key, "MOVA_TRAINER_S3_BUCKET": s3_config.bucket,
            "MOVA_TRAINER_CELERY_BROKER": celery_broker, "MOVA_TRAINER_VISIBILITY_TIMEOUT_S": "4",
-           "MOVA_TRAINER_LEASE_S": "3", "MOVA_TRAINER_KAFKA_SECRET": KAFKA_SECRET}
+           "MOVA_TRAINER_LEASE_S": "3"}
     log = open(log_path, "ab")
     return subprocess.Popen([sys.executable, "-m", "movakit.services.trainer.main"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)

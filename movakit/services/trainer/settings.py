@@ -1,15 +1,15 @@
-"""Settings of the trainer service: `MOVA_TRAINER_*` variables or the matching flags (see StageSettings)."""
+"""Settings of the trainer service: `MOVA_TRAINER_*` variables or the matching flags (see ServiceSettings: the trainer takes its work from Celery, not Kafka)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from movakit.runtime.stage_settings import StageSettings
+from movakit.runtime.stage_settings import ServiceSettings
 
 
 @dataclass(frozen=True)
-class TrainerSettings(StageSettings):
+class TrainerSettings(ServiceSettings):
     SERVICE: ClassVar[str] = "trainer"
 
     listen: str = "127.0.0.1:50056"  # gRPC health and reflection (the work itself comes from Celery)

@@ -13,18 +13,18 @@ REQUIRED = {"MOVA_GATEWAY_S3_ACCESS_KEY": "id", "MOVA_GATEWAY_S3_SECRET_KEY": "s
 
 
 def test_typed_reads_empty_counts_as_unset():
-    env = {"MOVA_GATEWAY_MAX_ACTIVE_JOBS": " 7 ", "MOVA_GATEWAY_STARTUP_TIMEOUT_S": "2.5",
-           "MOVA_GATEWAY_ANY_SIZE": "Yes", "MOVA_GATEWAY_S3_BUCKET": "  ", "MOVA_GATEWAY_S3_REGION": "eu"}
+    env = {**REQUIRED, "MOVA_GATEWAY_MAX_ACTIVE_JOBS": " 7 ", "MOVA_GATEWAY_STARTUP_TIMEOUT_S": "2.5",
+           "MOVA_GATEWAY_S3_SECURE": "Yes", "MOVA_GATEWAY_S3_BUCKET": "  ", "MOVA_GATEWAY_S3_REGION": "eu"}
     settings = GatewaySettings.load([], env)
-    assert (settings.max_active_jobs, settings.startup_timeout_s, settings.any_size) == (7, 2.5, True)
+    assert (settings.max_active_jobs, settings.startup_timeout_s, settings.s3_secure) == (7, 2.5, True)
     assert (settings.s3_bucket, settings.s3_region) == ("movakit", "eu")  # blank: the default
     assert GatewaySettings.from_env(env) == settings  # no flags: the same reading
-    assert "MOVA_GATEWAY_ANY_SIZE" in GatewaySettings.env_names()
+    assert "MOVA_GATEWAY_S3_SECURE" in GatewaySettings.env_names()
 
 
 def test_a_settings_instance_is_validated_however_it_is_made():
     with pytest.raises(s.SettingsError, match="MOVA_GATEWAY_MAX_ACTIVE_JOBS: must be >= 1"):
-        GatewaySettings(max_active_jobs=0)
+        GatewaySettings(s3_access_key="id", s3_secret_key="sk", tokens_file="/t", kafka_secret="ks", max_active_jobs=0)
 
 
 @pytest.mark.parametrize(

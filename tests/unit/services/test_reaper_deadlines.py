@@ -11,7 +11,8 @@ from movakit.services.gateway.job_store import Progress
 from movakit.services.gateway.reaper import deadline_of
 from movakit.services.gateway.settings import GatewaySettings
 
-SETTINGS = GatewaySettings(queue_deadline_s=100, enhance_deadline_s=1, encode_deadline_s=2, denoise_deadline_s=3,
+SETTINGS = GatewaySettings(s3_access_key="id", s3_secret_key="sk", tokens_file="/t", kafka_secret="ks",
+                           queue_deadline_s=100, enhance_deadline_s=1, encode_deadline_s=2, denoise_deadline_s=3,
                            decode_deadline_s=4)
 
 

@@ -7,11 +7,13 @@ import logging
 
 import pytest
 
+from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import JsonLogFormatter
 from movakit.services.decoder.settings import DecoderSettings
 from movakit.services.denoiser.settings import DenoiserSettings
 from movakit.services.encoder.settings import EncoderSettings
 from movakit.services.prompt_enhancer.settings import PromptEnhancerSettings
+from movakit.services.trainer.settings import TrainerSettings
 
 
 def keys(cls, **env) -> dict[str, str]:
@@ -116,3 +118,11 @@ def test_reserved_listen_port_is_held_until_closed():
 ])
 def test_model_dtype_defaults_to_bfloat16_on_cuda_only(env, dtype):
     assert DenoiserSettings.load([], {**keys(DenoiserSettings), **env}).model_dtype == dtype
+
+
+def test_the_trainer_needs_no_kafka_settings():
+    s = TrainerSettings.load([], {"MOVA_TRAINER_S3_ACCESS_KEY": "id", "MOVA_TRAINER_S3_SECRET_KEY": "sk"})
+    assert s.listen == "127.0.0.1:50056" and s.replica_id  # derived like the stage services'
+    assert not {"MOVA_TRAINER_KAFKA_SECRET", "MOVA_TRAINER_KAFKA_BOOTSTRAP"} & set(TrainerSettings.env_names())
+    with pytest.raises(SettingsError, match="MOVA_TRAINER_S3_SECRET_KEY: must not be empty"):
+        TrainerSettings.load([], {"MOVA_TRAINER_S3_ACCESS_KEY": "id"})
