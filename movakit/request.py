@@ -109,11 +109,14 @@ class GenerationRequest:
     priority: int = 0
     sync_guidance_scale: float | None = None  # None = single text CFG (no default to fill: unset is a choice)
     duration_s: float = 0.0  # 0 = one clip; more = segments of num_frames joined (movakit/long_video.py)
+    audio_guidance_scale: float | None = None  # the text scale on the audio velocity; None = guidance_scale
+    audio_sync_guidance_scale: float | None = None  # the bridge scale on the audio velocity; None = sync's
 
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
         for f in dataclasses.fields(self):
-            optional = f.name == "sync_guidance_scale" or (f.name == "lora_scale" and not self.lora_name)
+            optional = (f.name in ("sync_guidance_scale", "audio_sync_guidance_scale")
+                        or (f.name == "lora_scale" and not self.lora_name))
             if getattr(self, f.name) is None and not optional:
                 raise ValueError(f"{f.name}: not resolved (movakit.request.resolve fills every default)")
         return self
@@ -167,6 +170,12 @@ OPTIONS: tuple[Option, ...] = (
            "one clip (--num-frames at --fps) makes a long video of clips generated one after another, each "
            "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); `mova generate` only so far: the "
            "gateway refuses more than one clip; default 0 = one clip"),
+    Option("audio_guidance_scale", "--audio-guidance-scale", float, "per-modality guidance: --guidance-scale for "
+           f"the audio velocity only, {GUIDANCE[0]:g}..{GUIDANCE[1]:g}; default: --guidance-scale "
+           "(docs/dual-guidance.md)"),
+    Option("audio_sync_guidance_scale", "--audio-sync-guidance-scale", float, "per-modality dual guidance: "
+           f"--sync-guidance-scale for the audio velocity only, {SYNC_GUIDANCE[0]:g}..{SYNC_GUIDANCE[1]:g}; needs "
+           "--sync-guidance-scale; default: --sync-guidance-scale"),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
@@ -218,6 +227,8 @@ def resolve(req: GenerationRequest, rules: ModelRules, *, rng: random.Random | N
         fps=pick(req.fps, DEFAULT_FPS),
         num_inference_steps=pick(req.num_inference_steps, preset.num_inference_steps),
         guidance_scale=pick(req.guidance_scale, DEFAULT_GUIDANCE),
+        audio_guidance_scale=pick(req.audio_guidance_scale, pick(req.guidance_scale, DEFAULT_GUIDANCE)),
+        audio_sync_guidance_scale=pick(req.audio_sync_guidance_scale, req.sync_guidance_scale),
         seed=pick(req.seed, (rng or random.SystemRandom()).randrange(SEED_DRAW_BOUND)),
         lora_scale=pick(req.lora_scale, DEFAULT_LORA_SCALE) if req.lora_name else req.lora_scale,
     )
@@ -275,7 +286,7 @@ def check_field(req: GenerationRequest, name: str) -> None:
         _outside(value, FPS, name)
     elif name == "num_inference_steps":
         _outside(value, STEPS, name)
-    elif name == "guidance_scale":
+    elif name in ("guidance_scale", "audio_guidance_scale"):
         _outside(value, GUIDANCE, name)
     elif name == "seed":
         if not SEED[0] <= value <= SEED[1]:
@@ -283,6 +294,10 @@ def check_field(req: GenerationRequest, name: str) -> None:
     elif name == "priority":
         _outside(value, PRIORITY, name)
     elif name == "sync_guidance_scale":
+        _outside(value, SYNC_GUIDANCE, name)
+    elif name == "audio_sync_guidance_scale":
+        if req.sync_guidance_scale is None:
+            raise InvalidArgument(name, "needs sync_guidance_scale (dual guidance)")
         _outside(value, SYNC_GUIDANCE, name)
     elif name == "duration_s":
         _outside(value, DURATION, name)
@@ -294,6 +309,18 @@ def check_field(req: GenerationRequest, name: str) -> None:
             raise InvalidArgument("lora.scale", "needs a LoRA adapter name (lora.name)")
         if not 0 < value <= LORA_SCALE_MAX:
             raise InvalidArgument("lora.scale", f"{value:g} is outside (0, {LORA_SCALE_MAX:g}]")
+
+
+def guidance_summary(req: GenerationRequest) -> str:
+    """The guidance of a resolved request in words, for progress and status lines."""
+    text = f"guidance {req.guidance_scale:g}"
+    if req.audio_guidance_scale not in (None, req.guidance_scale):
+        text += f" (audio {req.audio_guidance_scale:g})"
+    if req.sync_guidance_scale is not None:
+        text += f", sync guidance {req.sync_guidance_scale:g}"
+        if req.audio_sync_guidance_scale not in (None, req.sync_guidance_scale):
+            text += f" (audio {req.audio_sync_guidance_scale:g})"
+    return text
 
 
 def long_video_not_in_stack(duration_s: float, clip_s: float) -> str:
@@ -364,6 +391,9 @@ def from_proto(params) -> GenerationRequest:
         priority=params.priority,
         sync_guidance_scale=params.sync_guidance_scale if params.HasField("sync_guidance_scale") else None,
         duration_s=params.duration_s,
+        audio_guidance_scale=params.audio_guidance_scale if params.HasField("audio_guidance_scale") else None,
+        audio_sync_guidance_scale=(params.audio_sync_guidance_scale if params.HasField("audio_sync_guidance_scale")
+                                   else None),
     )
 
 
@@ -379,8 +409,9 @@ def to_proto(req: GenerationRequest):
     )
     if req.seed is not None:
         params.seed = req.seed
-    if req.sync_guidance_scale is not None:
-        params.sync_guidance_scale = req.sync_guidance_scale
+    for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale"):
+        if getattr(req, name) is not None:
+            setattr(params, name, getattr(req, name))
     if req.lora_name or req.lora_scale is not None:
         params.lora.name = req.lora_name
         params.lora.scale = req.lora_scale or 0.0

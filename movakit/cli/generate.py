@@ -266,8 +266,7 @@ def _run(opts: GenerateArgs) -> int:
                          "than one clip")
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
-        f"guidance {req.guidance_scale:g}, seed {req.seed}, device {opts.device}, {opts.dtype}"
-        + (f", sync guidance {req.sync_guidance_scale:g}" if req.sync_guidance_scale is not None else "")
+        f"{contract.guidance_summary(req)}, seed {req.seed}, device {opts.device}, {opts.dtype}"
         + (", offload" if opts.offload else "")
     )
     if plan is not None:

@@ -287,8 +287,7 @@ def format_job(job: common_pb2.Job) -> str:
         f"state     {state}" + (" (cancel requested)" if job.cancel_requested and state != "cancelled" else ""),
         f"stage     {stage}" + (f"  step {job.step}/{job.total_steps}, eta {job.eta_s:.0f} s" if job.step else ""),
         f"params    {p.height}x{p.width}, {p.num_frames} frames @ {p.fps:g} fps, {p.num_inference_steps} steps, "
-        f"cfg {p.guidance_scale:g}, seed {p.seed}"
-        + (f", sync guidance {p.sync_guidance_scale:g}" if p.HasField("sync_guidance_scale") else ""),
+        f"{contract.guidance_summary(contract.from_proto(p))}, seed {p.seed}",
         f"prompt    {job.effective_prompt or p.prompt}",
         f"created   {job.created_at.ToJsonString()}",
     ]

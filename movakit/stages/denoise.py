@@ -67,9 +67,22 @@ class DenoiseRequest:
     audio_latent_length: int  # L_a (audio_latent_length() below, from the audio VAE's sample rate and hop)
     # Guidance on the audio-video bridge (stages/guidance.py); None = single text CFG, the released sampler.
     sync_guidance_scale: float | None = None
+    # Per-modality guidance: the audio velocity's own scales; None = the video's (guidance_scale, sync_...).
+    audio_guidance_scale: float | None = None
+    audio_sync_guidance_scale: float | None = None
     video_noise: torch.Tensor | None = None  # (1, z_dim, T_lat, H/8, W/8); the latents at start_step when resuming
     audio_noise: torch.Tensor | None = None  # (1, audio_channels, L_a); the latents at start_step when resuming
     start_step: int = 0  # steps already done (resume): then both tensors above are required
+
+
+    def scales(self) -> tuple[guidance.Scales, guidance.Scales]:
+        """The video's and the audio's guidance scales."""
+        video = guidance.Scales(self.guidance_scale, self.sync_guidance_scale)
+        audio = guidance.Scales(
+            video.text if self.audio_guidance_scale is None else self.audio_guidance_scale,
+            video.sync if self.audio_sync_guidance_scale is None else self.audio_sync_guidance_scale,
+        )
+        return video, audio
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ def denoise_request(req: GenerationRequest, encoded: EncodeResult, rules: ModelR
         context=encoded.context, negative_context=encoded.negative_context, y=encoded.y, height=req.height,
         width=req.width, num_frames=req.num_frames, fps=req.fps, num_inference_steps=req.num_inference_steps,
         guidance_scale=req.guidance_scale, seed=req.seed, sync_guidance_scale=req.sync_guidance_scale,
+        audio_guidance_scale=req.audio_guidance_scale, audio_sync_guidance_scale=req.audio_sync_guidance_scale,
         audio_latent_length=audio_latent_length(rules.audio_sample_rate, rules.audio_hop_length, req.num_frames,
                                                 req.fps),
         video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
@@ -149,6 +163,12 @@ def _validate(models: DenoiserModels, req: DenoiseRequest) -> None:
         raise ValueError(f"guidance_scale must be > 0, got {req.guidance_scale}")
     if req.sync_guidance_scale is not None and req.sync_guidance_scale < 0:
         raise ValueError(f"sync_guidance_scale must be >= 0, got {req.sync_guidance_scale}")
+    if req.audio_guidance_scale is not None and req.audio_guidance_scale <= 0:
+        raise ValueError(f"audio_guidance_scale must be > 0, got {req.audio_guidance_scale}")
+    if req.audio_sync_guidance_scale is not None and (req.sync_guidance_scale is None
+                                                      or req.audio_sync_guidance_scale < 0):
+        raise ValueError(f"audio_sync_guidance_scale must be >= 0 and needs sync_guidance_scale, got "
+                         f"{req.audio_sync_guidance_scale}")
     if req.fps <= 0:
         raise ValueError(f"fps must be > 0, got {req.fps}")
     if req.audio_latent_length < 1:
@@ -214,7 +234,8 @@ def denoise(
     # --- text contexts, in the model dtype; the guidance branches grouped by bridge setting (one batch each) ---
     context = req.context.to(device=device, dtype=model_dtype)
     negative = req.negative_context.to(device=device, dtype=model_dtype)
-    plan = guidance.branches(req.guidance_scale, req.sync_guidance_scale)
+    video_scales, audio_scales = req.scales()
+    plan = guidance.branches(video_scales, audio_scales)
     groups = [tuple(b for b in plan if b.bridge == on) for on in (True, False)]
     groups = [(g, torch.cat([negative if b.negative else context for b in g], dim=0)) for g in groups if g]
 
@@ -268,8 +289,8 @@ def denoise(
             else:
                 for k, branch in enumerate(group):
                     v_out[branch], a_out[branch] = run(expert, group_ctx[k : k + 1], t_v, t_a, bridge)
-        v_pred = guidance.combine(v_out, req.guidance_scale, req.sync_guidance_scale)
-        a_pred = guidance.combine(a_out, req.guidance_scale, req.sync_guidance_scale)
+        v_pred = guidance.combine(v_out, video_scales)
+        a_pred = guidance.combine(a_out, audio_scales)
 
         # --- 5. Euler update (float32), the last step to sigma 0 ---
         last = i + 1 == total

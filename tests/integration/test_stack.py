@@ -184,10 +184,12 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
 
 # Every field of a request set (the image too); the other case leaves all but the prompt to the defaults.
 EVERY_FIELD = dict(negative_prompt="blurry, static", height=32, width=48, num_frames=9, fps=12.0,
-                   num_inference_steps=3, guidance_scale=3.5, seed=1234, sync_guidance_scale=2.0)
+                   num_inference_steps=3, guidance_scale=3.5, seed=1234, sync_guidance_scale=2.0,
+                   audio_guidance_scale=2.5, audio_sync_guidance_scale=1.0)
 _OPTION = {"negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
            "num_frames": "--num-frames", "fps": "--fps", "num_inference_steps": "--steps",
-           "guidance_scale": "--guidance-scale", "seed": "--seed", "sync_guidance_scale": "--sync-guidance-scale"}
+           "guidance_scale": "--guidance-scale", "seed": "--seed", "sync_guidance_scale": "--sync-guidance-scale",
+           "audio_guidance_scale": "--audio-guidance-scale", "audio_sync_guidance_scale": "--audio-sync-guidance-scale"}
 
 
 @pytest.mark.parametrize("every_field", [False, True], ids=["defaults", "every-field"])

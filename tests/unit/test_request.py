@@ -66,6 +66,9 @@ def test_defaults_follow_the_checkpoint_preset_and_draw_a_seed():
         ({"lora_scale": 0.5}, "lora.scale", "needs a LoRA adapter name"),
         ({"sync_guidance_scale": -0.5}, "sync_guidance_scale", "-0.5 is outside 0..20"),
         ({"sync_guidance_scale": 21.0}, "sync_guidance_scale", "0..20"),
+        ({"audio_guidance_scale": 0.5}, "audio_guidance_scale", "0.5 is outside 1..20"),
+        ({"audio_sync_guidance_scale": 1.0}, "audio_sync_guidance_scale", "needs sync_guidance_scale"),
+        ({"sync_guidance_scale": 1.0, "audio_sync_guidance_scale": 21.0}, "audio_sync_guidance_scale", "0..20"),
     ],
 )
 def test_each_rule_names_its_field(fields, field, fragment):
@@ -112,9 +115,13 @@ def test_the_command_line_gets_the_same_reason_under_the_option_name():
 def test_proto_round_trip_keeps_every_field_and_unset_means_default():
     full = resolved(negative_prompt="n", height=720, width=1280, num_frames=97, fps=12.0, num_inference_steps=25,
                     guidance_scale=1.0, seed=0, enhance_prompt=True, lora_name="a.b", lora_scale=0.5, priority=3,
-                    sync_guidance_scale=0.0, duration_s=20.5)
+                    sync_guidance_scale=0.0, duration_s=20.5, audio_guidance_scale=3.0, audio_sync_guidance_scale=1.5)
     assert r.from_proto(r.to_proto(full)) == full
     assert resolved().sync_guidance_scale is None  # unset stays unset (single text CFG): it has no default
+    # the audio's scales default to the video's
+    assert (resolved().audio_guidance_scale, resolved().audio_sync_guidance_scale) == (r.DEFAULT_GUIDANCE, None)
+    dual = resolved(guidance_scale=4.0, sync_guidance_scale=2.0)
+    assert (dual.audio_guidance_scale, dual.audio_sync_guidance_scale) == (4.0, 2.0)
     assert r.from_proto(r.to_proto(resolved())) == resolved()
     bare = r.from_proto(r.to_proto(r.GenerationRequest(prompt="p")))
     assert bare == r.GenerationRequest(prompt="p")

@@ -164,6 +164,30 @@ def test_cfg_formula_one_step():
     torch.testing.assert_close(out.audio_latents, a0 - (an + s * (ap - an)))
 
 
+def test_per_modality_guidance_scales_each_velocity_with_its_own_scale():
+    """One step: video guided with 3.5, audio with 1.5; the negative branch runs once for both."""
+    m, f = _models(), _Recorder()
+    req = _request(num_inference_steps=1, guidance_scale=3.5, audio_guidance_scale=1.5)
+    out = denoise(m, req, forward=f)
+    assert len(f.calls) == 1 and f.calls[0][1] == 2  # still one batch of two branches
+    v0, a0 = initial_noise(42, (1, Z, T, HL, WL), (1, CA, LA))
+    t = torch.tensor([1000.0])
+    kw = dict(video_x=torch.cat([v0, req.y], 1), audio_x=a0, t_video=t, t_audio=t, video_fps=24.0)
+    vp, ap = f(m.video_dit, m.audio_dit, m.bridge, context=req.context, **kw)
+    vn, an = f(m.video_dit, m.audio_dit, m.bridge, context=req.negative_context, **kw)
+    torch.testing.assert_close(out.video_latents, v0 - (vn + 3.5 * (vp - vn)))
+    torch.testing.assert_close(out.audio_latents, a0 - (an + 1.5 * (ap - an)))
+    # the audio's scale spelled out equal to the video's is the default, bit for bit
+    same = denoise(m, _request(audio_guidance_scale=5.0), forward=_Recorder())
+    default = denoise(m, _request(), forward=_Recorder())
+    assert torch.equal(same.audio_latents, default.audio_latents)
+    assert torch.equal(same.video_latents, default.video_latents)
+    # guidance off for the video only still runs the negative branch, which the audio needs
+    f1 = _Recorder()
+    denoise(m, _request(guidance_scale=1.0, audio_guidance_scale=4.0, num_inference_steps=2), forward=f1)
+    assert [c[1] for c in f1.calls] == [2, 2]
+
+
 def test_guidance_one_is_a_single_positive_forward():
     m, f = _models(), _Recorder()
     out = denoise(m, _request(guidance_scale=1.0), forward=f)
@@ -234,6 +258,8 @@ def test_offload_keeps_results_and_leaves_active_expert_on_device():
         (dict(start_step=10), "start_step"),
         (dict(start_step=2), "video_noise and audio_noise"),
         (dict(guidance_scale=0.0), "guidance_scale"),
+        (dict(audio_guidance_scale=0.0), "audio_guidance_scale"),
+        (dict(audio_sync_guidance_scale=1.0), "audio_sync_guidance_scale .* needs sync_guidance_scale"),
         (dict(fps=0.0), "fps"),
         (dict(y=torch.zeros(1, 4, T, HL, WL)), "y must be"),
         (dict(negative_context=torch.zeros(1, 5, 10)), "negative_context"),

@@ -75,11 +75,15 @@ def test_resume_equals_uninterrupted_on_the_real_model(models):
     assert torch.equal(resumed.audio_latents, full.audio_latents)
 
 
-def test_dual_guidance_one_step_is_the_compositional_formula(models):
+@pytest.mark.parametrize("audio_scales", [None, (2.0, 1.0)], ids=["same-scales", "audio-own-scales"])
+def test_dual_guidance_one_step_is_the_compositional_formula(models, audio_scales):
     """One step is the final Euler step from sigma 1 to 0 (x1 = x0 - v), so the result shows the guided velocity:
-    v = v(neg, off) + s_text (v(pos, off) - v(neg, off)) + s_sync (v(pos, on) - v(pos, off))."""
+    v = v(neg, off) + s_text (v(pos, off) - v(neg, off)) + s_sync (v(pos, on) - v(pos, off)), for the audio with
+    its own scales when they are given."""
     s_text, s_sync = 4.0, 2.5
-    req = _req(models, num_inference_steps=1, guidance_scale=s_text, sync_guidance_scale=s_sync)
+    a_text, a_sync = audio_scales or (s_text, s_sync)
+    own = {} if audio_scales is None else {"audio_guidance_scale": a_text, "audio_sync_guidance_scale": a_sync}
+    req = _req(models, num_inference_steps=1, guidance_scale=s_text, sync_guidance_scale=s_sync, **own)
     calls = []
 
     def forward(*args, **kw):
@@ -100,7 +104,7 @@ def test_dual_guidance_one_step_is_the_compositional_formula(models):
     v_neg, a_neg = branch(req.negative_context, 0.0)
     assert (v_on - v_off).abs().max() > 1e-4 and (a_on - a_off).abs().max() > 1e-4  # the bridge matters
     torch.testing.assert_close(out.video_latents, v0 - (v_neg + s_text * (v_off - v_neg) + s_sync * (v_on - v_off)))
-    torch.testing.assert_close(out.audio_latents, a0 - (a_neg + s_text * (a_off - a_neg) + s_sync * (a_on - a_off)))
+    torch.testing.assert_close(out.audio_latents, a0 - (a_neg + a_text * (a_off - a_neg) + a_sync * (a_on - a_off)))
 
 
 def test_dual_guidance_batched_equals_three_forwards_and_unset_is_single_cfg(models):
