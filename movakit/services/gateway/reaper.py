@@ -13,12 +13,12 @@ replica runs a reaper; two of them ending one job publish two final events, and 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from movakit.api.v1 import common_pb2, events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
+from movakit.runtime.periodic import Periodic
 from movakit.runtime.topics import TOPIC_EVENTS
 from movakit.runtime.tasks import make_event
 from movakit.services.gateway.job_store import JobStore, Progress
@@ -37,7 +37,7 @@ def deadline_of(settings: GatewaySettings, progress: Progress) -> tuple[float, s
     return getattr(settings, field), GatewaySettings.env_name(field)
 
 
-class Reaper:
+class Reaper(Periodic):
     """A daemon thread checking every unfinished job every `interval_s` (a quarter of the shortest deadline,
     between 0.5 and 30 s)."""
 
@@ -48,20 +48,7 @@ class Reaper:
         self._objects = objects
         self._producer = producer
         shortest = min(getattr(settings, f) for f in ("queue_deadline_s", *_STAGE_FIELDS.values()))
-        self.interval_s = min(30.0, max(0.5, shortest / 4))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gateway-reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.reap(time.time_ns())
+        super().__init__("gateway-reaper", min(30.0, max(0.5, shortest / 4)), lambda: self.reap(time.time_ns()))
 
     def reap(self, now_ns: int) -> list[str]:
         """Ends every job stalled at `now_ns`; returns their ids."""

@@ -12,10 +12,10 @@ harmless.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import datetime, timedelta, timezone
 
 from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.periodic import Periodic
 
 log = logging.getLogger("movakit.gateway.retention")
 
@@ -33,28 +33,15 @@ def sweep(objects: ObjectStore, days: int, now: datetime) -> int:
     return objects.delete_older_than(JOBS_PREFIX, now - timedelta(days=days))
 
 
-class RetentionSweeper:
+class RetentionSweeper(Periodic):
     """A daemon thread running `sweep` at start and every SWEEP_INTERVAL_S."""
 
     def __init__(self, objects: ObjectStore, days: int) -> None:
         self._objects = objects
         self._days = days
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gateway-retention", daemon=True)
+        super().__init__("gateway-retention", SWEEP_INTERVAL_S, self._sweep, first_now=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                deleted = sweep(self._objects, self._days, datetime.now(timezone.utc))
-                if deleted:
-                    log.info("expired artifacts deleted", extra={"fields": {"objects": deleted, "days": self._days}})
-            except Exception:  # noqa: BLE001 - S3 unreachable: try again next round
-                log.exception("retention sweep failed")
-            self._stop.wait(SWEEP_INTERVAL_S)
+    def _sweep(self) -> None:
+        deleted = sweep(self._objects, self._days, datetime.now(timezone.utc))
+        if deleted:
+            log.info("expired artifacts deleted", extra={"fields": {"objects": deleted, "days": self._days}})
