@@ -4,9 +4,11 @@ A request whose `duration_s` is longer than one clip of `num_frames` at `fps` is
 movakit.segments.plan_segments. Segment k is the same request with seed `segment_seed(seed, k)` (seed + k) and, for
 k > 0, the decoded last frame of segment k − 1 as its first-frame image (a lossless PNG of those pixels: the encode
 stage's crop-and-resize leaves an image of the target size unchanged, so segment k's encoder sees exactly that
-frame). The prompt is the same for every segment (the enhanced one, when enhancing: the enhancer runs once, for
-segment 0). The decoded segments are joined by movakit.segments (the repeated frame dropped, the sound crossfaded
-over one frame's duration).
+frame). Segment 0's prompt is the request's (the enhanced one, when enhancing: the enhancer runs once, for
+segment 0); a later segment uses its shot (`shots`, the last one repeating) or else segment 0's prompt. The decoded
+segments are joined by movakit.segments (the repeated frame dropped, the sound crossfaded over one frame's
+duration). The stack runs the same segments through its stage services with these functions
+(docs/stack.md#long-videos).
 """
 
 from __future__ import annotations
@@ -48,10 +50,18 @@ def segment_seed(seed: int, k: int) -> int:
     return (seed + k) % (SEED[1] + 1)
 
 
-def segment_request(req: GenerationRequest, k: int, prompt: str) -> GenerationRequest:
-    """The one-clip request of segment k: its seed, the prompt used for segment 0, no enhancing, no duration."""
-    return dataclasses.replace(req, seed=segment_seed(req.seed, k), prompt=prompt, enhance_prompt=False,
-                               duration_s=0.0)
+def segment_prompt(req: GenerationRequest, k: int, first_prompt: str) -> str:
+    """The prompt of segment k: `first_prompt` (the prompt segment 0 was made with) for segment 0 and when the
+    request has no shots, else shot k (shots[k - 1]; the last shot for segments beyond the list)."""
+    if k == 0 or not req.shots:
+        return first_prompt
+    return req.shots[min(k, len(req.shots)) - 1]
+
+
+def segment_request(req: GenerationRequest, k: int, first_prompt: str) -> GenerationRequest:
+    """The one-clip request of segment k: its seed, its prompt (segment_prompt), no enhancing, no duration."""
+    return dataclasses.replace(req, seed=segment_seed(req.seed, k), prompt=segment_prompt(req, k, first_prompt),
+                               enhance_prompt=False, duration_s=0.0, shots=())
 
 
 def frame_png(frame: np.ndarray) -> bytes:

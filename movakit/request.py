@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from movakit.model_rules import ModelRules
+from movakit.segments import plan_segments
 
 # The short negative prompt of the official MOVA inference script: used when a request gives none (or "").
 OFFICIAL_NEGATIVE_PROMPT = (
@@ -111,6 +112,7 @@ class GenerationRequest:
     duration_s: float = 0.0  # 0 = one clip; more = segments of num_frames joined (movakit/long_video.py)
     audio_guidance_scale: float | None = None  # the text scale on the audio velocity; None = guidance_scale
     audio_sync_guidance_scale: float | None = None  # the bridge scale on the audio velocity; None = sync's
+    shots: tuple[str, ...] = ()  # prompts of segments 1, 2, ... of a long video (the last repeats); () = prompt
 
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
@@ -129,6 +131,7 @@ class Option:
     flag: str
     type: Callable[[str], Any] | None  # None: an on/off flag (--x / --no-x)
     help: str
+    repeated: bool = False  # given once per value (a tuple field)
 
 
 _P, _T = REAL_PRESET, TINY_PRESET
@@ -168,14 +171,17 @@ OPTIONS: tuple[Option, ...] = (
            "(docs/dual-guidance.md)"),
     Option("duration_s", "--duration", float, f"seconds of video, {DURATION[0]:g}..{DURATION[1]:g}; longer than "
            "one clip (--num-frames at --fps) makes a long video of clips generated one after another, each "
-           "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); `mova generate` only so far: the "
-           "gateway refuses more than one clip; default 0 = one clip"),
+           "starting from the last frame of the one before, joined into one MP4 (docs/long-videos.md); default 0 = one "
+           "clip"),
     Option("audio_guidance_scale", "--audio-guidance-scale", float, "per-modality guidance: --guidance-scale for "
            f"the audio velocity only, {GUIDANCE[0]:g}..{GUIDANCE[1]:g}; default: --guidance-scale "
            "(docs/dual-guidance.md)"),
     Option("audio_sync_guidance_scale", "--audio-sync-guidance-scale", float, "per-modality dual guidance: "
            f"--sync-guidance-scale for the audio velocity only, {SYNC_GUIDANCE[0]:g}..{SYNC_GUIDANCE[1]:g}; needs "
            "--sync-guidance-scale; default: --sync-guidance-scale"),
+    Option("shots", "--shot", str, "a long video's shot list: give once per segment after the first, in order "
+           "(segment 0 uses --prompt; later segments repeat the last shot); each like --prompt, used verbatim",
+           repeated=True),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
@@ -186,7 +192,10 @@ def add_options(parser) -> None:
     import argparse
 
     for o in OPTIONS:
-        if o.type is None:
+        if o.repeated:
+            parser.add_argument(o.flag, dest=o.field, action="append", type=o.type, default=None,
+                                metavar=o.flag.lstrip("-").upper(), help=o.help)
+        elif o.type is None:
             parser.add_argument(o.flag, dest=o.field, action=argparse.BooleanOptionalAction, default=False,
                                 help=o.help)
         else:
@@ -201,6 +210,7 @@ def from_options(args) -> GenerationRequest:
     values["lora_name"] = values["lora_name"] or ""
     values["priority"] = values["priority"] if values["priority"] is not None else 0
     values["duration_s"] = values["duration_s"] if values["duration_s"] is not None else 0.0
+    values["shots"] = tuple(values["shots"] or ())
     req = GenerationRequest(**values)
     try:
         for f in dataclasses.fields(req):
@@ -253,6 +263,11 @@ def validate(req: GenerationRequest, rules: ModelRules) -> GenerationRequest:
     n, stride = req.num_frames, rules.temporal_stride
     if n % stride != 1:
         raise InvalidArgument("num_frames", f"{n} is not {stride}k+1 (e.g. {max(n - n % stride + 1, FRAMES[0])})")
+    if req.shots:
+        count = plan_segments(req.duration_s, req.fps, n).count if req.duration_s else 1
+        if len(req.shots) >= count:  # segment 0 uses prompt
+            raise InvalidArgument("shots", f"{len(req.shots)} given; the video has {count} segment(s), so at most "
+                                           f"{count - 1} (segment 0 uses prompt)")
     return req
 
 
@@ -301,6 +316,12 @@ def check_field(req: GenerationRequest, name: str) -> None:
         _outside(value, SYNC_GUIDANCE, name)
     elif name == "duration_s":
         _outside(value, DURATION, name)
+    elif name == "shots":
+        for i, shot in enumerate(value, 1):
+            try:
+                check_field(dataclasses.replace(req, prompt=shot), "prompt")
+            except InvalidArgument as exc:
+                raise InvalidArgument(name, f"shot {i}: {exc.reason}") from None
     elif name == "lora_name":
         if value and not LORA_NAME.match(value):
             raise InvalidArgument("lora.name", f"{value!r} must be {LORA_NAME_RULE}")
@@ -321,12 +342,6 @@ def guidance_summary(req: GenerationRequest) -> str:
         if req.audio_sync_guidance_scale not in (None, req.sync_guidance_scale):
             text += f" (audio {req.audio_sync_guidance_scale:g})"
     return text
-
-
-def long_video_not_in_stack(duration_s: float, clip_s: float) -> str:
-    """The reason the stack refuses a request longer than one clip (long videos run in `mova generate` only)."""
-    return (f"{duration_s:g} s is longer than one clip ({clip_s:.3g} s); long videos run in `mova generate "
-            "--duration` only, the stack does not run segments yet (docs/long-videos.md)")
 
 
 def has_visible_text(text: str) -> bool:
@@ -394,6 +409,7 @@ def from_proto(params) -> GenerationRequest:
         audio_guidance_scale=params.audio_guidance_scale if params.HasField("audio_guidance_scale") else None,
         audio_sync_guidance_scale=(params.audio_sync_guidance_scale if params.HasField("audio_sync_guidance_scale")
                                    else None),
+        shots=tuple(params.shots),
     )
 
 
@@ -405,7 +421,7 @@ def to_proto(req: GenerationRequest):
         prompt=req.prompt, negative_prompt=req.negative_prompt or "", height=req.height or 0,
         width=req.width or 0, num_frames=req.num_frames or 0, fps=req.fps or 0.0,
         num_inference_steps=req.num_inference_steps or 0, guidance_scale=req.guidance_scale or 0.0,
-        enhance_prompt=req.enhance_prompt, priority=req.priority, duration_s=req.duration_s,
+        enhance_prompt=req.enhance_prompt, priority=req.priority, duration_s=req.duration_s, shots=list(req.shots),
     )
     if req.seed is not None:
         params.seed = req.seed

@@ -271,7 +271,8 @@ def _run(opts: GenerateArgs) -> int:
     )
     if plan is not None:
         _say(f"long video: {plan.count} segments of {plan.clip_frames} frames (seeds {req.seed}.."
-             f"{segment_seed(req.seed, plan.count - 1)}), {plan.total_frames} frames = {plan.duration_s:.2f} s")
+             f"{segment_seed(req.seed, plan.count - 1)}), {plan.total_frames} frames = {plan.duration_s:.2f} s"
+             + (f", a shot list of {len(req.shots)}" if req.shots else ""))
 
     try:
         enhancer = build_enhancer(enhancer_settings) if req.enhance_prompt else None

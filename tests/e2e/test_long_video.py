@@ -1,5 +1,5 @@
 """`mova generate --duration` on the tiny demo checkpoint: two segments joined into one MP4 whose length, join
-frames and sound at the join are checked on the real output (docs/long-videos.md)."""
+frames and sound at the join are checked on the real output, segment 2 made from its shot (docs/long-videos.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from movakit.media import probe, read_video_frames
 from movakit.segments import join_stats, overlap_samples, plan_segments
 
 H, W, N, FPS, STEPS, SECONDS = 32, 48, 9, 12.0, 2, 1.2  # 1.2 s = 15 frames: 9 + 8 = 17 in two segments
+PROMPT, SHOT = "Rain on a tin roof, a train passes.", "The rain stops; birds sing."
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def long_run(tmp_path_factory):
         mp.setattr(pipeline, "encode", encode)
         mp.setattr(pipeline, "decode", decode)
         out = tmp / "long.mp4"
-        code = main(["generate", "--prompt", "Rain on a tin roof, a train passes.", "--height", str(H),
+        code = main(["generate", "--prompt", PROMPT, "--shot", SHOT, "--height", str(H),
                      "--width", str(W), "--num-frames", str(N), "--fps", str(FPS), "--steps", str(STEPS),
                      "--duration", str(SECONDS), "--output", str(out)])
     torch.set_num_threads(threads)
@@ -57,6 +58,11 @@ def test_the_mp4_lasts_the_requested_duration(long_run):
     assert info.num_frames == plan.total_frames == 17
     assert info.duration_s >= SECONDS
     assert out.with_suffix(".wav").is_file() and out.with_suffix(".png").is_file()
+
+
+def test_each_segment_is_encoded_with_its_prompt(long_run):
+    _, encoded, _ = long_run
+    assert [req.prompt for req in encoded] == [PROMPT, SHOT]
 
 
 def test_segment_two_starts_from_the_last_frame_of_segment_one(long_run):

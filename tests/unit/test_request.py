@@ -69,6 +69,10 @@ def test_defaults_follow_the_checkpoint_preset_and_draw_a_seed():
         ({"audio_guidance_scale": 0.5}, "audio_guidance_scale", "0.5 is outside 1..20"),
         ({"audio_sync_guidance_scale": 1.0}, "audio_sync_guidance_scale", "needs sync_guidance_scale"),
         ({"sync_guidance_scale": 1.0, "audio_sync_guidance_scale": 21.0}, "audio_sync_guidance_scale", "0..20"),
+        ({"shots": ("a cat sleeps",)}, "shots", "1 given; the video has 1 segment(s), so at most 0"),
+        ({"duration_s": 16.0, "shots": ("a", "b")}, "shots", "2 given; the video has 2 segment(s), so at most 1"),
+        ({"duration_s": 16.0, "shots": ("\u200b",)}, "shots", "shot 1: must contain visible text"),
+        ({"duration_s": 16.0, "shots": ("x" * 2001,)}, "shots", "shot 1: 2001 characters"),
     ],
 )
 def test_each_rule_names_its_field(fields, field, fragment):
@@ -110,12 +114,17 @@ def test_the_command_line_gets_the_same_reason_under_the_option_name():
     assert dual.sync_guidance_scale == 2.5
     with pytest.raises(r.InvalidArgument, match="^--sync-guidance-scale: -1 is outside 0..20$"):
         r.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "-1"]))
+    shots = r.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", "two"])).shots
+    assert shots == ("one", "two") and r.from_options(parser.parse_args(["--prompt", "hi"])).shots == ()
+    with pytest.raises(r.InvalidArgument, match="^--shot: shot 2: must contain visible text"):
+        r.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", " "]))
 
 
 def test_proto_round_trip_keeps_every_field_and_unset_means_default():
     full = resolved(negative_prompt="n", height=720, width=1280, num_frames=97, fps=12.0, num_inference_steps=25,
                     guidance_scale=1.0, seed=0, enhance_prompt=True, lora_name="a.b", lora_scale=0.5, priority=3,
-                    sync_guidance_scale=0.0, duration_s=20.5, audio_guidance_scale=3.0, audio_sync_guidance_scale=1.5)
+                    sync_guidance_scale=0.0, duration_s=20.5, audio_guidance_scale=3.0, audio_sync_guidance_scale=1.5,
+                    shots=("a", "b"))
     assert r.from_proto(r.to_proto(full)) == full
     assert resolved().sync_guidance_scale is None  # unset stays unset (single text CFG): it has no default
     # the audio's scales default to the video's
@@ -194,3 +203,15 @@ def test_rules_match_what_the_loaded_demo_models_use():
     assert rules.temporal_stride == vae.temporal_scale and rules.random_weights
     assert (rules.audio_sample_rate, rules.audio_hop_length) == (models.audio_vae.sample_rate,
                                                                 models.audio_vae.hop_length)
+
+
+def test_each_segment_gets_its_prompt_and_seed():
+    from movakit.long_video import segment_request
+
+    req = r.validate(resolved(duration_s=32.0, seed=7, shots=("shot one", "shot two")), REAL)  # 4 segments
+    made = [segment_request(req, k, "enhanced") for k in range(4)]
+    assert [m.prompt for m in made] == ["enhanced", "shot one", "shot two", "shot two"]  # the last shot repeats
+    assert [m.seed for m in made] == [7, 8, 9, 10]
+    assert all((m.duration_s, m.shots, m.enhance_prompt) == (0.0, (), False) for m in made)
+    plain = r.validate(resolved(duration_s=32.0), REAL)
+    assert {segment_request(plain, k, "first").prompt for k in range(4)} == {"first"}
