@@ -145,8 +145,13 @@ def _stage_name(stage: int) -> str:
     return common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
 
 
+def _segment(index: int, count: int) -> str:
+    """"segment 2/3 " for a long video's segment (index from 0), "" for a one-clip job."""
+    return f"segment {index + 1}/{count} " if count else ""
+
+
 def _step_line(s: events_pb2.DenoiseStep) -> str:
-    return f"denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s"
+    return f"{_segment(s.segment, s.segment_count)}denoise: step {s.step}/{s.total}, eta {s.eta_s:.0f} s"
 
 
 def _rpc_error(exc: grpc.RpcError) -> int:
@@ -231,7 +236,7 @@ def describe(event: events_pb2.JobEvent) -> str:
     kind = event.WhichOneof("kind")
     if kind in ("stage_started", "stage_finished"):
         info = getattr(event, kind)
-        stage = _stage_name(info.stage)
+        stage = (f"segment {info.segment + 1} " if info.segment else "") + _stage_name(info.stage)
         if kind == "stage_started":
             return f"{stage}: started" + (f" on {info.worker}" if info.worker else "")
         return f"{stage}: finished in {info.duration_s:.1f} s" + (" (outputs existed, skipped)" if info.skipped else "")
@@ -262,7 +267,8 @@ class _Progress:
             self.line(_step_line(s))
             return
         filled = round(_BAR_WIDTH * s.step / max(s.total, 1))
-        self._stream.write(f"\rdenoise [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {s.step}/{s.total} "
+        self._stream.write(f"\r{_segment(s.segment, s.segment_count)}denoise [{'#' * filled}"
+                           f"{'.' * (_BAR_WIDTH - filled)}] {s.step}/{s.total} "
                            f"eta {s.eta_s:.0f} s ")
         self._stream.flush()
         self._open = True
@@ -285,9 +291,11 @@ def format_job(job: common_pb2.Job) -> str:
     lines = [
         f"job       {job.job_id}",
         f"state     {state}" + (" (cancel requested)" if job.cancel_requested and state != "cancelled" else ""),
-        f"stage     {stage}" + (f"  step {job.step}/{job.total_steps}, eta {job.eta_s:.0f} s" if job.step else ""),
+        f"stage     {_segment(job.segment, job.segment_count)}{stage}"
+        + (f"  step {job.step}/{job.total_steps}, eta {job.eta_s:.0f} s" if job.step else ""),
         f"params    {p.height}x{p.width}, {p.num_frames} frames @ {p.fps:g} fps, {p.num_inference_steps} steps, "
-        f"{contract.guidance_summary(contract.from_proto(p))}, seed {p.seed}",
+        f"{contract.guidance_summary(contract.from_proto(p))}, seed {p.seed}"
+        + (f", {p.duration_s:g} s in {job.segment_count} segments" if job.segment_count else ""),
         f"prompt    {job.effective_prompt or p.prompt}",
         f"created   {job.created_at.ToJsonString()}",
     ]

@@ -4,7 +4,9 @@ A stage is a `StageHandler`: it reads its inputs from S3, computes, stores its o
 and returns an output message; `follow_up` names the next stage's task and the events that announce the result.
 `run_or_reuse` runs a handler at most once per job: when the stage's result manifest `jobs/<job>/<stage>/result.pb`
 exists and every object it references is present with its recorded sha256 (a redelivered task, a repeated direct
-call), the stored output is returned and nothing is recomputed. `TaskContext` lets a handler publish progress
+call), the stored output is returned and nothing is recomputed. A long video's segment k keeps its stages' objects
+and manifests under jobs/<job>/seg-<k>/<stage>/ (`stage_key`), so each segment is run, checkpointed and reused on
+its own. `TaskContext` lets a handler publish progress
 events and check for cancellation. Two transports run handlers: the Kafka loop (movakit.runtime.worker) and the
 direct RPC of `direct_rpc`, one generic gRPC servicer for any stage.
 """
@@ -59,7 +61,7 @@ class StageHandler(Protocol):
     stage: int  # common_pb2.Stage value
     stage_name: str  # "enhance" | "encode" | "denoise" | "decode": the jobs/<job>/<stage_name>/ folder
     inbox: str  # topic of the tasks
-    next_topic: str | None  # topic of the follow-up task; None for the last stage
+    next_topic: str | None  # topic of the follow-up task (follow_up may give none); None: the stage never has one
     task_type: type[Message]
     output_type: type[Message]
 
@@ -83,8 +85,24 @@ def make_event(job_id: str, source: str, **kind: Message) -> events_pb2.JobEvent
     return event
 
 
-def manifest_key(job_id: str, stage_name: str) -> str:
-    return job_key(job_id, stage_name, "result.pb")
+def task_segment(task: Message) -> events_pb2.Segment | None:
+    """The long-video segment a task makes (the `segment` field of EncodeTask, DenoiseTask, DecodeTask); None for
+    a one-clip job's tasks and for EnhanceTask (the enhancer runs once per job)."""
+    if "segment" in task.DESCRIPTOR.fields_by_name and task.HasField("segment"):
+        return task.segment
+    return None
+
+
+def stage_key(task: Message, stage_name: str, *parts: str) -> str:
+    """Key of an object of `task`'s stage: jobs/<job>/<stage>/<parts> for a one-clip job, jobs/<job>/seg-<k>/<stage>/
+    <parts> for segment k of a long video."""
+    segment = task_segment(task)
+    folder = (f"seg-{segment.index}",) if segment is not None else ()
+    return job_key(task.job_id, *folder, stage_name, *parts)
+
+
+def manifest_key(task: Message, stage_name: str) -> str:
+    return stage_key(task, stage_name, "result.pb")
 
 
 def write_blob(store: ObjectStore, key: str, payload: bytes, content_type: str) -> None:
@@ -104,15 +122,15 @@ def read_blob(store: ObjectStore, key: str) -> bytes | None:
     return payload
 
 
-def write_manifest(store: ObjectStore, job_id: str, stage_name: str, output: Message) -> None:
-    """Record the stage's output message at jobs/<job>/<stage>/result.pb (written after the outputs)."""
-    write_blob(store, manifest_key(job_id, stage_name), output.SerializeToString(deterministic=True),
+def write_manifest(store: ObjectStore, task: Message, stage_name: str, output: Message) -> None:
+    """Record the stage's output message at manifest_key (written after the outputs)."""
+    write_blob(store, manifest_key(task, stage_name), output.SerializeToString(deterministic=True),
                "application/x-protobuf")
 
 
-def read_manifest(store: ObjectStore, job_id: str, stage_name: str, output_type: type[Message]) -> Message | None:
-    """The recorded output message, or None when absent, torn or unparsable."""
-    payload = read_blob(store, manifest_key(job_id, stage_name))
+def read_manifest(store: ObjectStore, task: Message, stage_name: str, output_type: type[Message]) -> Message | None:
+    """The output message recorded for `task`'s stage, or None when absent, torn or unparsable."""
+    payload = read_blob(store, manifest_key(task, stage_name))
     if payload is None:
         return None
     message = output_type()
@@ -128,13 +146,13 @@ def run_or_reuse(handler: StageHandler, store: ObjectStore, task: Message, ctx: 
     """The stage's output for `task`: the stored one when its manifest and every referenced object are valid
     (returns skipped=True, nothing recomputed), else computed now by `handler.run` and recorded."""
     ctx.check_cancel()
-    output = read_manifest(store, task.job_id, handler.stage_name, handler.output_type)
+    output = read_manifest(store, task, handler.stage_name, handler.output_type)
     if output is not None and handler.outputs_valid(store, output):
         return output, True
     if on_start is not None:
         on_start()
     output = handler.run(task, ctx)
-    write_manifest(store, task.job_id, handler.stage_name, output)
+    write_manifest(store, task, handler.stage_name, output)
     return output, False
 
 

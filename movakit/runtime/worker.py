@@ -6,8 +6,9 @@ One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group
      unacted on; the process keeps running);
   2. checks the job was not cancelled (the gateway's cancel marker jobs/<job>/control/cancel in S3; checked again
      between denoise steps);
-  3. skips the work when the stage's result manifest `jobs/<job>/<stage>/result.pb` exists and every object it
-     references is present with the recorded sha256 (a redelivered task): it re-publishes the follow-up only;
+  3. skips the work when the stage's result manifest `jobs/<job>/<stage>/result.pb` (a long video's segment k:
+     `jobs/<job>/seg-<k>/<stage>/result.pb`) exists and every object it references is present with the recorded
+     sha256 (a redelivered task): it re-publishes the follow-up only;
   4. otherwise runs the stage (`StageHandler.run`: read inputs from S3 with checksum checks, compute, write outputs
      under deterministic keys) and writes the result manifest;
   5. publishes the events (stage_finished, succeeded, ...) and then the next stage's task, each acknowledged
@@ -41,7 +42,7 @@ from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.metrics import STAGE_DURATION, set_queue_lag
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
-from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse
+from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse, task_segment
 from movakit.runtime.topics import TOPIC_DEAD_LETTER, TOPIC_EVENTS
 
 log = logging.getLogger("movakit.worker")
@@ -176,9 +177,12 @@ class StageWorker:
             ctx = TaskContext(job_id=job_id, emit=self._emit, is_cancelled=self.is_cancelled,
                               source=self.service)
             started = time.monotonic()
+            segment = task_segment(task)
+            index = segment.index if segment is not None else 0  # the segment of a long video, else 0
             try:
                 def announce() -> None:
-                    self._emit(ctx.event(stage_started=events_pb2.StageStarted(stage=h.stage, worker=self.replica_id)))
+                    self._emit(ctx.event(stage_started=events_pb2.StageStarted(stage=h.stage, worker=self.replica_id,
+                                                                               segment=index)))
                     log.info("stage started", extra={"fields": fields})
 
                 output, skipped = run_or_reuse(h, self.store, task, ctx, on_start=announce)
@@ -191,7 +195,7 @@ class StageWorker:
                 span.set_attribute("movakit.skipped", skipped)
                 next_task, events = h.follow_up(task, output, self.service)
                 finished = events_pb2.StageFinished(stage=h.stage, duration_s=time.monotonic() - started,
-                                                    skipped=skipped)
+                                                    skipped=skipped, segment=index)
                 for event in [ctx.event(stage_finished=finished), *events]:
                     self._emit(event)
                 if next_task is not None and h.next_topic is not None:

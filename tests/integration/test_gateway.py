@@ -95,7 +95,9 @@ def wait_state(jobs, job_id: str, state: int, attempts: int = 100) -> common_pb2
         ({"negative_prompt": "y" * 2001}, b"", "", "params.negative_prompt"),
         ({"priority": 10}, b"", "", "params.priority"),
         ({"duration_s": 61.0}, b"", "", "params.duration_s"),
-        ({"duration_s": 16.0}, b"", "", "params.duration_s"),  # long videos: `mova generate` only, so far
+        ({"shots": ["the ball stops"]}, b"", "", "params.shots"),  # one clip: no segment for a shot
+        ({"duration_s": 0.5, "shots": ["\u200b"]}, b"", "", "params.shots"),
+        ({"duration_s": 0.5, "shots": ["a", "b", "c"]}, b"", "", "params.shots"),  # 3 segments: at most 2 shots
         ({}, b"not an image at all", "", "image"),
         ({}, png()[:40], "", "image"),
         ({}, png(fmt="GIF"), "", "image"),
@@ -196,6 +198,25 @@ def test_watch_streams_progress_to_success_with_download_urls(jobs, producer, ob
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED
     assert job.effective_prompt == "enhanced!" and job.step == 2 and job.total_steps == 2
     assert job.artifacts[0].url.startswith(f"http://{object_store.endpoint}/")
+
+
+def test_a_long_jobs_progress_covers_all_its_segments(jobs, producer):
+    job = submit(jobs, duration_s=0.5, shots=["the ball stops"]).job  # 12 frames in clips of 5: 3 segments
+    assert (job.segment_count, job.total_steps, list(job.params.shots)) == (3, 6, ["the ball stops"])
+    S = common_pb2
+    worker_event(producer, job.job_id, stage_started=events_pb2.StageStarted(stage=S.STAGE_DENOISE, segment=1))
+    worker_event(producer, job.job_id, denoise_step=events_pb2.DenoiseStep(
+        step=1, total=2, eta_s=1.5, elapsed_s=0.5, segment=1, segment_count=3))
+    # a late event of segment 0 does not move the job back
+    worker_event(producer, job.job_id, stage_finished=events_pb2.StageFinished(stage=S.STAGE_DECODE, segment=0))
+    worker_event(producer, job.job_id, stage_started=events_pb2.StageStarted(stage=S.STAGE_ENCODE, segment=2))
+    for _ in range(100):
+        job = jobs.Get(gateway_pb2.GetJobRequest(job_id=job.job_id), timeout=5)
+        if job.stage == S.STAGE_ENCODE:
+            break
+        time.sleep(0.1)
+    # 2 steps of segment 0 + 1 of segment 1; eta: 1.5 s left in segment 1, then segment 2 at 0.5 + 1.5 s
+    assert (job.segment, job.stage, job.step, job.total_steps, job.eta_s) == (2, S.STAGE_ENCODE, 3, 6, 3.5)
 
 
 def test_failed_job_reports_its_reason(jobs, producer):

@@ -118,10 +118,17 @@ def test_multipart_image_idempotency_and_cancel(http_stack):
     png = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 40, 40)).save(png, format="PNG")
     form = {k: str(v) for k, v in TINY.items()} | {"num_inference_steps": "100"}  # long enough to cancel
+    form |= {"duration_s": "1", "shots": ["The cat bows.", "The cat leaves."]}  # a long video: 2 clips of 0.5 s
     files = {"input_reference": ("first.png", png.getvalue(), "image/png")}
     headers = {"Idempotency-Key": f"http-{time.time_ns()}"}
     first = http.post(f"{base}/v1/videos", data=form, files=files, headers=headers, timeout=30)
+    assert first.status_code == 400 and first.json()["error"]["param"] == "shots"  # 2 segments: 1 shot at most
+    form["shots"] = form["shots"][:1]
+    first = http.post(f"{base}/v1/videos", data=form, files=files, headers=headers, timeout=30)
     assert first.status_code == 201, first.text
+    video = first.json()
+    assert (video["duration_s"], video["shots"], video["segment_count"], video["total_steps"]) == \
+        (1.0, ["The cat bows."], 2, 200)
     again = http.post(f"{base}/v1/videos", data=form, files=files, headers=headers, timeout=30)
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
 
@@ -144,6 +151,7 @@ def test_multipart_image_idempotency_and_cancel(http_stack):
     ({"seconds": 0.75}, "seconds", {"num_frames": 7}),
     ({"seed": -1}, "seed", None),
     ({"prompt": " "}, "prompt", {"prompt": " "}),
+    ({"shots": ["a shot"]}, "shots", {"shots": ["a shot"]}),  # one clip: no segment for a shot
     ({"colour": "red"}, "colour", None),
 ])
 def test_bad_input_is_400_naming_the_field(http_stack, change, param, grpc_params):

@@ -107,7 +107,7 @@ def test_each_task_gets_its_own_adapter_in_any_order_and_after_a_resume(object_s
     interrupted = _task(object_store, b)
     with pytest.raises(JobCancelled):
         _video(handler, object_store, interrupted, cancel_after=1)
-    assert handler.newest_valid_checkpoint(interrupted.job_id, PARAMS["num_inference_steps"])[0] == 1
+    assert handler.newest_valid_checkpoint(interrupted, PARAMS["num_inference_steps"])[0] == 1
     assert torch.equal(_video(handler, object_store, _task(object_store, "")), alone[""])
     assert torch.equal(_video(handler, object_store, _task(object_store, a)), alone[a])
     assert torch.equal(_video(handler, object_store, interrupted), alone[b])

@@ -182,53 +182,74 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
     assert {"mova.enhance publish", "mova.encode publish", "mova.denoise publish", "mova.decode publish"} <= names
 
 
-# Every field of a request set (the image too); the other case leaves all but the prompt to the defaults.
+# Every field of a request set (the image too); the defaults case leaves all but the prompt to the defaults; the
+# long case is a 2-segment video (clips of 5 frames at 8 fps, 1 s = 9 frames) with a shot list.
 EVERY_FIELD = dict(negative_prompt="blurry, static", height=32, width=48, num_frames=9, fps=12.0,
                    num_inference_steps=3, guidance_scale=3.5, seed=1234, sync_guidance_scale=2.0,
                    audio_guidance_scale=2.5, audio_sync_guidance_scale=1.0)
+LONG = dict(height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=2, duration_s=1.0,
+            shots=["The lighthouse goes dark. Only the waves are heard."])
 _OPTION = {"negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
            "num_frames": "--num-frames", "fps": "--fps", "num_inference_steps": "--steps",
            "guidance_scale": "--guidance-scale", "seed": "--seed", "sync_guidance_scale": "--sync-guidance-scale",
-           "audio_guidance_scale": "--audio-guidance-scale", "audio_sync_guidance_scale": "--audio-sync-guidance-scale"}
+           "audio_guidance_scale": "--audio-guidance-scale", "audio_sync_guidance_scale": "--audio-sync-guidance-scale",
+           "duration_s": "--duration"}
 
 
-@pytest.mark.parametrize("every_field", [False, True], ids=["defaults", "every-field"])
-def test_stack_and_generate_give_the_same_bytes(local_stack, tmp_path, every_field):
+@pytest.mark.parametrize("case", ["defaults", "every-field", "long-with-shots"])
+def test_stack_and_generate_give_the_same_bytes(local_stack, tmp_path, capsys, case):
     from safetensors.torch import load_file
 
     from movakit.cli import main as mova
 
     cfg, addresses, stub = local_stack
-    fields, image = {}, b""
+    every_field, long = case == "every-field", case == "long-with-shots"
+    fields, image = LONG if long else {}, b""
     if every_field:
         fields = EVERY_FIELD
         frame = tmp_path / "frame.png"
         Image.effect_mandelbrot((80, 40), (-2.0, -1.0, 1.0, 1.0), 64).convert("RGB").save(frame)
         image = frame.read_bytes()
     prompt = "A lighthouse blinks at dusk. Waves crash softly."
-    job_id = stub.Submit(gateway_pb2.SubmitRequest(params=common_pb2.GenerationParams(prompt=prompt, **fields),
-                                                   image=image), timeout=30).job_id
+    options = [x for name, value in fields.items() if name not in ("seed", "shots") for x in (_OPTION[name], str(value))]
+    options += [x for shot in fields.get("shots", ()) for x in ("--shot", shot)]
+    if long:  # `mova submit --duration --shot`, as docs/long-videos.md shows it
+        capsys.readouterr()
+        assert mova(["submit", "--prompt", prompt, *options, "--gateway", addresses["gateway"],
+                     "--state-dir", str(cfg.state_dir), "--detach"]) == 0
+        job_id = capsys.readouterr().out.split()[0]
+    else:
+        job_id = stub.Submit(gateway_pb2.SubmitRequest(params=common_pb2.GenerationParams(prompt=prompt, **fields),
+                                                       image=image), timeout=30).job_id
     events = _watch(stub, job_id, timeout_s=300.0)
     assert events[-1].WhichOneof("kind") == "succeeded", events[-1]
     seed = stub.Get(gateway_pb2.GetJobRequest(job_id=job_id)).params.seed  # drawn by the gateway by default
 
     argv = ["generate", "--prompt", prompt, "--checkpoint", addresses["checkpoint"], "--device", "cpu",
-            "--dtype", "float32", "--output", str(tmp_path / "clip.mp4"),
-            "--save-latents", str(tmp_path / "latents.safetensors"), "--seed", str(seed)]
-    argv += [x for name, value in fields.items() if name != "seed" for x in (_OPTION[name], str(value))]
+            "--dtype", "float32", "--output", str(tmp_path / "clip.mp4"), "--seed", str(seed), *options]
     if every_field:
         argv += ["--image", str(tmp_path / "frame.png")]
+    if not long:  # (one clip's latents: `--save-latents` refuses a long video)
+        argv += ["--save-latents", str(tmp_path / "latents.safetensors")]
     assert mova(argv) == 0
 
     store = _store(cfg, addresses)
+    artifacts = {a.kind: a for a in events[-1].succeeded.artifacts}
+    assert store.get_bytes(artifacts["audio"].ref) == (tmp_path / "clip.wav").read_bytes()
+    assert store.get_bytes(artifacts["preview"].ref) == (tmp_path / "clip.png").read_bytes()
+    if long:  # two segments, each under its own key; the joined MP4 as `mova generate --duration` writes it
+        assert {k.split("/")[2] for k in store.list_keys(f"jobs/{job_id}/seg-")} == {"seg-0", "seg-1"}
+        mp4 = store.get_bytes(artifacts["video"].ref)
+        assert mp4 == (tmp_path / "clip.mp4").read_bytes()
+        (tmp_path / "stack.mp4").write_bytes(mp4)
+        info = probe(tmp_path / "stack.mp4")
+        assert info.num_frames == 9 and info.duration_s >= LONG["duration_s"]
+        return
     for kind in ("video", "audio"):  # the denoiser keeps the final latents of every job in S3
         ref = store.tensor_ref_at(f"jobs/{job_id}/denoise/{kind}_latents.safetensors")
         stack_latents = store.get_tensors(ref)[f"{kind}_latents"]
         local = load_file(str(tmp_path / "latents.safetensors"))[kind]
         assert torch.equal(stack_latents, local), f"{kind} latents differ: {(stack_latents - local).abs().max()}"
-    artifacts = {a.kind: a for a in events[-1].succeeded.artifacts}
-    assert store.get_bytes(artifacts["audio"].ref) == (tmp_path / "clip.wav").read_bytes()
-    assert store.get_bytes(artifacts["preview"].ref) == (tmp_path / "clip.png").read_bytes()
 
 
 def _settled_assignment(logs: dict[str, str], timeout_s: float = 60.0) -> dict[str, set[int]]:
@@ -313,6 +334,42 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
             c.close()
         producer.close()
     assert store._client.stat_object(cfg.bucket, latents_key).last_modified == before
+
+
+def test_a_long_video_resumes_the_segment_whose_denoiser_was_killed(local_stack):
+    """SIGKILL the denoiser while it runs segment 2 of a long video: the task is redelivered, resumes from segment
+    2's checkpoint, the job succeeds, and nothing of segment 1 runs again (its stages started once and its result
+    manifests were not rewritten)."""
+    cfg, addresses, stub = local_stack
+    job_id = _submit(stub, seed=13, num_inference_steps=12, duration_s=1.0)  # 2 segments of 5 frames at 8 fps
+    store = _store(cfg, addresses)
+    manifests = [f"jobs/{job_id}/seg-0/{stage}/result.pb" for stage in ("encode", "denoise", "decode")]
+    events, killed, written = [], None, {}
+    for event in stub.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=300):
+        events.append(event)
+        kind = event.WhichOneof("kind")
+        step = event.denoise_step
+        if kind == "denoise_step" and step.segment == 1 and step.step >= 2 and killed is None:
+            # step 1's checkpoint is written before step 2 begins
+            killed = next(e.stage_started.worker for e in reversed(events) if e.WhichOneof("kind") == "stage_started")
+            os.kill(next(e.pid for e in stack.read_state(cfg.state_dir)[1] if e.name == killed), signal.SIGKILL)
+            written = {key: store._client.stat_object(cfg.bucket, key).last_modified for key in manifests}
+        if kind in ("succeeded", "failed", "cancelled"):
+            break
+    assert killed is not None and events[-1].WhichOneof("kind") == "succeeded", events[-1]
+    stack.restart(cfg.state_dir, killed)  # back for the tests after this one
+
+    started = [(e.stage_started.segment, e.stage_started.stage) for e in events if e.WhichOneof("kind") == "stage_started"]
+    assert sorted(s for s in started if s[0] == 0) == [(0, common_pb2.STAGE_ENHANCE), (0, common_pb2.STAGE_ENCODE),
+                                                       (0, common_pb2.STAGE_DENOISE), (0, common_pb2.STAGE_DECODE)]
+    assert started.count((1, common_pb2.STAGE_DENOISE)) == 2, started  # the killed run and the redelivered one
+    again = [i for i, e in enumerate(events) if e.WhichOneof("kind") == "stage_started"
+             and (e.stage_started.segment, e.stage_started.stage) == (1, common_pb2.STAGE_DENOISE)][1]
+    steps = [e.denoise_step.step for e in events[again:] if e.WhichOneof("kind") == "denoise_step"]
+    assert steps[0] > 1 and steps[-1] == 12  # the redelivered run resumed from a checkpoint of segment 2
+    assert {key: store._client.stat_object(cfg.bucket, key).last_modified for key in manifests} == written
+    job = stub.Get(gateway_pb2.GetJobRequest(job_id=job_id))
+    assert (job.segment, job.segment_count, job.step, job.total_steps) == (1, 2, 24, 24)
 
 
 def test_cancel_stops_the_denoiser_at_the_next_step(local_stack):

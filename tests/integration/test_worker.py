@@ -144,8 +144,9 @@ def test_torn_manifest_is_not_trusted_and_the_stage_recomputes(worker_env):
     job = f"job-{uuid.uuid4().hex[:8]}"
     write_blob(store, "probe/blob", b"payload", "application/octet-stream")
     assert read_blob(store, "probe/blob") == b"payload"
-    store.put_bytes(manifest_key(job, "double"), b"MOVA-BLOB-1\n" + b"0" * 64 + b"\nxx", "application/x-protobuf")
-    mkafka.publish(env["producer"], env["inbox"], job, _task(store, job, 2.0))
+    task = _task(store, job, 2.0)
+    store.put_bytes(manifest_key(task, "double"), b"MOVA-BLOB-1\n" + b"0" * 64 + b"\nxx", "application/x-protobuf")
+    mkafka.publish(env["producer"], env["inbox"], job, task)
     (finished,) = _job_events(env, job, "stage_finished")
     assert finished.stage_finished.skipped is False
     assert env["handler"].runs == [job]

@@ -80,7 +80,7 @@ def test_resume_from_newest_valid_checkpoint_gives_the_uninterrupted_result(obje
     assert interrupted.steps == [1, 2, 3]
     # checkpoints after steps 1, 2 and 3; damage the newest: the resume must fall back to step 2
     store.put_bytes(f"jobs/{resumed_job}/denoise/checkpoint-0003.safetensors", b"torn", "application/octet-stream")
-    assert handler.newest_valid_checkpoint(resumed_job, 4)[0] == 2
+    assert handler.newest_valid_checkpoint(task_b, 4)[0] == 2
 
     resumed = Recorder(resumed_job)
     out_b = handler.run(task_b, resumed.ctx)

@@ -49,7 +49,7 @@ class LoraAdapter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "enhance_prompt", "lora", "priority", "sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "duration_s")
+    __slots__ = ("prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "enhance_prompt", "lora", "priority", "sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "duration_s", "shots")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class GenerationParams(_message.Message):
     AUDIO_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     AUDIO_SYNC_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    SHOTS_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     height: int
@@ -82,7 +83,8 @@ class GenerationParams(_message.Message):
     audio_guidance_scale: float
     audio_sync_guidance_scale: float
     duration_s: float
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., enhance_prompt: _Optional[bool] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., priority: _Optional[int] = ..., sync_guidance_scale: _Optional[float] = ..., audio_guidance_scale: _Optional[float] = ..., audio_sync_guidance_scale: _Optional[float] = ..., duration_s: _Optional[float] = ...) -> None: ...
+    shots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., enhance_prompt: _Optional[bool] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., priority: _Optional[int] = ..., sync_guidance_scale: _Optional[float] = ..., audio_guidance_scale: _Optional[float] = ..., audio_sync_guidance_scale: _Optional[float] = ..., duration_s: _Optional[float] = ..., shots: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TensorRef(_message.Message):
     __slots__ = ("bucket", "key", "sha256", "tensors", "size_bytes")
@@ -135,7 +137,7 @@ class Artifact(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., ref: _Optional[_Union[ObjectRef, _Mapping]] = ..., url: _Optional[str] = ..., url_expires_in_s: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "params", "idempotency_key", "input_image", "created_at", "updated_at", "stage", "step", "total_steps", "eta_s", "artifacts", "failure_reason", "effective_prompt", "cancel_requested", "tenant", "request_sha256", "cost_gpu_s")
+    __slots__ = ("job_id", "state", "params", "idempotency_key", "input_image", "created_at", "updated_at", "stage", "step", "total_steps", "eta_s", "artifacts", "failure_reason", "effective_prompt", "cancel_requested", "tenant", "request_sha256", "cost_gpu_s", "segment", "segment_count")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +156,8 @@ class Job(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SHA256_FIELD_NUMBER: _ClassVar[int]
     COST_GPU_S_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     params: GenerationParams
@@ -172,4 +176,6 @@ class Job(_message.Message):
     tenant: str
     request_sha256: str
     cost_gpu_s: float
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., input_image: _Optional[_Union[ObjectRef, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., eta_s: _Optional[float] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., failure_reason: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., tenant: _Optional[str] = ..., request_sha256: _Optional[str] = ..., cost_gpu_s: _Optional[float] = ...) -> None: ...
+    segment: int
+    segment_count: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., input_image: _Optional[_Union[ObjectRef, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., eta_s: _Optional[float] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., failure_reason: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., tenant: _Optional[str] = ..., request_sha256: _Optional[str] = ..., cost_gpu_s: _Optional[float] = ..., segment: _Optional[int] = ..., segment_count: _Optional[int] = ...) -> None: ...

@@ -26,15 +26,15 @@ from movakit.api.v1 import common_pb2 as movakit_dot_api_dot_v1_dot_common__pb2
 from movakit.api.v1 import events_pb2 as movakit_dot_api_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmovakit/api/v1/decoder.proto\x12\x0emovakit.api.v1\x1a\x1bmovakit/api/v1/common.proto\x1a\x1bmovakit/api/v1/events.proto\";\n\x0c\x44\x65\x63odeOutput\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.movakit.api.v1.Artifact2M\n\x07\x44\x65\x63oder\x12\x42\n\x06\x44\x65\x63ode\x12\x1a.movakit.api.v1.DecodeTask\x1a\x1c.movakit.api.v1.DecodeOutputb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmovakit/api/v1/decoder.proto\x12\x0emovakit.api.v1\x1a\x1bmovakit/api/v1/common.proto\x1a\x1bmovakit/api/v1/events.proto\"\x93\x01\n\x0c\x44\x65\x63odeOutput\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.movakit.api.v1.Artifact\x12\'\n\x04\x63lip\x18\x64 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12-\n\nlast_frame\x18\x65 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef2M\n\x07\x44\x65\x63oder\x12\x42\n\x06\x44\x65\x63ode\x12\x1a.movakit.api.v1.DecodeTask\x1a\x1c.movakit.api.v1.DecodeOutputb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'movakit.api.v1.decoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECODEOUTPUT']._serialized_start=106
-  _globals['_DECODEOUTPUT']._serialized_end=165
-  _globals['_DECODER']._serialized_start=167
-  _globals['_DECODER']._serialized_end=244
+  _globals['_DECODEOUTPUT']._serialized_start=107
+  _globals['_DECODEOUTPUT']._serialized_end=254
+  _globals['_DECODER']._serialized_start=256
+  _globals['_DECODER']._serialized_end=333
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,11 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class DecodeOutput(_message.Message):
-    __slots__ = ("artifacts",)
+    __slots__ = ("artifacts", "clip", "last_frame")
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    LAST_FRAME_FIELD_NUMBER: _ClassVar[int]
     artifacts: _containers.RepeatedCompositeFieldContainer[_common_pb2.Artifact]
-    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ...) -> None: ...
+    clip: _common_pb2.TensorRef
+    last_frame: _common_pb2.ObjectRef
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[_common_pb2.Artifact, _Mapping]]] = ..., clip: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., last_frame: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ...) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from movakit.api.v1 import common_pb2 as movakit_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmovakit/api/v1/events.proto\x12\x0emovakit.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmovakit/api/v1/common.proto\"\x89\x01\n\x0b\x45nhanceTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12(\n\x05image\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef\x12\x0e\n\x06tenant\x18\x14 \x01(\t\"\x98\x01\n\nEncodeTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12(\n\x05image\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x14 \x01(\t\"\xe6\x01\n\x0b\x44\x65noiseTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x33\n\x10negative_context\x18\x04 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12$\n\x01y\x18\x05 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x0e\n\x06tenant\x18\x14 \x01(\t\"\xb2\x01\n\nDecodeTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12\x30\n\rvideo_latents\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x30\n\raudio_latents\x18\x04 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\"*\n\x06Queued\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\"D\n\x0cStageStarted\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x0e\n\x06worker\x18\x02 \x01(\t\"Z\n\rStageFinished\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x12\n\nduration_s\x18\x02 \x01(\x02\x12\x0f\n\x07skipped\x18\x03 \x01(\x08\"\\\n\x0b\x44\x65noiseStep\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05\x65ta_s\x18\x03 \x01(\x02\x12\x11\n\telapsed_s\x18\x04 \x01(\x02\x12\x0e\n\x06\x65xpert\x18\x05 \x01(\t\"r\n\x0ePromptEnhanced\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0foriginal_prompt\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x03(\t\"8\n\tSucceeded\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.movakit.api.v1.Artifact\">\n\x06\x46\x61iled\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x11\n\x0f\x43\x61ncelRequested\"1\n\tCancelled\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\"\xad\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.movakit.api.v1.QueuedH\x00\x12\x35\n\rstage_started\x18\x0b \x01(\x0b\x32\x1c.movakit.api.v1.StageStartedH\x00\x12\x37\n\x0estage_finished\x18\x0c \x01(\x0b\x32\x1d.movakit.api.v1.StageFinishedH\x00\x12\x33\n\x0c\x64\x65noise_step\x18\r \x01(\x0b\x32\x1b.movakit.api.v1.DenoiseStepH\x00\x12.\n\tsucceeded\x18\x0e \x01(\x0b\x32\x19.movakit.api.v1.SucceededH\x00\x12(\n\x06\x66\x61iled\x18\x0f \x01(\x0b\x32\x16.movakit.api.v1.FailedH\x00\x12.\n\tcancelled\x18\x10 \x01(\x0b\x32\x19.movakit.api.v1.CancelledH\x00\x12\x39\n\x0fprompt_enhanced\x18\x11 \x01(\x0b\x32\x1e.movakit.api.v1.PromptEnhancedH\x00\x12;\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x0b\x32\x1f.movakit.api.v1.CancelRequestedH\x00\x42\x06\n\x04kind\"-\n\tJobRecord\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\"Y\n\x0b\x41rchivedJob\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.movakit.api.v1.JobEvent\"\x80\x01\n\nDeadLetter\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07service\x18\x07 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bmovakit/api/v1/events.proto\x12\x0emovakit.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmovakit/api/v1/common.proto\"\x89\x01\n\x0b\x45nhanceTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12(\n\x05image\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef\x12\x0e\n\x06tenant\x18\x14 \x01(\t\"\xc2\x01\n\nEncodeTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12(\n\x05image\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.ObjectRef\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x0e\n\x06tenant\x18\x14 \x01(\t\x12(\n\x07segment\x18\x64 \x01(\x0b\x32\x17.movakit.api.v1.Segment\"\x90\x02\n\x0b\x44\x65noiseTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x33\n\x10negative_context\x18\x04 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12$\n\x01y\x18\x05 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x0e\n\x06tenant\x18\x14 \x01(\t\x12(\n\x07segment\x18\x64 \x01(\x0b\x32\x17.movakit.api.v1.Segment\"\xec\x01\n\nDecodeTask\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x06params\x18\x02 \x01(\x0b\x32 .movakit.api.v1.GenerationParams\x12\x30\n\rvideo_latents\x18\x03 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12\x30\n\raudio_latents\x18\x04 \x01(\x0b\x32\x19.movakit.api.v1.TensorRef\x12(\n\x07segment\x18\x64 \x01(\x0b\x32\x17.movakit.api.v1.Segment\x12\x0e\n\x06tenant\x18\x65 \x01(\t\"=\n\x07Segment\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x14\n\x0c\x66irst_prompt\x18\x03 \x01(\t\"*\n\x06Queued\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\"U\n\x0cStageStarted\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x0f\n\x07segment\x18\x64 \x01(\r\"k\n\rStageFinished\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x12\n\nduration_s\x18\x02 \x01(\x02\x12\x0f\n\x07skipped\x18\x03 \x01(\x08\x12\x0f\n\x07segment\x18\x64 \x01(\r\"\x84\x01\n\x0b\x44\x65noiseStep\x12\x0c\n\x04step\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\r\x12\r\n\x05\x65ta_s\x18\x03 \x01(\x02\x12\x11\n\telapsed_s\x18\x04 \x01(\x02\x12\x0e\n\x06\x65xpert\x18\x05 \x01(\t\x12\x0f\n\x07segment\x18\x64 \x01(\r\x12\x15\n\rsegment_count\x18\x65 \x01(\r\"r\n\x0ePromptEnhanced\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0foriginal_prompt\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12\r\n\x05notes\x18\x05 \x03(\t\"8\n\tSucceeded\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.movakit.api.v1.Artifact\">\n\x06\x46\x61iled\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x11\n\x0f\x43\x61ncelRequested\"1\n\tCancelled\x12$\n\x05stage\x18\x01 \x01(\x0e\x32\x15.movakit.api.v1.Stage\"\xad\x04\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x06queued\x18\n \x01(\x0b\x32\x16.movakit.api.v1.QueuedH\x00\x12\x35\n\rstage_started\x18\x0b \x01(\x0b\x32\x1c.movakit.api.v1.StageStartedH\x00\x12\x37\n\x0estage_finished\x18\x0c \x01(\x0b\x32\x1d.movakit.api.v1.StageFinishedH\x00\x12\x33\n\x0c\x64\x65noise_step\x18\r \x01(\x0b\x32\x1b.movakit.api.v1.DenoiseStepH\x00\x12.\n\tsucceeded\x18\x0e \x01(\x0b\x32\x19.movakit.api.v1.SucceededH\x00\x12(\n\x06\x66\x61iled\x18\x0f \x01(\x0b\x32\x16.movakit.api.v1.FailedH\x00\x12.\n\tcancelled\x18\x10 \x01(\x0b\x32\x19.movakit.api.v1.CancelledH\x00\x12\x39\n\x0fprompt_enhanced\x18\x11 \x01(\x0b\x32\x1e.movakit.api.v1.PromptEnhancedH\x00\x12;\n\x10\x63\x61ncel_requested\x18\x12 \x01(\x0b\x32\x1f.movakit.api.v1.CancelRequestedH\x00\x42\x06\n\x04kind\"-\n\tJobRecord\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\"Y\n\x0b\x41rchivedJob\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.movakit.api.v1.Job\x12(\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x18.movakit.api.v1.JobEvent\"\x80\x01\n\nDeadLetter\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07service\x18\x07 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENHANCETASK']._serialized_start=110
   _globals['_ENHANCETASK']._serialized_end=247
   _globals['_ENCODETASK']._serialized_start=250
-  _globals['_ENCODETASK']._serialized_end=402
-  _globals['_DENOISETASK']._serialized_start=405
-  _globals['_DENOISETASK']._serialized_end=635
-  _globals['_DECODETASK']._serialized_start=638
-  _globals['_DECODETASK']._serialized_end=816
-  _globals['_QUEUED']._serialized_start=818
-  _globals['_QUEUED']._serialized_end=860
-  _globals['_STAGESTARTED']._serialized_start=862
-  _globals['_STAGESTARTED']._serialized_end=930
-  _globals['_STAGEFINISHED']._serialized_start=932
-  _globals['_STAGEFINISHED']._serialized_end=1022
-  _globals['_DENOISESTEP']._serialized_start=1024
-  _globals['_DENOISESTEP']._serialized_end=1116
-  _globals['_PROMPTENHANCED']._serialized_start=1118
-  _globals['_PROMPTENHANCED']._serialized_end=1232
-  _globals['_SUCCEEDED']._serialized_start=1234
-  _globals['_SUCCEEDED']._serialized_end=1290
-  _globals['_FAILED']._serialized_start=1292
-  _globals['_FAILED']._serialized_end=1354
-  _globals['_CANCELREQUESTED']._serialized_start=1356
-  _globals['_CANCELREQUESTED']._serialized_end=1373
-  _globals['_CANCELLED']._serialized_start=1375
-  _globals['_CANCELLED']._serialized_end=1424
-  _globals['_JOBEVENT']._serialized_start=1427
-  _globals['_JOBEVENT']._serialized_end=1984
-  _globals['_JOBRECORD']._serialized_start=1986
-  _globals['_JOBRECORD']._serialized_end=2031
-  _globals['_ARCHIVEDJOB']._serialized_start=2033
-  _globals['_ARCHIVEDJOB']._serialized_end=2122
-  _globals['_DEADLETTER']._serialized_start=2125
-  _globals['_DEADLETTER']._serialized_end=2253
+  _globals['_ENCODETASK']._serialized_end=444
+  _globals['_DENOISETASK']._serialized_start=447
+  _globals['_DENOISETASK']._serialized_end=719
+  _globals['_DECODETASK']._serialized_start=722
+  _globals['_DECODETASK']._serialized_end=958
+  _globals['_SEGMENT']._serialized_start=960
+  _globals['_SEGMENT']._serialized_end=1021
+  _globals['_QUEUED']._serialized_start=1023
+  _globals['_QUEUED']._serialized_end=1065
+  _globals['_STAGESTARTED']._serialized_start=1067
+  _globals['_STAGESTARTED']._serialized_end=1152
+  _globals['_STAGEFINISHED']._serialized_start=1154
+  _globals['_STAGEFINISHED']._serialized_end=1261
+  _globals['_DENOISESTEP']._serialized_start=1264
+  _globals['_DENOISESTEP']._serialized_end=1396
+  _globals['_PROMPTENHANCED']._serialized_start=1398
+  _globals['_PROMPTENHANCED']._serialized_end=1512
+  _globals['_SUCCEEDED']._serialized_start=1514
+  _globals['_SUCCEEDED']._serialized_end=1570
+  _globals['_FAILED']._serialized_start=1572
+  _globals['_FAILED']._serialized_end=1634
+  _globals['_CANCELREQUESTED']._serialized_start=1636
+  _globals['_CANCELREQUESTED']._serialized_end=1653
+  _globals['_CANCELLED']._serialized_start=1655
+  _globals['_CANCELLED']._serialized_end=1704
+  _globals['_JOBEVENT']._serialized_start=1707
+  _globals['_JOBEVENT']._serialized_end=2264
+  _globals['_JOBRECORD']._serialized_start=2266
+  _globals['_JOBRECORD']._serialized_end=2311
+  _globals['_ARCHIVEDJOB']._serialized_start=2313
+  _globals['_ARCHIVEDJOB']._serialized_end=2402
+  _globals['_DEADLETTER']._serialized_start=2405
+  _globals['_DEADLETTER']._serialized_end=2533
 # @@protoc_insertion_point(module_scope)

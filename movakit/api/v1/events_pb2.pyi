@@ -23,46 +23,64 @@ class EnhanceTask(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class EncodeTask(_message.Message):
-    __slots__ = ("job_id", "params", "image", "prompt", "tenant")
+    __slots__ = ("job_id", "params", "image", "prompt", "tenant", "segment")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     image: _common_pb2.ObjectRef
     prompt: str
     tenant: str
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., prompt: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    segment: Segment
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ObjectRef, _Mapping]] = ..., prompt: _Optional[str] = ..., tenant: _Optional[str] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
 
 class DenoiseTask(_message.Message):
-    __slots__ = ("job_id", "params", "context", "negative_context", "y", "tenant")
+    __slots__ = ("job_id", "params", "context", "negative_context", "y", "tenant", "segment")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     context: _common_pb2.TensorRef
     negative_context: _common_pb2.TensorRef
     y: _common_pb2.TensorRef
     tenant: str
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., negative_context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., y: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    segment: Segment
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., negative_context: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., y: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., tenant: _Optional[str] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ...) -> None: ...
 
 class DecodeTask(_message.Message):
-    __slots__ = ("job_id", "params", "video_latents", "audio_latents")
+    __slots__ = ("job_id", "params", "video_latents", "audio_latents", "segment", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     VIDEO_LATENTS_FIELD_NUMBER: _ClassVar[int]
     AUDIO_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     params: _common_pb2.GenerationParams
     video_latents: _common_pb2.TensorRef
     audio_latents: _common_pb2.TensorRef
-    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., video_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., audio_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ...) -> None: ...
+    segment: Segment
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., video_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., audio_latents: _Optional[_Union[_common_pb2.TensorRef, _Mapping]] = ..., segment: _Optional[_Union[Segment, _Mapping]] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class Segment(_message.Message):
+    __slots__ = ("index", "count", "first_prompt")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    count: int
+    first_prompt: str
+    def __init__(self, index: _Optional[int] = ..., count: _Optional[int] = ..., first_prompt: _Optional[str] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("job",)
@@ -71,36 +89,44 @@ class Queued(_message.Message):
     def __init__(self, job: _Optional[_Union[_common_pb2.Job, _Mapping]] = ...) -> None: ...
 
 class StageStarted(_message.Message):
-    __slots__ = ("stage", "worker")
+    __slots__ = ("stage", "worker", "segment")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     stage: _common_pb2.Stage
     worker: str
-    def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., worker: _Optional[str] = ...) -> None: ...
+    segment: int
+    def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., worker: _Optional[str] = ..., segment: _Optional[int] = ...) -> None: ...
 
 class StageFinished(_message.Message):
-    __slots__ = ("stage", "duration_s", "skipped")
+    __slots__ = ("stage", "duration_s", "skipped", "segment")
     STAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
     stage: _common_pb2.Stage
     duration_s: float
     skipped: bool
-    def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., duration_s: _Optional[float] = ..., skipped: _Optional[bool] = ...) -> None: ...
+    segment: int
+    def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ..., duration_s: _Optional[float] = ..., skipped: _Optional[bool] = ..., segment: _Optional[int] = ...) -> None: ...
 
 class DenoiseStep(_message.Message):
-    __slots__ = ("step", "total", "eta_s", "elapsed_s", "expert")
+    __slots__ = ("step", "total", "eta_s", "elapsed_s", "expert", "segment", "segment_count")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ETA_S_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     EXPERT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
     step: int
     total: int
     eta_s: float
     elapsed_s: float
     expert: str
-    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., eta_s: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., expert: _Optional[str] = ...) -> None: ...
+    segment: int
+    segment_count: int
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., eta_s: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., expert: _Optional[str] = ..., segment: _Optional[int] = ..., segment_count: _Optional[int] = ...) -> None: ...
 
 class PromptEnhanced(_message.Message):
     __slots__ = ("prompt", "original_prompt", "backend", "fallback_reason", "notes")

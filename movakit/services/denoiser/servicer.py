@@ -7,7 +7,9 @@ that publishes a progress event per step, writes a checkpoint every K steps and 
 video_latents and audio_latents under jobs/<job>/denoise/. The sampler is deterministic after its seeded initial
 noise, so a resumed run ends with the same latents as an uninterrupted one. A task naming a LoRA adapter
 (params.lora, looked up in the adapters of the task's tenant) runs with it attached, unmerged, for its own denoise
-only (movakit.lora.cache.AdapterCache).
+only (movakit.lora.cache.AdapterCache). A long video's segment k is denoised with its own seed
+(movakit.long_video.segment_request) and keeps its checkpoints and latents under jobs/<job>/seg-<k>/denoise/, so a
+crash resumes that segment alone.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from google.protobuf import json_format
 from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
 from movakit.lora.cache import AdapterCache
 from movakit.runtime.metrics import DENOISE_STEP_DURATION
-from movakit.runtime.object_store import ObjectStore, job_key
+from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
-from movakit.runtime.tasks import TaskContext, read_blob, write_blob
+from movakit.runtime.tasks import TaskContext, read_blob, stage_key, write_blob
+from movakit.long_video import segment_request
 from movakit.model_rules import ModelRules
 from movakit.request import from_proto
 from movakit.stages.denoise import StepInfo, denoise, denoise_request
@@ -35,8 +38,8 @@ _EXPERT_NAMES = {"video_dit": "high_noise", "video_dit_2": "low_noise"}
 log = logging.getLogger("movakit.denoiser")
 
 
-def checkpoint_index_key(job_id: str) -> str:
-    return job_key(job_id, "denoise", "checkpoints.json")
+def checkpoint_index_key(task: events_pb2.DenoiseTask) -> str:
+    return stage_key(task, "denoise", "checkpoints.json")
 
 
 class DenoiseHandler:
@@ -61,26 +64,28 @@ class DenoiseHandler:
         self.cfg_batch = cfg_batch
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
-    def _checkpoints(self, job_id: str) -> list[tuple[int, common_pb2.TensorRef]]:
-        data = read_blob(self.store, checkpoint_index_key(job_id))
+    def _checkpoints(self, task: events_pb2.DenoiseTask) -> list[tuple[int, common_pb2.TensorRef]]:
+        data = read_blob(self.store, checkpoint_index_key(task))
         if data is None:
             return []
         entries = json.loads(data)["checkpoints"]
         return [(int(e["step"]), json_format.ParseDict(e["ref"], common_pb2.TensorRef())) for e in entries]
 
-    def _write_checkpoint(self, job_id: str, info: StepInfo, known: list[tuple[int, common_pb2.TensorRef]]) -> None:
-        ref = self.store.put_tensors(job_key(job_id, "denoise", f"checkpoint-{info.step:04d}.safetensors"), {
+    def _write_checkpoint(self, task: events_pb2.DenoiseTask, info: StepInfo,
+                          known: list[tuple[int, common_pb2.TensorRef]]) -> None:
+        ref = self.store.put_tensors(stage_key(task, "denoise", f"checkpoint-{info.step:04d}.safetensors"), {
             "video_latents": info.video_latents.detach().float().cpu().contiguous(),
             "audio_latents": info.audio_latents.detach().float().cpu().contiguous(),
             "step": torch.tensor([info.step], dtype=torch.int64),
         })
         known.append((info.step, ref))
         index = {"checkpoints": [{"step": s, "ref": json_format.MessageToDict(r)} for s, r in known]}
-        write_blob(self.store, checkpoint_index_key(job_id), json.dumps(index).encode(), "application/json")
+        write_blob(self.store, checkpoint_index_key(task), json.dumps(index).encode(), "application/json")
 
-    def newest_valid_checkpoint(self, job_id: str, total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
-        """(step, tensors) of the newest checkpoint whose file verifies, or None."""
-        return self._newest_valid(job_id, self._checkpoints(job_id), total)
+    def newest_valid_checkpoint(self, task: events_pb2.DenoiseTask,
+                                total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(step, tensors) of the newest checkpoint of `task` whose file verifies, or None."""
+        return self._newest_valid(task.job_id, self._checkpoints(task), total)
 
     def _newest_valid(self, job_id: str, known: list[tuple[int, common_pb2.TensorRef]],
                       total: int) -> tuple[int, dict[str, torch.Tensor]] | None:
@@ -101,6 +106,9 @@ class DenoiseHandler:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
         req = from_proto(task.params)
+        segment = task.segment if task.HasField("segment") else None
+        if segment is not None:  # segment k of a long video: its own seed
+            req = segment_request(req.require_resolved(), segment.index, segment.first_prompt)
         if req.lora_name and not task.tenant:  # adapters are per tenant: whose this name is must be known
             raise ValueError("tenant: a task naming params.lora.name must carry its job's tenant")
         encoded = EncodeResult(context=self.store.get_tensors(task.context)["context"],
@@ -108,7 +116,7 @@ class DenoiseHandler:
                                y=self.store.get_tensors(task.y)["y"])
         req.require_resolved()
         total = req.num_inference_steps
-        known = self._checkpoints(task.job_id)  # the index is read once per task
+        known = self._checkpoints(task)  # the index is read once per task
         resume = self._newest_valid(task.job_id, known, total)
         start_step, video_noise, audio_noise = 0, None, None
         if resume is None:
@@ -127,9 +135,11 @@ class DenoiseHandler:
                                          {"expert": _EXPERT_NAMES.get(info.expert, info.expert)})
             ctx.emit(ctx.event(denoise_step=events_pb2.DenoiseStep(
                 step=info.step, total=info.total, eta_s=info.eta_s, elapsed_s=info.elapsed_s,
-                expert=_EXPERT_NAMES.get(info.expert, info.expert))))
+                expert=_EXPERT_NAMES.get(info.expert, info.expert),
+                segment=segment.index if segment is not None else 0,
+                segment_count=segment.count if segment is not None else 0)))
             if self.checkpoint_every and info.step % self.checkpoint_every == 0 and info.step < info.total:
-                self._write_checkpoint(task.job_id, info, known)
+                self._write_checkpoint(task, info, known)
             ctx.check_cancel()
             step_began = time.perf_counter()
 
@@ -138,9 +148,9 @@ class DenoiseHandler:
                                                           audio_noise=audio_noise, start_step=start_step),
                              on_step=on_step, cfg_batch=self.cfg_batch)
         return denoiser_pb2.DenoiseOutput(
-            video_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "video_latents.safetensors"),
+            video_latents=self.store.put_tensors(stage_key(task, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),
-            audio_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "audio_latents.safetensors"),
+            audio_latents=self.store.put_tensors(stage_key(task, "denoise", "audio_latents.safetensors"),
                                                  {"audio_latents": result.audio_latents}),
         )
 
@@ -148,5 +158,8 @@ class DenoiseHandler:
         return store.exists(output.video_latents) and store.exists(output.audio_latents)
 
     def follow_up(self, task, output, source):  # noqa: ARG002
-        return events_pb2.DecodeTask(job_id=task.job_id, params=task.params, video_latents=output.video_latents,
-                                     audio_latents=output.audio_latents), []
+        next_task = events_pb2.DecodeTask(job_id=task.job_id, params=task.params, video_latents=output.video_latents,
+                                          audio_latents=output.audio_latents, tenant=task.tenant)
+        if task.HasField("segment"):
+            next_task.segment.CopyFrom(task.segment)
+        return next_task, []

@@ -2,15 +2,16 @@
 
 `EncodeHandler` is the stage as the Kafka worker and the direct RPC run it: read the optional first-frame image
 from S3 (sha256 verified), run `movakit.stages.encode.encode`, store context / negative_context / y as one
-safetensors file each, and hand the refs to the denoiser.
+safetensors file each, and hand the refs to the denoiser. A long video's segment k is encoded the same way from
+the task's prompt and image (the decoder of segment k - 1 set both), under jobs/<job>/seg-<k>/encode/.
 """
 
 from __future__ import annotations
 
 from movakit.api.v1 import common_pb2, encoder_pb2, events_pb2
-from movakit.runtime.object_store import ObjectStore, job_key
+from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
-from movakit.runtime.tasks import TaskContext
+from movakit.runtime.tasks import TaskContext, stage_key
 from movakit.request import from_proto
 from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import open_first_frame
@@ -42,17 +43,19 @@ class EncodeHandler:
         result = encode(self.models, encode_request(from_proto(task.params), task.prompt, image))
         ctx.check_cancel()
         return encoder_pb2.EncodeOutput(
-            context=self.store.put_tensors(job_key(task.job_id, "encode", "context.safetensors"),
+            context=self.store.put_tensors(stage_key(task, "encode", "context.safetensors"),
                                            {"context": result.context}),
-            negative_context=self.store.put_tensors(job_key(task.job_id, "encode", "negative_context.safetensors"),
+            negative_context=self.store.put_tensors(stage_key(task, "encode", "negative_context.safetensors"),
                                                     {"negative_context": result.negative_context}),
-            y=self.store.put_tensors(job_key(task.job_id, "encode", "y.safetensors"), {"y": result.y}),
+            y=self.store.put_tensors(stage_key(task, "encode", "y.safetensors"), {"y": result.y}),
         )
 
     def outputs_valid(self, store: ObjectStore, output: encoder_pb2.EncodeOutput) -> bool:
         return all(store.exists(ref) for ref in (output.context, output.negative_context, output.y))
 
     def follow_up(self, task, output, source):  # noqa: ARG002
-        return events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
-                                      negative_context=output.negative_context, y=output.y,
-                                      tenant=task.tenant), []
+        next_task = events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
+                                           negative_context=output.negative_context, y=output.y, tenant=task.tenant)
+        if task.HasField("segment"):
+            next_task.segment.CopyFrom(task.segment)
+        return next_task, []

@@ -75,6 +75,8 @@ class VideoCreate(BaseModel):
     negative_prompt: str = ""
     size: str | None = None  # "WIDTHxHEIGHT" as OpenAI writes it, e.g. "640x352"
     seconds: float | None = None  # clip length; num_frames = seconds * fps + 1
+    duration_s: float | None = None  # a long video: clips of `seconds` made one after another (docs/long-videos.md)
+    shots: list[str] | None = None  # a long video's prompts of segments 1, 2, ... (multipart: the field repeated)
     fps: float | None = None
     seed: int | None = None
     guidance_scale: float | None = None
@@ -97,7 +99,7 @@ def _params(body: VideoCreate) -> common_pb2.GenerationParams:
         "guidance_scale": body.guidance_scale, "sync_guidance_scale": body.sync_guidance_scale,
         "audio_guidance_scale": body.audio_guidance_scale, "audio_sync_guidance_scale": body.audio_sync_guidance_scale,
         "num_inference_steps": body.num_inference_steps,
-        "enhance_prompt": body.enhance_prompt, "priority": body.priority,
+        "enhance_prompt": body.enhance_prompt, "priority": body.priority, "duration_s": body.duration_s,
     }
     if body.size is not None:
         match = _SIZE.match(body.size)
@@ -119,6 +121,7 @@ def _params(body: VideoCreate) -> common_pb2.GenerationParams:
         except (ValueError, TypeError) as exc:
             field = {"width": "size", "height": "size", "num_frames": "seconds"}.get(name, name)
             raise HttpError(400, f"{field}: {value!r} is out of range ({exc})", param=field) from None
+    params.shots.extend(body.shots or ())
     if body.lora is not None:
         params.lora.name = body.lora
         if body.lora_scale is not None:
@@ -151,17 +154,22 @@ def video_object(job: common_pb2.Job) -> dict[str, object]:
            for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale")},
         "stage": common_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower(), "step": job.step,
         "total_steps": job.total_steps, "eta_s": job.eta_s, "cancel_requested": job.cancel_requested,
+        "duration_s": p.duration_s, "shots": list(p.shots), "segment": job.segment, "segment_count": job.segment_count,
         "error": {"code": "generation_failed", "message": job.failure_reason}
         if job.state == common_pb2.JOB_STATE_FAILED else None,
     }
 
 
 def progress(job: common_pb2.Job) -> int:
-    """0..100: the share of the stages done, the denoise stage counted step by step; 100 only once succeeded."""
+    """0..100: the share of the stages done, the denoise stage counted step by step; 100 only once succeeded.
+    A long video: from the end of enhance to the end of decode, filled by the steps of all its segments."""
     if job.state == common_pb2.JOB_STATE_SUCCEEDED:
         return 100
     if job.state == common_pb2.JOB_STATE_QUEUED:
         return 0
+    if job.segment_count and job.total_steps and job.stage >= common_pb2.STAGE_ENCODE:
+        start, end = _STAGE_END[common_pb2.STAGE_ENHANCE], _STAGE_END[common_pb2.STAGE_DECODE]
+        return start + (end - start) * job.step // job.total_steps
     if job.stage == common_pb2.STAGE_DENOISE and job.total_steps:
         start, end = _STAGE_END[common_pb2.STAGE_ENCODE], _STAGE_END[common_pb2.STAGE_DENOISE]
         return start + (end - start) * job.step // job.total_steps
@@ -280,6 +288,8 @@ async def _read_body(request: Request) -> tuple[dict[str, object], bytes | None]
                 if name != "input_reference":
                     raise HttpError(400, f"{name}: only input_reference may be a file", param=name)
                 image = await value.read()
+            elif name == "shots":  # the repeated field: one form field per shot
+                fields.setdefault(name, []).append(value)
             else:
                 fields[name] = value
         return fields, image

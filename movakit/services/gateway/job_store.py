@@ -3,8 +3,10 @@ histories and the idempotency index (per tenant), in memory (older finished jobs
 
 It is rebuilt at startup from the compacted mova.job-state topic (the latest JobRecord per job) and then from
 mova.events read from the beginning. Applying an event is monotone, so replaying old events over a newer
-snapshot never moves a job backwards: a finished job stays finished, the step count only grows, and
-CANCELLING only ends in a terminal state.
+snapshot never moves a job backwards: a finished job stays finished, the step count only grows, the (segment,
+stage) pair only advances, and CANCELLING only ends in a terminal state. A long video's progress covers all its
+segments: step = segment × steps + the step within the segment, and the ETA adds to the segment's own the
+remaining segments at this segment's denoise time (elapsed + eta; their encode and decode are not counted).
 """
 
 from __future__ import annotations
@@ -241,20 +243,26 @@ def _fold(job: common_pb2.Job, event: events_pb2.JobEvent) -> None:
         if job.state == common_pb2.JOB_STATE_UNSPECIFIED:
             job.state = common_pb2.JOB_STATE_QUEUED
     elif kind in ("stage_started", "stage_finished"):
-        stage = getattr(event, kind).stage
-        if stage >= job.stage:
-            job.stage = stage
+        info = getattr(event, kind)
+        _advance(job, info.segment, info.stage)
         if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
             job.state = common_pb2.JOB_STATE_RUNNING
     elif kind == "denoise_step":
         step = event.denoise_step
-        if step.step >= job.step:
-            job.step = step.step
-            job.total_steps = step.total
-            job.eta_s = step.eta_s
-        if job.stage < common_pb2.STAGE_DENOISE:
-            job.stage = common_pb2.STAGE_DENOISE
+        count = max(step.segment_count, 1)
+        done = step.segment * step.total + step.step  # steps of all segments so far
+        if done >= job.step:
+            job.step = done
+            job.total_steps = count * step.total
+            job.eta_s = step.eta_s + (count - 1 - step.segment) * (step.elapsed_s + step.eta_s)
+        _advance(job, step.segment, common_pb2.STAGE_DENOISE)
         if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
             job.state = common_pb2.JOB_STATE_RUNNING
     elif kind == "prompt_enhanced":
         job.effective_prompt = event.prompt_enhanced.prompt
+
+
+def _advance(job: common_pb2.Job, segment: int, stage: int) -> None:
+    """Moves the job to (segment, stage) unless it is already further (segments first, then stages)."""
+    if (segment, stage) >= (job.segment, job.stage):
+        job.segment, job.stage = segment, stage

@@ -70,9 +70,6 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         try:  # the same contract as `mova generate`: defaults filled (seed drawn), then every field checked
             req = contract.resolve(contract.from_proto(request.params), self._rules)
             params = contract.to_proto(contract.validate(req, self._rules))
-            if segment_plan(req) is not None:
-                raise contract.InvalidArgument("duration_s", contract.long_video_not_in_stack(
-                    req.duration_s, req.num_frames / req.fps))
         except contract.InvalidArgument as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"params.{exc}")
         try:
@@ -91,6 +88,8 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
                               f"params.lora.name: no adapter {params.lora.name!r} in the registry (mova adapters list)")
 
         digest = admission.request_sha256(request, params)
+        plan = segment_plan(req)  # a long video: its segments run one after another (docs/stack.md#long-videos)
+        segments = plan.count if plan is not None else 0
         cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step)
         if cost > min(self._admission.tenant_max_gpu_s, self._admission.max_queued_gpu_s):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -112,7 +111,8 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             if refusal is not None:
                 admission.abort_exhausted(context, refusal)
             try:
-                job = self._create(params, request, content_type, tenant=tenant, digest=digest, cost=cost)
+                job = self._create(params, request, content_type, tenant=tenant, digest=digest, cost=cost,
+                                   segments=segments)
             except (KafkaError, S3Error, OSError) as exc:
                 log.exception("submit failed")
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {type(exc).__name__}: {exc}")
@@ -120,14 +120,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         return gateway_pb2.SubmitResponse(job_id=job.job_id, existing=False, job=job)
 
     def _create(self, params: common_pb2.GenerationParams, request: gateway_pb2.SubmitRequest, content_type: str,
-                *, tenant: str, digest: str, cost: float) -> common_pb2.Job:
+                *, tenant: str, digest: str, cost: float, segments: int) -> common_pb2.Job:
         job_id = uuid.uuid4().hex
         now = _now()
         job = common_pb2.Job(
             job_id=job_id, state=common_pb2.JOB_STATE_QUEUED, params=params,
             idempotency_key=request.idempotency_key, created_at=now, updated_at=now,
-            stage=common_pb2.STAGE_ENHANCE, total_steps=params.num_inference_steps, effective_prompt=params.prompt,
-            tenant=tenant, request_sha256=digest, cost_gpu_s=cost,
+            stage=common_pb2.STAGE_ENHANCE, total_steps=params.num_inference_steps * max(segments, 1),
+            effective_prompt=params.prompt, tenant=tenant, request_sha256=digest, cost_gpu_s=cost,
+            segment_count=segments,
         )
         if request.image:
             key = job_key(job_id, "input", f"image.{_IMAGE_SUFFIX[content_type]}")

@@ -5,6 +5,8 @@
 The result (the prompt actually used, the backend, any fallback reason and the enhancer's notes) is recorded in jobs/<job>/enhance/result.pb
 and announced with a `prompt_enhanced` event. For a text-only job, when MOVA_FIRST_FRAME_* names an image-generation
 endpoint, the first frame is drawn from the enhanced prompt here and handed to the encoder as the job's image.
+The enhancer runs once per job: for a long video its EncodeTask starts segment 0, whose prompt (the one this stage
+returns) the later segments without a shot reuse.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from movakit.runtime.object_store import ObjectStore, job_key
 from movakit.runtime.topics import TOPIC_ENCODE, TOPIC_ENHANCE
 from movakit.runtime.tasks import TaskContext, make_event
 from movakit.enhance.first_frame import draw_first_frame_or_none
+from movakit.long_video import segment_plan
+from movakit.request import from_proto
 from movakit.stages.enhance import EnhanceRequest, EnhancerSettings, enhance
 
 
@@ -74,4 +78,7 @@ class EnhanceHandler:
             next_task.image.CopyFrom(task.image)
         elif output.HasField("first_frame"):
             next_task.image.CopyFrom(output.first_frame)
+        plan = segment_plan(from_proto(task.params)) if task.params.duration_s else None
+        if plan is not None:  # a long video: segment 0 starts
+            next_task.segment.CopyFrom(events_pb2.Segment(index=0, count=plan.count, first_prompt=output.prompt))
         return next_task, [make_event(task.job_id, source, prompt_enhanced=enhanced)]
