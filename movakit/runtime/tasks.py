@@ -6,9 +6,9 @@ and returns an output message; `follow_up` names the next stage's task and the e
 exists and every object it references is present with its recorded sha256 (a redelivered task, a repeated direct
 call), the stored output is returned and nothing is recomputed. A long video's segment k keeps its stages' objects
 and manifests under jobs/<job>/seg-<k>/<stage>/ (`stage_key`), so each segment is run, checkpointed and reused on
-its own. `TaskContext` lets a handler publish progress
-events and check for cancellation. Two transports run handlers: the Kafka loop (movakit.runtime.worker) and the
-direct RPC of `direct_rpc`, one generic gRPC servicer for any stage.
+its own. `TaskContext` lets a handler publish progress events and check for cancellation. Two transports run
+handlers: the Kafka loop (movakit.runtime.worker) and the direct RPC of `direct_rpc`, one generic gRPC servicer
+for any stage.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class StageHandler(Protocol):
         """True when every object `output` references exists with its recorded checksum."""
 
     def follow_up(self, task: Message, output: Message, source: str) -> tuple[Message | None, list[events_pb2.JobEvent]]:
-        """The next stage's task (None for the last stage) and the events that announce the result."""
+        """The next stage's task (None when there is none: the last stage, a long video's last segment) and the
+        events that announce the result."""
 
 
 def make_event(job_id: str, source: str, **kind: Message) -> events_pb2.JobEvent:

@@ -2,7 +2,8 @@
 
 `DecodeHandler.run` reads video_latents / audio_latents (sha256 verified), runs `movakit.stages.decode.decode`,
 muxes with `movakit.media.write_outputs` in a temporary folder and uploads jobs/<job>/output/video.mp4,
-audio.wav and preview.png. It is the last stage: its follow-up is the job's `succeeded` event.
+audio.wav and preview.png. It is the last stage: its follow-up is the job's `succeeded` event (a long video's
+segment before the last: the next segment's EncodeTask, below).
 
 A long video (docs/stack.md#long-videos): the decode of a segment before the last stores the decoded clip and its
 last frame (a lossless PNG, movakit.long_video.frame_png) under jobs/<job>/seg-<k>/decode/, and its follow-up is
@@ -71,7 +72,8 @@ class DecodeHandler:
 
     def _earlier_clip(self, task: events_pb2.DecodeTask, k: int, last: DecodeResult) -> DecodeResult:
         """Segment k's decoded clip, as its decode stored it (the manifest names the file and its sha256)."""
-        earlier = events_pb2.DecodeTask(job_id=task.job_id, segment=events_pb2.Segment(index=k, count=task.segment.count))
+        earlier = events_pb2.DecodeTask(job_id=task.job_id,
+                                        segment=events_pb2.Segment(index=k, count=task.segment.count))
         output = read_manifest(self.store, earlier, self.stage_name, self.output_type)
         if output is None or not output.HasField("clip"):
             raise ValueError(f"segment {k} of job {task.job_id} has no decoded clip "
