@@ -126,14 +126,15 @@ def tenant_channel():
 
 def gateway_settings(kafka: str, s3_config, tokens_file: str, **overrides):
     """GatewaySettings for the test servers: free gRPC and HTTP ports, the tiny demo checkpoint's rules (any multiple-of-16 size),
-    generous admission limits."""
+    generous admission limits and dispatch slots (no worker finishes these jobs; each one's task is sent at once)."""
     from movakit.services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
 
     values = dict(
         listen=f"127.0.0.1:{free_port()}", http_listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka,
         s3_endpoint=s3_config.endpoint,
         s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
-        tokens_file=tokens_file, kafka_secret=KAFKA_SECRET, max_active_jobs=1000, startup_timeout_s=30.0,
+        tokens_file=tokens_file, kafka_secret=KAFKA_SECRET, max_active_jobs=1000, dispatch_slots=1000,
+        startup_timeout_s=30.0,
     )
     values.update(overrides)
     settings = GatewaySettings(**values)

@@ -185,7 +185,7 @@ def test_watch_streams_progress_to_success_with_download_urls(jobs, producer, ob
 
     events = list(stream)  # the stream ends by itself after the terminal event
     kinds = [e.WhichOneof("kind") for e in events]
-    assert kinds == ["queued", "stage_started", "prompt_enhanced", "stage_finished", "stage_started",
+    assert kinds == ["queued", "dispatched", "stage_started", "prompt_enhanced", "stage_finished", "stage_started",
                      "denoise_step", "denoise_step", "stage_finished", "succeeded"]
     assert [e.denoise_step.step for e in events if e.HasField("denoise_step")] == [1, 2]
     url = events[-1].succeeded.artifacts[0].url
@@ -216,7 +216,7 @@ def test_cancel_is_recorded_for_workers_and_finished_by_them(jobs, producer, obj
     worker_event(producer, job_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_ENCODE))
     worker_event(producer, job_id, cancelled=events_pb2.Cancelled(stage=common_pb2.STAGE_ENCODE))
     kinds = [e.WhichOneof("kind") for e in jobs.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=30)]
-    assert kinds == ["queued", "cancel_requested", "stage_started", "cancelled"]
+    assert kinds == ["queued", "dispatched", "cancel_requested", "stage_started", "cancelled"]
     wait_state(jobs, job_id, common_pb2.JOB_STATE_CANCELLED)
     with pytest.raises(grpc.RpcError) as err:
         jobs.Cancel(gateway_pb2.CancelJobRequest(job_id=job_id), timeout=5)

@@ -144,7 +144,7 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
             assert archived.state == common_pb2.JOB_STATE_SUCCEEDED and archived.artifacts[0].url.startswith("http")
             assert archived.tenant == "alice"  # the archive keeps the job's tenant
             events = list(stub.Watch(gateway_pb2.WatchJobRequest(job_id=ids[0]), timeout=10))
-            assert [e.WhichOneof("kind") for e in events] == ["queued", "succeeded"]
+            assert [e.WhichOneof("kind") for e in events] == ["queued", "dispatched", "succeeded"]
             assert events[-1].succeeded.artifacts[0].url.startswith("http")
             with pytest.raises(grpc.RpcError) as err:
                 stub.Cancel(gateway_pb2.CancelJobRequest(job_id=ids[0]), timeout=10)

@@ -129,7 +129,7 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tok
                     running.job_id, succeeded=events_pb2.Succeeded()))
                 kinds = [e.WhichOneof("kind")
                          for e in stub.Watch(gateway_pb2.WatchJobRequest(job_id=running.job_id), timeout=30)]
-                assert kinds == ["queued", "stage_started", "denoise_step", "succeeded"]
+                assert kinds == ["queued", "dispatched", "stage_started", "denoise_step", "succeeded"]
             producer.close()
         finally:
             assert stop_process(second) == 0

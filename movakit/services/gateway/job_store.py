@@ -13,6 +13,8 @@ import base64
 import threading
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from movakit.api.v1 import common_pb2, events_pb2
 
 TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
@@ -25,7 +27,7 @@ class PageTokenError(ValueError):
 
 # After one of WAITING_EVENTS a job waits in a stage's inbox (no worker has it yet): the queue deadline applies;
 # after one of WORKING_EVENTS a worker is running its stage: that stage's deadline applies (the reaper).
-WAITING_EVENTS = frozenset({"queued", "stage_finished"})
+WAITING_EVENTS = frozenset({"queued", "dispatched", "stage_finished"})
 WORKING_EVENTS = frozenset({"stage_started", "denoise_step", "prompt_enhanced"})
 
 
@@ -127,6 +129,14 @@ class JobStore:
             self._changed.notify_all()
             return _copy(job)
 
+    def mark_dispatched(self, job_id: str, when: Timestamp) -> None:
+        """Records that the dispatch queue sent the job's first task (dispatch.py), before its event is read back."""
+        with self._changed:
+            entry = self._entries.get(job_id)
+            if entry is not None and not entry.job.HasField("dispatched_at"):
+                entry.job.dispatched_at.CopyFrom(when)
+                self._changed.notify_all()
+
     # ---- reading ---------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> common_pb2.Job | None:
         with self._changed:
@@ -162,12 +172,26 @@ class JobStore:
             return [Progress(_copy(e.job), e.progress_ns, e.waiting)
                     for e in self._entries.values() if e.job.state not in TERMINAL]
 
+    def dispatch_queue(self) -> tuple[list[common_pb2.Job], int]:
+        """(the unfinished jobs not dispatched yet, highest priority first, then oldest; how many dispatched jobs
+        are unfinished)."""
+        with self._changed:
+            unfinished = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
+            waiting = sorted((j for j in unfinished if not j.HasField("dispatched_at")),
+                             key=lambda j: (-j.params.priority, *_order(j)))
+            return [_copy(j) for j in waiting], len(unfinished) - len(waiting)
+
     def finished_beyond(self, keep: int) -> list[events_pb2.ArchivedJob]:
         """The finished jobs beyond the `keep` most recently updated ones, oldest first, with their events."""
         with self._changed:
             finished = sorted((e for e in self._entries.values() if e.job.state in TERMINAL),
                               key=lambda e: (e.job.updated_at.ToNanoseconds(), e.job.job_id), reverse=True)
             return [events_pb2.ArchivedJob(job=e.job, events=e.events) for e in reversed(finished[keep:])]
+
+    def wait_changed(self, timeout_s: float) -> None:
+        """Blocks until the store changes (a job added, an event applied) or timeout_s passed."""
+        with self._changed:
+            self._changed.wait(timeout_s)
 
     def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
         """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished
@@ -256,5 +280,8 @@ def _fold(job: common_pb2.Job, event: events_pb2.JobEvent) -> None:
             job.stage = common_pb2.STAGE_DENOISE
         if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
             job.state = common_pb2.JOB_STATE_RUNNING
+    elif kind == "dispatched":
+        if not job.HasField("dispatched_at"):
+            job.dispatched_at.CopyFrom(event.time)
     elif kind == "prompt_enhanced":
         job.effective_prompt = event.prompt_enhanced.prompt

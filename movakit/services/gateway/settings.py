@@ -41,6 +41,7 @@ class GatewaySettings(s.EnvSettings):
     gpu_s_per_mpixel_step: float = 0.1  # estimated GPU-seconds per million pixel-steps (frames*h*w*steps / 1e6)
     max_queued_gpu_s: float = 36000.0  # estimated GPU-seconds all unfinished jobs may hold together
     tenant_max_gpu_s: float = 14400.0  # estimated GPU-seconds one tenant's unfinished jobs may hold
+    dispatch_slots: int = 4  # dispatched jobs unfinished at once; the others wait, by priority then age (dispatch.py)
     gpus: int = 1  # GPUs working through the queue (divides the retry delay of a refusal)
     max_finished_jobs: int = 10000  # finished jobs kept in memory; older ones are read from S3 (archive.py)
     checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
@@ -83,6 +84,7 @@ class GatewaySettings(s.EnvSettings):
         s.check_range(self.env_name("max_queued_gpu_s"), self.max_queued_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("tenant_max_gpu_s"), self.tenant_max_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("gpus"), self.gpus, 1, 100_000)
+        s.check_range(self.env_name("dispatch_slots"), self.dispatch_slots, 1, 1_000_000)
         s.check_range(self.env_name("max_finished_jobs"), self.max_finished_jobs, 0, 10_000_000)
         for name in ("queue_deadline_s", "enhance_deadline_s", "encode_deadline_s", "denoise_deadline_s",
                      "decode_deadline_s"):

@@ -166,3 +166,20 @@ def test_unfinished_jobs_say_whether_they_wait_in_an_inbox_or_are_worked_on():
     assert [p.waiting for p in store.unfinished()] == [True]
     store.apply(ev("a", 60, failed=e.Failed(reason="x")))
     assert store.unfinished() == []
+
+
+def test_dispatch_queue_is_priority_then_age_and_counts_dispatched_unfinished_jobs():
+    store = JobStore()
+    for job_id, created_s, priority in [("old-low", 1, 0), ("new-low", 3, 0), ("new-high", 4, 9), ("mid", 2, 5),
+                                        ("running", 0, 0), ("done", 0, 9)]:
+        store.put(c.Job(job_id=job_id, state=c.JOB_STATE_QUEUED, created_at=Timestamp(seconds=created_s),
+                        params=c.GenerationParams(priority=priority)))
+    store.apply(ev("running", dispatched=e.Dispatched()))
+    store.mark_dispatched("done", Timestamp(seconds=5))
+    store.apply(ev("done", succeeded=e.Succeeded()))
+    waiting, in_flight = store.dispatch_queue()
+    assert [j.job_id for j in waiting] == ["new-high", "mid", "old-low", "new-low"]
+    assert in_flight == 1  # "running"; the finished one frees its slot
+    assert store.get("running").dispatched_at == Timestamp(seconds=10)  # the event's time
+    store.apply(ev("done", second=20, dispatched=e.Dispatched()))  # a replayed event changes nothing
+    assert store.get("done").dispatched_at == Timestamp(seconds=5)
