@@ -16,9 +16,9 @@ Every service, the gateway included, gets the same checkpoint folder: the gatewa
 that already run (docker-compose's one-shot init service).
 
 Credentials are made per stack by `up`: S3 keys (unless given), recorded in <state_dir>/s3-credentials; the
-Kafka signing secret every service shares, in <state_dir>/kafka-secret; and a job-API token for the local user:
-the token in <state_dir>/token, its digest in <state_dir>/tokens (the gateway's tokens file). All these files
-are mode 0600; `down` removes them.
+Kafka secret every service shares (it seals every record), in <state_dir>/kafka-secret; and a job-API token for
+the local user: the token in <state_dir>/token, its digest in <state_dir>/tokens (the gateway's tokens file). All
+these files are mode 0600; `down` removes them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ STATE_FILE = "stack.json"
 TOKEN_FILE = "token"  # the local user's job-API token (read by `mova submit` / `mova jobs`)
 TOKENS_FILE = "tokens"  # the gateway's tokens file: "<tenant> <sha256 of token>"
 S3_CREDENTIALS_FILE = "s3-credentials"  # "<access key> <secret key>" of the stack's SeaweedFS
-KAFKA_SECRET_FILE = "kafka-secret"  # the key every service signs and verifies Kafka records with
+KAFKA_SECRET_FILE = "kafka-secret"  # the key every service seals and opens Kafka records with
 _SECRET_FILES = (TOKEN_FILE, TOKENS_FILE, S3_CREDENTIALS_FILE, KAFKA_SECRET_FILE)
 # The stage services in pipeline order, with the settings prefix each one reads (movakit/services/<dir>/settings.py).
 STAGE_SERVICES = (("prompt-enhancer", "prompt_enhancer"), ("encoder", "encoder"), ("denoiser", "denoiser"),

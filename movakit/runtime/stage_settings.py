@@ -103,7 +103,7 @@ class StageSettings(ServiceSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
     group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
-    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
+    kafka_secret: str = ""  # required: the stack's shared key sealing and opening every record (redacted)
     consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
     max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
     retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each

@@ -23,7 +23,7 @@ S3_SECRET_KEY = "movakit-test-secret"
 S3_BUCKET = "mova-test"
 # Two tenants of the test gateways (the tokens file holds their digests); "alice" is the default caller.
 TENANT_TOKENS = {"alice": "alice-test-token", "bob": "bob-test-token"}
-KAFKA_SECRET = "kafka-test-secret"  # what the test services sign and verify Kafka records with
+KAFKA_SECRET = "kafka-test-secret"  # what the test services seal and open Kafka records with
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +33,9 @@ def kafka_secret() -> str:
 
 
 @pytest.fixture(scope="session")
-def signer(kafka_secret) -> mkafka.RecordSigner:
-    """Signs and verifies records like the test services."""
-    return mkafka.RecordSigner(kafka_secret)
+def sealer(kafka_secret) -> mkafka.RecordSealer:
+    """Seals and opens records like the test services."""
+    return mkafka.RecordSealer(kafka_secret)
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,6 @@ def gateway(gateway_config):
 @pytest.fixture(scope="module")
 def producer(gateway_kafka):
     """A producer on the gateway tests' broker, for publishing what stage workers would."""
-    p = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner(KAFKA_SECRET))
+    p = mkafka.make_producer(gateway_kafka, mkafka.RecordSealer(KAFKA_SECRET))
     yield p
     p.close()

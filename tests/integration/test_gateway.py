@@ -136,7 +136,7 @@ def test_a_released_checkpoint_takes_its_trained_sizes_only(gateway_config, tmp_
         strict.stop()
 
 
-def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, gateway_kafka):
+def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, gateway_kafka, sealer):
     image = png()
     response = submit(jobs, image=image, num_inference_steps=0, guidance_scale=0.0)
     job = response.job
@@ -149,7 +149,7 @@ def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, 
     assert job.input_image.key == job_key(job.job_id, "input", "image.png")
     assert object_store.get_bytes(job.input_image) == image
 
-    tasks = [m for k, m, _ in mkafka.read_to_end(gateway_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask)
+    tasks = [m for k, m, _ in mkafka.read_to_end(gateway_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)
              if k == job.job_id]
     assert len(tasks) == 1
     assert tasks[0].params == job.params and tasks[0].image == job.input_image
@@ -312,8 +312,8 @@ def test_artifact_urls_use_the_public_endpoint(gateway_config, tenant_channel, p
         public.stop()
 
 
-def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, signer):
-    raw = mkafka.make_producer(gateway_kafka, signer)  # signed, but no protobuf
+def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, sealer):
+    raw = mkafka.make_producer(gateway_kafka, sealer)  # sealed, but no protobuf
     for topic in (TOPIC_JOB_STATE, TOPIC_EVENTS):
         raw.send_and_wait(topic, b"poison", b"\xff\xfe not a protobuf", [], timeout_s=10)
     raw.close()

@@ -1,7 +1,7 @@
 """The gateway's durability duties on real servers: stalled jobs end with a reason (the reaper); a broker that dies
 and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and Submit works again
 without a gateway restart; finished jobs beyond the memory bound are archived and shown only to their tenant;
-only signed tombstones drop a job at replay; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
+only sealed tombstones drop a job at replay; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
 are played by the test. This module's gateways use brokers of their own, so the jobs they reap or lose are no
 other test's, and the sweep runs on a bucket of its own."""
 
@@ -85,12 +85,12 @@ def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, prod
         queued.stop()
 
 
-def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config, signer, tenant_channel):
+def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config, sealer, tenant_channel):
     port = free_port()
     broker = start_tansu(port, tmp_path / "tansu")
     ensure_topics(broker.address)
     gateway = start_gateway(gateway_config(kafka_bootstrap=broker.address))
-    producer = mkafka.make_producer(broker.address, signer)  # the rebuilt client signs too
+    producer = mkafka.make_producer(broker.address, sealer)  # the rebuilt client seals too
     try:
         with tenant_channel(gateway.address) as channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
@@ -171,8 +171,8 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
         restarted.stop()
 
 
-def test_an_unsigned_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka, signer, tenant_channel):
-    """Archiving publishes signed tombstones on mova.job-state; the replay skips one that does not verify."""
+def test_an_unsealed_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka, sealer, tenant_channel):
+    """Archiving publishes sealed tombstones on mova.job-state; the replay skips one that does not open."""
     first = start_gateway(gateway_config())
     try:
         with tenant_channel(first.address) as channel:
@@ -182,18 +182,18 @@ def test_an_unsigned_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka
 
     def replayed() -> JobStore:
         store = JobStore()
-        replay_job_state(gateway_kafka, store, signer, timeout_s=30)
+        replay_job_state(gateway_kafka, store, sealer, timeout_s=30)
         return store
 
-    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner("guessed-secret"))
+    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSealer("guessed-secret"))
     try:
         mkafka.publish_tombstone(forger, TOPIC_JOB_STATE, job_id)
     finally:
         forger.close()
     assert replayed().get(job_id) is not None  # the forged tombstone was skipped
-    genuine = mkafka.make_producer(gateway_kafka, signer)
+    genuine = mkafka.make_producer(gateway_kafka, sealer)
     try:
         mkafka.publish_tombstone(genuine, TOPIC_JOB_STATE, job_id)
     finally:
         genuine.close()
-    assert replayed().get(job_id) is None  # a signed one drops the job (what archive.py relies on)
+    assert replayed().get(job_id) is None  # a sealed one drops the job (what archive.py relies on)

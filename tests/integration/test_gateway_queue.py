@@ -49,10 +49,10 @@ def queue_kafka(tmp_path_factory):
     broker.stop()
 
 
-def test_one_slot_dispatches_by_priority_then_age_across_a_restart(queue_kafka, gateway_config, signer,
+def test_one_slot_dispatches_by_priority_then_age_across_a_restart(queue_kafka, gateway_config, sealer,
                                                                     tenant_channel):
     settings = gateway_config(kafka_bootstrap=queue_kafka, dispatch_slots=1)
-    producer = mkafka.make_producer(queue_kafka, signer)
+    producer = mkafka.make_producer(queue_kafka, sealer)
     gateway = start_gateway(settings)
 
     def submit(stub, priority: int) -> str:
@@ -100,6 +100,5 @@ def test_one_slot_dispatches_by_priority_then_age_across_a_restart(queue_kafka, 
     finally:
         restarted.stop()
         producer.close()
-    tasks = [key for key, _, _ in mkafka.read_to_end(queue_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask,
-                                                      signer=signer)]
+    tasks = [key for key, _, _ in mkafka.read_to_end(queue_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)]
     assert sorted(tasks) == sorted([first, high, *low])  # one task per job; none for the cancelled one

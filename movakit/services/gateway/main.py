@@ -86,7 +86,7 @@ def start_gateway(
     signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
     set_job_counts(store.counts_by_state)
-    records_key = mkafka.RecordSigner(settings.kafka_secret)  # signs and verifies Kafka records
+    records_key = mkafka.RecordSealer(settings.kafka_secret)  # seals and opens Kafka records
     records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
     producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
     archive = JobArchive(objects, producer, store, settings.max_finished_jobs)

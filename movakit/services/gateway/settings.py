@@ -24,7 +24,7 @@ class GatewaySettings(s.EnvSettings):
     listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
     http_listen: str = "127.0.0.1:8080"  # HTTP listen address of /v1/videos (http_api.py); "" = no HTTP API
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
-    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
+    kafka_secret: str = ""  # required: the stack's shared key sealing and opening every record (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
     s3_access_key: str = ""  # S3 access key id, required (redacted in logs)
     s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
