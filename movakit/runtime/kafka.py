@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.telemetry import extract_context, inject_headers, tracer
 
 SEAL_HEADER = "mova-seal"
@@ -111,16 +112,18 @@ class Producer:
     is raised to the caller's retry or error path. Every record it sends is sealed with its RecordSealer.
     """
 
-    def __init__(self, bootstrap: str, sealer: RecordSealer) -> None:
+    def __init__(self, bootstrap: str, sealer: RecordSealer, auth: ClientAuth = NO_AUTH) -> None:
         self._bootstrap = bootstrap
         self._sealer = sealer
+        self._auth = auth
         self._lock = threading.Lock()
         self._client = self._new_client()
 
     def _new_client(self) -> KafkaProducer:
         # acks=all waits for every in-sync replica; retries cover transient errors within one client.
         return KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=5, retries=5,
-                             enable_idempotence=False, max_request_size=4 * 1024 * 1024, client_id="movakit")
+                             enable_idempotence=False, max_request_size=4 * 1024 * 1024, client_id="movakit",
+                             **self._auth.options())
 
     def send_and_wait(self, topic: str, key: bytes | None, value: bytes | None, headers, timeout_s: float) -> None:
         value, headers = self._sealer.seal(topic, key, value, headers)
@@ -152,9 +155,9 @@ class Producer:
         self._client.close(timeout=timeout_s)
 
 
-def make_producer(bootstrap: str, sealer: RecordSealer) -> Producer:
+def make_producer(bootstrap: str, sealer: RecordSealer, auth: ClientAuth = NO_AUTH) -> Producer:
     """A sealing producer that waits for all in-sync replicas and recovers from a restarted broker (see Producer)."""
-    return Producer(bootstrap, sealer)
+    return Producer(bootstrap, sealer, auth)
 
 
 def publish(
@@ -177,7 +180,7 @@ def publish_tombstone(producer: Producer, topic: str, key: str, *, timeout_s: fl
 
 
 def make_consumer(
-    bootstrap: str, topic: str, group_id: str, *, max_poll_interval_ms: int = 3_600_000
+    bootstrap: str, topic: str, group_id: str, *, max_poll_interval_ms: int = 3_600_000, auth: ClientAuth = NO_AUTH
 ) -> KafkaConsumer:
     """A consumer-group member on `topic`: manual commits, earliest offset for new groups, one record per poll.
 
@@ -195,6 +198,7 @@ def make_consumer(
         heartbeat_interval_ms=1000,
         max_poll_records=1,
         max_poll_interval_ms=max_poll_interval_ms,
+        **auth.options(),
     )
 
 
@@ -213,14 +217,15 @@ def parse(
     return message, extract_context(record.headers)
 
 
-def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> KafkaConsumer:
+def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+                       auth: ClientAuth = NO_AUTH) -> KafkaConsumer:
     """A consumer without a group, assigned every partition of `topic` from the beginning.
 
     For readers that need every record (the gateway follows all job events) rather than a share of them.
     """
     # earliest: a broker that lost its state restarts its offsets at 0, and the reader must not skip the new records.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             auto_offset_reset="earliest")
+                             auto_offset_reset="earliest", **auth.options())
     deadline = time.monotonic() + timeout_s
     partitions = consumer.partitions_for_topic(topic)
     while not partitions:
@@ -237,7 +242,7 @@ def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -
 
 def read_to_end(
     bootstrap: str, topic: str, message_type: type[Message], sealer: RecordSealer, *, timeout_s: float = 30.0,
-    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None,
+    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None, auth: ClientAuth = NO_AUTH,
 ) -> Iterator[tuple[str, Message | None, ConsumerRecord]]:
     """Every record of `topic` from the beginning up to the end offsets at call time, without a consumer group.
 
@@ -245,7 +250,7 @@ def read_to_end(
     state from a compacted topic at startup. A record that does not open with `sealer` or does not decode raises
     PayloadError, or is passed to `on_invalid` and skipped when that is given; a tombstone must open too.
     """
-    consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s)
+    consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s, auth=auth)
     deadline = time.monotonic() + timeout_s
     try:
         assigned = sorted(consumer.assignment())

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from movakit.runtime import auth, localstack
 from movakit.runtime.grpc_server import check_health
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.metrics import METRICS_PORTS
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
@@ -199,10 +200,10 @@ def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
 
 
 def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key: str, *,
-                  timeout_s: float = 60.0) -> list[str]:
+                  timeout_s: float = 60.0, auth: ClientAuth = NO_AUTH) -> list[str]:
     """Create every topic of movakit.runtime.topics and the bucket on running servers (idempotent); returns the
     topics created. Used by `up` and by docker-compose's one-shot `init` service (`mova stack init`)."""
-    created = ensure_topics(kafka, timeout_s=timeout_s)
+    created = ensure_topics(kafka, timeout_s=timeout_s, auth=auth)
     ObjectStore(s3, access_key, secret_key, bucket).ensure_bucket()
     return created
 

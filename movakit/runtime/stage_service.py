@@ -93,7 +93,7 @@ def run_stage_service(
     worker: StageWorker | None = None
     if settings.consume:  # connects to Kafka before the server reports SERVING (and while the port is reserved)
         worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
-                             sealer=RecordSealer(settings.kafka_secret),
+                             sealer=RecordSealer(settings.kafka_secret), auth=settings.kafka_auth(),
                              service=service_name, replica_id=settings.replica_id,
                              max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
     if reservation is not None:

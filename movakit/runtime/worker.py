@@ -39,6 +39,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.metrics import STAGE_DURATION, set_queue_lag
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
 from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse
@@ -74,7 +75,7 @@ class StageWorker:
 
     def __init__(self, handler: StageHandler, store: ObjectStore, *, bootstrap: str, group_id: str,
                  sealer: mkafka.RecordSealer, service: str, replica_id: str, max_attempts: int = 3,
-                 retry_backoff_s: float = 2.0) -> None:
+                 retry_backoff_s: float = 2.0, auth: ClientAuth = NO_AUTH) -> None:
         self.handler = handler
         self.max_attempts = max_attempts  # tries of one record on transient errors before it fails the job
         self.retry_backoff_s = retry_backoff_s  # doubled after every transient failure of the same record
@@ -85,8 +86,8 @@ class StageWorker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._sealer = sealer  # opens every task read and seals every record sent
-        self._producer = mkafka.make_producer(bootstrap, sealer)
-        self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id)
+        self._producer = mkafka.make_producer(bootstrap, sealer, auth)
+        self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id, auth=auth)
         self._assignment: frozenset[tuple[str, int]] = frozenset()
         self.group_id = group_id
         self._lag_measured = 0.0  # time.monotonic() of the last queue lag reading

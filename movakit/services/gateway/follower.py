@@ -11,13 +11,15 @@ from collections.abc import Callable
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.services.gateway.job_store import TERMINAL, JobStore
 
 log = logging.getLogger("movakit.gateway.follower")
 
 
-def replay_job_state(bootstrap: str, store: JobStore, sealer: mkafka.RecordSealer, *, timeout_s: float) -> int:
+def replay_job_state(bootstrap: str, store: JobStore, sealer: mkafka.RecordSealer, *, timeout_s: float,
+                     auth: ClientAuth = NO_AUTH) -> int:
     """Loads the latest JobRecord of every job from the compacted topic, skipping archived jobs (tombstones) and
     records that do not verify; returns how many records it loaded."""
     def skip(record, error: mkafka.PayloadError) -> None:
@@ -25,7 +27,7 @@ def replay_job_state(bootstrap: str, store: JobStore, sealer: mkafka.RecordSeale
 
     count = 0
     for key, record, _ in mkafka.read_to_end(
-        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, sealer, timeout_s=timeout_s, on_invalid=skip
+        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, sealer, timeout_s=timeout_s, on_invalid=skip, auth=auth
     ):
         if record is None:  # a tombstone: the job was archived (archive.py) after its earlier records
             store.discard(key)
@@ -41,14 +43,14 @@ class EventFollower:
     in this thread once caught up and after every event that finished a job (the archive's eviction)."""
 
     def __init__(self, bootstrap: str, store: JobStore, producer: mkafka.Producer, sealer: mkafka.RecordSealer, *,
-                 timeout_s: float, on_finished: Callable[[], object]) -> None:
+                 timeout_s: float, on_finished: Callable[[], object], auth: ClientAuth = NO_AUTH) -> None:
         self._store = store
         self._sealer = sealer
         self._producer = producer
         self._on_finished = on_finished
         self._stop = threading.Event()
         self.caught_up = threading.Event()
-        self._consumer = mkafka.make_tail_consumer(bootstrap, TOPIC_EVENTS, timeout_s=timeout_s)
+        self._consumer = mkafka.make_tail_consumer(bootstrap, TOPIC_EVENTS, timeout_s=timeout_s, auth=auth)
         assigned = list(self._consumer.assignment())
         self._end = dict(self._consumer.end_offsets(assigned))
         self._thread = threading.Thread(target=self._loop, name="gateway-events", daemon=True)

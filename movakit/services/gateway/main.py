@@ -87,11 +87,13 @@ def start_gateway(
     store = JobStore()
     set_job_counts(store.counts_by_state)
     records_key = mkafka.RecordSealer(settings.kafka_secret)  # seals and opens Kafka records
-    records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
-    producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
+    kafka_auth = settings.kafka_auth()
+    records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s,
+                               auth=kafka_auth)
+    producer = mkafka.make_producer(settings.kafka_bootstrap, records_key, kafka_auth)
     archive = JobArchive(objects, producer, store, settings.max_finished_jobs)
     follower = EventFollower(settings.kafka_bootstrap, store, producer, records_key,
-                             timeout_s=settings.startup_timeout_s, on_finished=archive.evict)
+                             timeout_s=settings.startup_timeout_s, on_finished=archive.evict, auth=kafka_auth)
     follower.start()
     http = None
     try:

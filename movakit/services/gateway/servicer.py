@@ -1,7 +1,8 @@
 """JobService: the job API. Authenticates the caller's tenant, validates, admits by estimated cost
 (admission.py), stores the input image in S3, records the job on mova.job-state, publishes the queued event,
 hands the job to the dispatch queue (dispatch.py: it sends the first task, by priority then age), and answers
-from the JobStore the EventFollower keeps current. A tenant only ever sees its own jobs: another tenant's job answers NOT_FOUND, exactly like an unknown id."""
+from the JobStore the EventFollower keeps current. A tenant only ever sees its own jobs: another tenant's job
+answers NOT_FOUND, exactly like an unknown id."""
 
 from __future__ import annotations
 

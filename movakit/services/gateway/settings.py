@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from movakit.runtime import settings as s
+from movakit.runtime.kafka_auth import ClientAuth
 from movakit.runtime.telemetry import EXPORTERS
 from movakit.services.gateway import admission
 
@@ -25,6 +26,10 @@ class GatewaySettings(s.EnvSettings):
     http_listen: str = "127.0.0.1:8080"  # HTTP listen address of /v1/videos (http_api.py); "" = no HTTP API
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
     kafka_secret: str = ""  # required: the stack's shared key sealing and opening every record (redacted)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT (local Tansu) | SASL_PLAINTEXT | SASL_SSL (kafka_auth.py)
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # with SASL_*: SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_sasl_username: str = ""  # required with SASL_*
+    kafka_sasl_password: str = ""  # required with SASL_* (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
     s3_access_key: str = ""  # S3 access key id, required (redacted in logs)
     s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
@@ -71,6 +76,9 @@ class GatewaySettings(s.EnvSettings):
         for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "tokens_file", "kafka_secret"):
             if not getattr(self, name):
                 raise s.SettingsError(self.env_name(name), "must not be empty")
+        problem = self.kafka_auth().problem()
+        if problem is not None:
+            raise s.SettingsError(self.env_name(f"kafka_{problem[0]}"), problem[1])
         s.check_range(self.env_name("presign_expiry_s"), self.presign_expiry_s, 60, 7 * 24 * 3600)
         if self.http_listen and self.tls_cert_file:
             raise s.SettingsError(self.env_name("http_listen"), "the HTTP API calls the gRPC API over loopback "
@@ -108,6 +116,10 @@ class GatewaySettings(s.EnvSettings):
 
             path = str(default_demo_checkpoint())
         return ModelRules.from_checkpoint(path)
+
+    def kafka_auth(self) -> ClientAuth:
+        return ClientAuth(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                          self.kafka_sasl_password)
 
     def admission(self) -> admission.Limits:
         return admission.Limits(self.max_active_jobs, self.max_queued_gpu_s, self.tenant_max_gpu_s, self.gpus)
