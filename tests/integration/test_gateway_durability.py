@@ -8,6 +8,7 @@ other test's, and the sweep runs on a bucket of its own."""
 from __future__ import annotations
 
 import signal
+import uuid
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -197,3 +198,52 @@ def test_an_unsealed_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka
     finally:
         genuine.close()
     assert replayed().get(job_id) is None  # a sealed one drops the job (what archive.py relies on)
+
+
+def test_archived_jobs_are_listed_by_page_and_keep_their_idempotency_keys(gateway_config, producer, tenant_channel):
+    archiving = start_gateway(gateway_config(max_finished_jobs=0))  # every finished job leaves memory
+    run = uuid.uuid4().hex[:8]
+
+    def submit_keyed(stub, key: str, prompt: str = TINY["prompt"]):
+        params = common_pb2.GenerationParams(**{**TINY, "prompt": prompt})
+        return stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key=key), timeout=30)
+
+    try:
+        with tenant_channel(archiving.address) as channel, tenant_channel(archiving.address, "bob") as bob_channel:
+            stub, bob = gateway_pb2_grpc.JobServiceStub(channel), gateway_pb2_grpc.JobServiceStub(bob_channel)
+            done = [submit_keyed(stub, f"{run}-{i}").job_id for i in range(3)]
+            waiting = submit(stub)  # unfinished: stays in memory, newest of all
+            bobs = submit_keyed(bob, f"{run}-0").job_id  # the same key, another tenant: another job
+            for job_id in (*done, bobs):
+                kind = dict(failed=events_pb2.Failed(reason="x")) if job_id == done[1] else dict(
+                    succeeded=events_pb2.Succeeded())
+                worker_event(producer, job_id, **kind)
+            until(lambda: all(archiving.store.get(j) is None for j in (*done, bobs)), "the finished jobs leave memory")
+
+            def page(client, token="", **kw):
+                return client.List(gateway_pb2.ListJobsRequest(page_size=2, page_token=token, **kw), timeout=10)
+
+            first = page(stub)
+            second = page(stub, first.next_page_token)
+            assert [j.job_id for j in first.jobs] == [waiting, done[2]]  # memory and archive, merged newest first
+            assert [j.job_id for j in second.jobs] == [done[1], done[0]]
+            assert second.jobs[0].state == common_pb2.JOB_STATE_FAILED and second.jobs[1].artifacts == []
+            seen, token = [], ""
+            while True:  # every page to the end: no job twice, none of bob's
+                listed = page(stub, token)
+                seen += [j.job_id for j in listed.jobs]
+                token = listed.next_page_token
+                if not token:
+                    break
+            assert len(seen) == len(set(seen)) and bobs not in seen and set(done) <= set(seen)
+            assert page(stub, state=common_pb2.JOB_STATE_FAILED).jobs[0].job_id == done[1]
+            assert [j.job_id for j in page(bob).jobs][:1] == [bobs]
+            # Idempotency keys of archived jobs: the same request returns the job, another one is refused.
+            again = submit_keyed(stub, f"{run}-0")
+            assert again.existing and again.job_id == done[0] and again.job.state == common_pb2.JOB_STATE_SUCCEEDED
+            with pytest.raises(grpc.RpcError) as err:
+                submit_keyed(stub, f"{run}-0", prompt="another prompt")
+            assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and done[0] in err.value.details()
+            assert submit_keyed(bob, f"{run}-0").job_id == bobs  # bob's key is bob's
+    finally:
+        archiving.stop()

@@ -178,7 +178,7 @@ class JobStore:
         with self._changed:
             unfinished = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
             waiting = sorted((j for j in unfinished if not j.HasField("dispatched_at")),
-                             key=lambda j: (-j.params.priority, *_order(j)))
+                             key=lambda j: (-j.params.priority, *list_position(j)))
             return [_copy(j) for j in waiting], len(unfinished) - len(waiting)
 
     def finished_beyond(self, keep: int) -> list[events_pb2.ArchivedJob]:
@@ -206,30 +206,36 @@ class JobStore:
                 )
             return list(entry.events[start:]), entry.job.state in TERMINAL
 
-    def page(self, tenant: str, page_size: int, page_token: str, state: int) -> tuple[list[common_pb2.Job], str]:
-        """The tenant's jobs newest first (created_at, then job id), optionally of one state; returns the page and
-        the token of the next one ("" on the last page). Tokens stay valid while new jobs arrive."""
-        after = _decode_token(page_token) if page_token else None
+    def listing(self, tenant: str, after: tuple[int, str] | None, state: int, limit: int) -> list[common_pb2.Job]:
+        """Up to `limit` of the tenant's jobs in memory, newest first (list_position), older than `after` when
+        given, optionally of one state."""
         with self._changed:
             jobs = [e.job for e in self._entries.values()
-                    if e.job.tenant == tenant and state in (common_pb2.JOB_STATE_UNSPECIFIED, e.job.state)]
-            jobs.sort(key=_order, reverse=True)
-            if after is not None:
-                jobs = [j for j in jobs if _order(j) < after]
-            page = [_copy(j) for j in jobs[:page_size]]
-            more = len(jobs) > page_size
-        return page, (_encode_token(_order(page[-1])) if more and page else "")
+                    if e.job.tenant == tenant and state in (common_pb2.JOB_STATE_UNSPECIFIED, e.job.state)
+                    and (after is None or list_position(e.job) < after)]
+            jobs.sort(key=list_position, reverse=True)
+            return [_copy(j) for j in jobs[:limit]]
 
 
-def _order(job: common_pb2.Job) -> tuple[int, str]:
+
+def page_of(jobs: list[common_pb2.Job], page_size: int) -> tuple[list[common_pb2.Job], str]:
+    """The newest `page_size` of `jobs` (created_at, then job id) and the token of the next page ("" on the last
+    one). The token is the position of the page's last job, so tokens stay valid while new jobs arrive."""
+    jobs = sorted(jobs, key=list_position, reverse=True)
+    more = len(jobs) > page_size
+    return jobs[:page_size], encode_page_token(list_position(jobs[page_size - 1])) if more else ""
+
+
+def list_position(job: common_pb2.Job) -> tuple[int, str]:
+    """Where a job stands in List (newest first: larger positions come first)."""
     return job.created_at.ToNanoseconds(), job.job_id
 
 
-def _encode_token(position: tuple[int, str]) -> str:
+def encode_page_token(position: tuple[int, str]) -> str:
     return base64.urlsafe_b64encode(f"v1:{position[0]}:{position[1]}".encode()).decode()
 
 
-def _decode_token(token: str) -> tuple[int, str]:
+def decode_page_token(token: str) -> tuple[int, str]:
     try:
         version, nanos, job_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
         if version != "v1":

@@ -29,7 +29,8 @@ from movakit.runtime.tasks import make_event
 from movakit.services.gateway import admission
 from movakit.services.gateway.archive import JobArchive
 from movakit.services.gateway.dispatch import Dispatcher
-from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
+from movakit.services.gateway.job_store import (TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError,
+                                               decode_page_token, page_of)
 
 log = logging.getLogger("movakit.gateway")
 
@@ -104,6 +105,12 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         with self._submit_lock:
             if request.idempotency_key:
                 existing = self._jobs.by_idempotency_key(tenant, request.idempotency_key)
+                if existing is None:  # its job may have finished and left memory
+                    try:
+                        existing = self._archive.by_idempotency_key(tenant, request.idempotency_key)
+                    except (S3Error, OSError, urllib3.exceptions.HTTPError) as exc:
+                        context.abort(grpc.StatusCode.UNAVAILABLE,
+                                      f"idempotency_key: the job archive is unreachable: {type(exc).__name__}")
                 if existing is not None and existing.request_sha256 != digest:
                     context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                   f"idempotency_key: {request.idempotency_key!r} was used for a different request "
@@ -163,10 +170,18 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         if request.state not in common_pb2.JobState.values():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown JobState {request.state}")
         try:
-            jobs, token = self._jobs.page(tenant, size, request.page_token, request.state)
+            after = decode_page_token(request.page_token) if request.page_token else None
         except PageTokenError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
-        return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in jobs], next_page_token=token)
+        # The jobs in memory and the archived ones (archive.py), merged newest first; a job in both counts once.
+        jobs = self._jobs.listing(tenant, after, request.state, size + 1)
+        try:
+            jobs += self._archive.listing(tenant, after, request.state, size + 1,
+                                          skip=lambda job_id: self._jobs.get(job_id) is not None)
+        except (S3Error, OSError, urllib3.exceptions.HTTPError) as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the job archive is unreachable: {type(exc).__name__}")
+        page, token = page_of(jobs, size)
+        return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in page], next_page_token=token)
 
     # ---- Watch -----------------------------------------------------------------------------------------------
     def Watch(self, request: gateway_pb2.WatchJobRequest, context: grpc.ServicerContext):
