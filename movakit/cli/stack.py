@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from movakit.cli import UsageError
@@ -51,6 +53,10 @@ def register(subparsers) -> None:
     it.add_argument("--bucket", default="movakit")
     it.add_argument("--access-key", required=True, help="S3 access key")
     it.add_argument("--secret-key", required=True, help="S3 secret key")
+    it.add_argument("--kafka-security-protocol", default="PLAINTEXT",
+                    help="PLAINTEXT, SASL_PLAINTEXT or SASL_SSL (SASL password: $MOVA_KAFKA_SASL_PASSWORD)")
+    it.add_argument("--kafka-sasl-mechanism", default="SCRAM-SHA-512", help="SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+    it.add_argument("--kafka-sasl-username", default="")
     it.set_defaults(func=_init)
 
     dn = sub.add_parser("down", help="stop every process of the stack and remove its data (logs are kept)")
@@ -132,9 +138,18 @@ def _restart(args) -> int:
 
 
 def _init(args) -> int:
+    from movakit.runtime.kafka_auth import ClientAuth
     from movakit.runtime.stack import init_backends
 
-    created = init_backends(args.kafka, args.s3, args.bucket, args.access_key, args.secret_key)
+    auth = ClientAuth(args.kafka_security_protocol, args.kafka_sasl_mechanism, args.kafka_sasl_username,
+                      os.environ.get("MOVA_KAFKA_SASL_PASSWORD", ""))
+    problem = auth.problem()
+    if problem is not None:
+        field = ("$MOVA_KAFKA_SASL_PASSWORD" if problem[0] == "sasl_password"
+                 else f"--kafka-{problem[0].replace('_', '-')}")
+        print(f"mova stack init: error: {field}: {problem[1]}", file=sys.stderr)
+        return 2
+    created = init_backends(args.kafka, args.s3, args.bucket, args.access_key, args.secret_key, auth=auth)
     print(f"topics created: {', '.join(created) or 'none (all existed)'}; bucket {args.bucket} ready")
     return 0
 

@@ -3,21 +3,25 @@
 At-least-once: consumers never auto-commit; a stage commits (`consumer.commit()`) only after its outputs are
 in the object store and its next message is published (`publish` waits for the broker's acknowledgement).
 
-Authenticity: every record a service produces carries an HMAC-SHA256 (header `mova-hmac`) over its topic, key,
-value and other headers, keyed by the stack's shared Kafka secret (`kafka_secret` setting of every service).
-`parse` refuses a record whose signature is missing or wrong (PayloadError: the worker dead-letters it, the gateway
-skips it), so a process that can reach the broker but lacks the secret cannot make a service act.
+Confidentiality and authenticity: every record a service produces is sealed (RecordSealer: AES-256-GCM keyed by
+the stack's shared Kafka secret, the `kafka_secret` setting of every service). Its value is ciphertext, so a process
+that can reach the broker but lacks the secret reads no prompt; `parse` refuses a record that is not sealed with
+the secret or was altered (PayloadError: the worker dead-letters it, the gateway skips it), so such a process
+cannot make a service act either.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from google.protobuf.message import DecodeError, Message
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -25,47 +29,76 @@ from kafka.errors import KafkaError
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.telemetry import extract_context, inject_headers, tracer
 
-SIGNATURE_HEADER = "mova-hmac"
+SEAL_HEADER = "mova-seal"
+_NONCE_BYTES = 12
+_KEY_INFO = b"movakit kafka records v1"  # HKDF info: the record key is used for nothing else
 
 log = logging.getLogger("movakit.kafka")
 
 
 class PayloadError(ValueError):
-    """A record whose value is not a valid message of the expected type, or whose signature does not verify
-    (send it to the dead-letter topic)."""
+    """A record whose value is not a valid message of the expected type, or that does not open with the stack's
+    secret: unsealed, sealed with another secret, or altered (send it to the dead-letter topic)."""
 
 
-class RecordSigner:
-    """HMAC-SHA256 over a record's topic, key, value and headers (in order, the signature header excluded)."""
+class RecordSealer:
+    """Authenticated encryption of Kafka records: AES-256-GCM, keyed by HKDF-SHA256 of the stack's Kafka secret.
+
+    A record with a value carries `nonce || ciphertext || tag` as its value and `mova-seal: <nonce>` among its
+    headers. A tombstone keeps no value (so compaction still drops its key) and carries `mova-seal:
+    <nonce || tag>`, the tag of an empty plaintext. Either way the associated data binds the topic, the key, every
+    other header and whether the record is a tombstone, so a sealed record cannot be moved, re-keyed or altered.
+    """
 
     def __init__(self, secret: str) -> None:
         if not secret:
             raise ValueError("the Kafka secret must not be empty")
-        self._key = secret.encode("utf-8")
+        key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_KEY_INFO).derive(secret.encode("utf-8"))
+        self._aead = AESGCM(key)
 
-    def _digest(self, topic: str, key: bytes | None, value: bytes | None, headers) -> bytes:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in (topic.encode("utf-8"), key or b"", value or b""):
-            mac.update(len(part).to_bytes(8, "big") + part)
+    @staticmethod
+    def _associated(topic: str, key: bytes | None, tombstone: bool, headers) -> bytes:
+        parts = [topic.encode("utf-8"), key or b"", b"tombstone" if tombstone else b"value"]
         for name, data in headers or []:
-            if name != SIGNATURE_HEADER:
-                for part in (name.encode("utf-8"), data or b""):
-                    mac.update(len(part).to_bytes(8, "big") + part)
-        return mac.digest()
+            if name != SEAL_HEADER:
+                parts += [name.encode("utf-8"), data or b""]
+        return b"".join(len(part).to_bytes(8, "big") + part for part in parts)
 
-    def signed_headers(self, topic: str, key: bytes | None, value: bytes | None, headers) -> list[tuple[str, bytes]]:
-        headers = [(n, d) for n, d in headers or [] if n != SIGNATURE_HEADER]
-        return [*headers, (SIGNATURE_HEADER, self._digest(topic, key, value, headers))]
+    def seal(self, topic: str, key: bytes | None, value: bytes | None,
+             headers) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+        """(the value to send, the headers to send) for a record of plaintext `value` (None: a tombstone)."""
+        headers = [(n, d) for n, d in headers or [] if n != SEAL_HEADER]
+        nonce = os.urandom(_NONCE_BYTES)
+        aad = self._associated(topic, key, value is None, headers)
+        if value is None:
+            return None, [*headers, (SEAL_HEADER, nonce + self._aead.encrypt(nonce, b"", aad))]
+        return nonce + self._aead.encrypt(nonce, value, aad), [*headers, (SEAL_HEADER, nonce)]
 
-    def verify(self, record: ConsumerRecord) -> None:
-        """Raises PayloadError unless the record carries this secret's signature."""
-        found = [d for n, d in record.headers or [] if n == SIGNATURE_HEADER]
-        expected = self._digest(record.topic, record.key, record.value, record.headers)
-        if len(found) != 1 or not hmac.compare_digest(found[0] or b"", expected):
-            raise PayloadError(f"{record.topic}[{record.partition}]@{record.offset}: "
-                               f"{'no' if not found else 'a wrong'} {SIGNATURE_HEADER} signature")
+    def open(self, record: ConsumerRecord) -> bytes | None:
+        """The plaintext value of a sealed record (None for a tombstone); raises PayloadError unless it was sealed
+        with this secret and not altered since."""
+        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        found = [d or b"" for n, d in record.headers or [] if n == SEAL_HEADER]
+        if len(found) != 1:
+            raise PayloadError(f"{where}: {'no' if not found else 'more than one'} {SEAL_HEADER} header (not sealed)")
+        aad = self._associated(record.topic, record.key, record.value is None, record.headers)
+        if record.value is None:
+            nonce, sealed = found[0][:_NONCE_BYTES], found[0][_NONCE_BYTES:]
+        else:
+            nonce, sealed = found[0], record.value[len(found[0]):]
+            if record.value[:len(nonce)] != nonce:
+                raise PayloadError(f"{where}: the value does not start with the {SEAL_HEADER} nonce")
+        if len(nonce) != _NONCE_BYTES:
+            raise PayloadError(f"{where}: a {SEAL_HEADER} header of the wrong length")
+        try:
+            plain = self._aead.decrypt(nonce, sealed, aad)
+        except InvalidTag:
+            raise PayloadError(f"{where}: does not open with the stack's Kafka secret (another secret, or altered)") \
+                from None
+        return None if record.value is None else plain
 
 
 class Producer:
@@ -76,22 +109,24 @@ class Producer:
     with InitProducerId UnknownError, forever. So idempotence is off (the pipeline is at-least-once and every
     consumer tolerates a duplicate; `publish` waits for each acknowledgement, so one job's records keep their
     order), and `send_and_wait` replaces the client after a failed send and tries once more; a second failure
-    is raised to the caller's retry or error path. Every record it sends is signed with its RecordSigner.
+    is raised to the caller's retry or error path. Every record it sends is sealed with its RecordSealer.
     """
 
-    def __init__(self, bootstrap: str, signer: RecordSigner) -> None:
+    def __init__(self, bootstrap: str, sealer: RecordSealer, auth: ClientAuth = NO_AUTH) -> None:
         self._bootstrap = bootstrap
-        self._signer = signer
+        self._sealer = sealer
+        self._auth = auth
         self._lock = threading.Lock()
         self._client = self._new_client()
 
     def _new_client(self) -> KafkaProducer:
         # acks=all waits for every in-sync replica; retries cover transient errors within one client.
         return KafkaProducer(bootstrap_servers=self._bootstrap, acks="all", linger_ms=5, retries=5,
-                             enable_idempotence=False, max_request_size=4 * 1024 * 1024, client_id="movakit")
+                             enable_idempotence=False, max_request_size=4 * 1024 * 1024, client_id="movakit",
+                             **self._auth.options())
 
     def send_and_wait(self, topic: str, key: bytes | None, value: bytes | None, headers, timeout_s: float) -> None:
-        headers = self._signer.signed_headers(topic, key, value, headers)
+        value, headers = self._sealer.seal(topic, key, value, headers)
         with self._lock:
             client = self._client
         try:
@@ -120,9 +155,9 @@ class Producer:
         self._client.close(timeout=timeout_s)
 
 
-def make_producer(bootstrap: str, signer: RecordSigner) -> Producer:
-    """A signing producer that waits for all in-sync replicas and recovers from a restarted broker (see Producer)."""
-    return Producer(bootstrap, signer)
+def make_producer(bootstrap: str, sealer: RecordSealer, auth: ClientAuth = NO_AUTH) -> Producer:
+    """A sealing producer that waits for all in-sync replicas and recovers from a restarted broker (see Producer)."""
+    return Producer(bootstrap, sealer, auth)
 
 
 def publish(
@@ -145,7 +180,7 @@ def publish_tombstone(producer: Producer, topic: str, key: str, *, timeout_s: fl
 
 
 def make_consumer(
-    bootstrap: str, topic: str, group_id: str, *, max_poll_interval_ms: int = 3_600_000
+    bootstrap: str, topic: str, group_id: str, *, max_poll_interval_ms: int = 3_600_000, auth: ClientAuth = NO_AUTH
 ) -> KafkaConsumer:
     """A consumer-group member on `topic`: manual commits, earliest offset for new groups, one record per poll.
 
@@ -163,19 +198,18 @@ def make_consumer(
         heartbeat_interval_ms=1000,
         max_poll_records=1,
         max_poll_interval_ms=max_poll_interval_ms,
+        **auth.options(),
     )
 
 
 def parse(
-    record: ConsumerRecord, message_type: type[Message], signer: RecordSigner | None
+    record: ConsumerRecord, message_type: type[Message], sealer: RecordSealer
 ) -> tuple[Message, otel_context.Context]:
-    """Verifies the record's signature (services always pass their signer; None, for inspecting a topic in tests,
-    skips the check), decodes its value as `message_type`; returns it with the trace context from its headers."""
-    if signer is not None:
-        signer.verify(record)
+    """Opens the sealed record (RecordSealer.open), decodes its value as `message_type`; returns it with the trace
+    context from its headers. Raises PayloadError for a record that does not open or decode."""
     message = message_type()
     try:
-        message.ParseFromString(record.value or b"")
+        message.ParseFromString(sealer.open(record) or b"")
     except DecodeError as exc:
         raise PayloadError(
             f"{record.topic}[{record.partition}]@{record.offset}: not a {message_type.DESCRIPTOR.full_name}: {exc}"
@@ -183,14 +217,15 @@ def parse(
     return message, extract_context(record.headers)
 
 
-def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> KafkaConsumer:
+def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+                       auth: ClientAuth = NO_AUTH) -> KafkaConsumer:
     """A consumer without a group, assigned every partition of `topic` from the beginning.
 
     For readers that need every record (the gateway follows all job events) rather than a share of them.
     """
     # earliest: a broker that lost its state restarts its offsets at 0, and the reader must not skip the new records.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             auto_offset_reset="earliest")
+                             auto_offset_reset="earliest", **auth.options())
     deadline = time.monotonic() + timeout_s
     partitions = consumer.partitions_for_topic(topic)
     while not partitions:
@@ -206,17 +241,16 @@ def make_tail_consumer(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -
 
 
 def read_to_end(
-    bootstrap: str, topic: str, message_type: type[Message], *, timeout_s: float = 30.0,
-    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None, signer: RecordSigner | None = None,
+    bootstrap: str, topic: str, message_type: type[Message], sealer: RecordSealer, *, timeout_s: float = 30.0,
+    on_invalid: Callable[[ConsumerRecord, PayloadError], None] | None = None, auth: ClientAuth = NO_AUTH,
 ) -> Iterator[tuple[str, Message | None, ConsumerRecord]]:
     """Every record of `topic` from the beginning up to the end offsets at call time, without a consumer group.
 
     Yields (key, message or None for a tombstone, record), in offset order within each partition. Used to rebuild
-    state from a compacted topic at startup. A record that does not decode (or verify, with `signer`) raises
-    PayloadError, or is passed to `on_invalid` and skipped when that is given; with `signer`, a tombstone must
-    verify too.
+    state from a compacted topic at startup. A record that does not open with `sealer` or does not decode raises
+    PayloadError, or is passed to `on_invalid` and skipped when that is given; a tombstone must open too.
     """
-    consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s)
+    consumer = make_tail_consumer(bootstrap, topic, timeout_s=timeout_s, auth=auth)
     deadline = time.monotonic() + timeout_s
     try:
         assigned = sorted(consumer.assignment())
@@ -234,9 +268,9 @@ def read_to_end(
                     message = None
                     try:
                         if record.value is not None:
-                            message, _ = parse(record, message_type, signer)
-                        elif signer is not None:  # a tombstone drops a job's state: it must be signed too
-                            signer.verify(record)
+                            message, _ = parse(record, message_type, sealer)
+                        else:  # a tombstone drops a job's state: it must be sealed too
+                            sealer.open(record)
                     except PayloadError as exc:
                         if on_invalid is None:
                             raise

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import struct
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -204,6 +205,14 @@ class ObjectStore:
         """Keys of every object under `prefix`, sorted."""
         with self._span("list_objects", prefix):
             return sorted(o.object_name for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True))
+
+    def iter_keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
+        """Keys under `prefix` in ascending order, after `start_after` when given, fetched page by page as read."""
+        with self._span("list_objects", prefix):
+            objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                                                start_after=start_after or None)
+            for o in objects:
+                yield o.object_name
 
     def delete(self, key: str) -> None:
         """Removes the object under `key` (nothing happens when there is none)."""

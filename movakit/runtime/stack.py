@@ -16,9 +16,9 @@ Every service, the gateway included, gets the same checkpoint folder: the gatewa
 that already run (docker-compose's one-shot init service).
 
 Credentials are made per stack by `up`: S3 keys (unless given), recorded in <state_dir>/s3-credentials; the
-Kafka signing secret every service shares, in <state_dir>/kafka-secret; and a job-API token for the local user:
-the token in <state_dir>/token, its digest in <state_dir>/tokens (the gateway's tokens file). All these files
-are mode 0600; `down` removes them.
+Kafka secret every service shares (it seals every record), in <state_dir>/kafka-secret; and a job-API token for
+the local user: the token in <state_dir>/token, its digest in <state_dir>/tokens (the gateway's tokens file). All
+these files are mode 0600; `down` removes them.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pathlib import Path
 
 from movakit.runtime import auth, localstack
 from movakit.runtime.grpc_server import check_health
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.metrics import METRICS_PORTS
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import ensure_topics
@@ -47,7 +48,7 @@ STATE_FILE = "stack.json"
 TOKEN_FILE = "token"  # the local user's job-API token (read by `mova submit` / `mova jobs`)
 TOKENS_FILE = "tokens"  # the gateway's tokens file: "<tenant> <sha256 of token>"
 S3_CREDENTIALS_FILE = "s3-credentials"  # "<access key> <secret key>" of the stack's SeaweedFS
-KAFKA_SECRET_FILE = "kafka-secret"  # the key every service signs and verifies Kafka records with
+KAFKA_SECRET_FILE = "kafka-secret"  # the key every service seals and opens Kafka records with
 _SECRET_FILES = (TOKEN_FILE, TOKENS_FILE, S3_CREDENTIALS_FILE, KAFKA_SECRET_FILE)
 # The stage services in pipeline order, with the settings prefix each one reads (movakit/services/<dir>/settings.py).
 STAGE_SERVICES = (("prompt-enhancer", "prompt_enhancer"), ("encoder", "encoder"), ("denoiser", "denoiser"),
@@ -199,10 +200,10 @@ def read_state(state_dir: Path) -> tuple[dict[str, str], list[ProcessEntry]]:
 
 
 def init_backends(kafka: str, s3: str, bucket: str, access_key: str, secret_key: str, *,
-                  timeout_s: float = 60.0) -> list[str]:
+                  timeout_s: float = 60.0, auth: ClientAuth = NO_AUTH) -> list[str]:
     """Create every topic of movakit.runtime.topics and the bucket on running servers (idempotent); returns the
     topics created. Used by `up` and by docker-compose's one-shot `init` service (`mova stack init`)."""
-    created = ensure_topics(kafka, timeout_s=timeout_s)
+    created = ensure_topics(kafka, timeout_s=timeout_s, auth=auth)
     ObjectStore(s3, access_key, secret_key, bucket).ensure_bucket()
     return created
 

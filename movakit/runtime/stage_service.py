@@ -27,7 +27,7 @@ import torch
 
 from movakit.runtime.grpc_server import serve
 from movakit.runtime.health import stack_dependencies
-from movakit.runtime.kafka import RecordSigner
+from movakit.runtime.kafka import RecordSealer
 from movakit.runtime.metrics import MODEL_LOAD_DURATION, metrics_address, setup_metrics
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.stage_settings import ServiceSettings, StageSettings, setup_json_logging
@@ -93,7 +93,7 @@ def run_stage_service(
     worker: StageWorker | None = None
     if settings.consume:  # connects to Kafka before the server reports SERVING (and while the port is reserved)
         worker = StageWorker(handler, store, bootstrap=settings.kafka_bootstrap, group_id=settings.group_id,
-                             signer=RecordSigner(settings.kafka_secret),
+                             sealer=RecordSealer(settings.kafka_secret), auth=settings.kafka_auth(),
                              service=service_name, replica_id=settings.replica_id,
                              max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s)
     if reservation is not None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from movakit.execution import default_dtype
+from movakit.runtime.kafka_auth import ClientAuth
 from movakit.runtime.settings import EnvSettings, SettingsError, check_address
 
 # movakit.runtime.telemetry.EXPORTERS, spelled out: importing telemetry (OpenTelemetry, gRPC) here would delay the
@@ -103,7 +104,11 @@ class StageSettings(ServiceSettings):
 
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
     group_id: str = ""  # Kafka consumer group; "" -> "mova-<service>"
-    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
+    kafka_secret: str = ""  # required: the stack's shared key sealing and opening every record (redacted)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT (local Tansu) | SASL_PLAINTEXT | SASL_SSL (kafka_auth.py)
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # with SASL_*: SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_sasl_username: str = ""  # required with SASL_*
+    kafka_sasl_password: str = ""  # required with SASL_* (redacted)
     consume: bool = True  # run the Kafka worker loop; false -> serve the direct gRPC RPC only
     max_attempts: int = 3  # tries of one task on transient S3/Kafka errors before the job fails
     retry_backoff_s: float = 2.0  # wait before the first retry; doubles after each
@@ -117,10 +122,17 @@ class StageSettings(ServiceSettings):
             raise SettingsError(self.env_name("kafka_bootstrap"), "must not be empty")
         if not self.kafka_secret:
             raise SettingsError(self.env_name("kafka_secret"), "must not be empty")
+        problem = self.kafka_auth().problem()
+        if problem is not None:
+            raise SettingsError(self.env_name(f"kafka_{problem[0]}"), problem[1])
         if self.max_attempts < 1:
             raise SettingsError(self.env_name("max_attempts"), f"must be >= 1, got {self.max_attempts}")
         if self.retry_backoff_s < 0:
             raise SettingsError(self.env_name("retry_backoff_s"), f"must be >= 0, got {self.retry_backoff_s}")
+
+    def kafka_auth(self) -> ClientAuth:
+        return ClientAuth(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                          self.kafka_sasl_password)
 
 
 def reserve_listen_port(listen: str) -> socket.socket:

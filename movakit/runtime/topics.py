@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
+
 TOPIC_ENHANCE = "mova.enhance"  # EnhanceTask, from the gateway to the prompt enhancer
 TOPIC_ENCODE = "mova.encode"  # EncodeTask, to the encoder
 TOPIC_DENOISE = "mova.denoise"  # DenoiseTask, to the denoiser
@@ -34,7 +36,7 @@ TOPICS: dict[str, TopicSpec] = {
 }
 
 
-def ensure_topics(bootstrap: str, *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(bootstrap: str, *, timeout_s: float = 30.0, auth: ClientAuth = NO_AUTH) -> list[str]:
     """Creates every topic in TOPICS that does not exist yet; returns the names it created.
 
     Retries the broker connection until `timeout_s` so it can run right after the broker starts.
@@ -42,7 +44,7 @@ def ensure_topics(bootstrap: str, *, timeout_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="movakit-admin")
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="movakit-admin", **auth.options())
             break
         except (KafkaConnectionError, KafkaError):
             if time.monotonic() > deadline:

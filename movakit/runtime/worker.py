@@ -2,7 +2,7 @@
 
 One `StageWorker` consumes its inbox topic as a member of a Kafka consumer group and, for each task:
 
-  1. verifies its signature and parses it (a record that does not verify or parse goes to the dead-letter topic,
+  1. opens the sealed record and parses it (a record that does not open or parse goes to the dead-letter topic,
      unacted on; the process keeps running);
   2. checks the job was not cancelled (the gateway's cancel marker jobs/<job>/control/cancel in S3; checked again
      between denoise steps);
@@ -40,6 +40,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.metrics import STAGE_DURATION, set_queue_lag
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
 from movakit.runtime.tasks import JobCancelled, StageHandler, TaskContext, run_or_reuse, task_segment
@@ -74,8 +75,8 @@ class StageWorker:
     """The consume → check cancel → skip or run → publish → commit loop of one stage replica."""
 
     def __init__(self, handler: StageHandler, store: ObjectStore, *, bootstrap: str, group_id: str,
-                 signer: mkafka.RecordSigner, service: str, replica_id: str, max_attempts: int = 3,
-                 retry_backoff_s: float = 2.0) -> None:
+                 sealer: mkafka.RecordSealer, service: str, replica_id: str, max_attempts: int = 3,
+                 retry_backoff_s: float = 2.0, auth: ClientAuth = NO_AUTH) -> None:
         self.handler = handler
         self.max_attempts = max_attempts  # tries of one record on transient errors before it fails the job
         self.retry_backoff_s = retry_backoff_s  # doubled after every transient failure of the same record
@@ -85,9 +86,9 @@ class StageWorker:
         self.replica_id = replica_id
         self.stats = WorkerStats()
         self._stop = threading.Event()
-        self._signer = signer  # verifies every task read and signs every record sent
-        self._producer = mkafka.make_producer(bootstrap, signer)
-        self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id)
+        self._sealer = sealer  # opens every task read and seals every record sent
+        self._producer = mkafka.make_producer(bootstrap, sealer, auth)
+        self._consumer = mkafka.make_consumer(bootstrap, handler.inbox, group_id, auth=auth)
         self._assignment: frozenset[tuple[str, int]] = frozenset()
         self.group_id = group_id
         self._lag_measured = 0.0  # time.monotonic() of the last queue lag reading
@@ -163,8 +164,8 @@ class StageWorker:
     def handle_record(self, record) -> None:
         h = self.handler
         try:
-            task, parent = mkafka.parse(record, h.task_type, self._signer)
-        except Exception as exc:  # noqa: BLE001 - any undecodable or unsigned record is dead-lettered
+            task, parent = mkafka.parse(record, h.task_type, self._sealer)
+        except Exception as exc:  # noqa: BLE001 - any undecodable or unsealed record is dead-lettered
             self._dead_letter(record, "", f"unparsable {h.task_type.__name__}: {exc}")
             self._commit(record)
             return
@@ -244,9 +245,12 @@ class StageWorker:
 
     def _dead_letter(self, record, job_id: str, reason: str) -> None:
         self.stats.dead_letters += 1
+        try:  # the plaintext when the record opens (the letter is sealed again), else the value as it was read
+            payload = self._sealer.open(record) or b""
+        except mkafka.PayloadError:
+            payload = record.value or b""
         letter = events_pb2.DeadLetter(job_id=job_id, topic=record.topic, partition=record.partition,
-                                       offset=record.offset, payload=record.value or b"", reason=reason,
-                                       service=self.service)
+                                       offset=record.offset, payload=payload, reason=reason, service=self.service)
         log.error("dead letter", extra={"fields": {"job_id": job_id, "reason": reason, "offset": record.offset}})
         mkafka.publish(self._producer, TOPIC_DEAD_LETTER, job_id or f"offset-{record.offset}", letter)
 

@@ -103,3 +103,34 @@ def test_commands_start_the_right_modules(compose):
         assert command == ["python", "-m", f"movakit.services.{module}.main"]
         assert (ROOT / "movakit" / "services" / module / "main.py").is_file()
     assert compose["services"]["init"]["command"][:3] == ["mova", "stack", "init"]
+
+
+def test_kafka_demands_scram_and_every_client_logs_in(compose):
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    published = {listener.split("://")[0] for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    assert published == {"HOST", "DOCKER"} and all(protocols[name] == "SASL_PLAINTEXT" for name in published)
+    assert protocols["CONTROLLER"] == "PLAINTEXT" and not any(":9093" in p for p in kafka["ports"])  # in-container
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    for name in published:  # each SASL listener has its JAAS login module (the image's ___ stands for -)
+        assert "ScramLoginModule required" in env[f"KAFKA_LISTENER_NAME_{name}_SCRAM___SHA___512_SASL_JAAS_CONFIG"]
+    user, password = env["MOVA_KAFKA_SASL_USERNAME"], env["MOVA_KAFKA_SASL_PASSWORD"]
+    assert password.startswith("${MOVA_KAFKA_SASL_PASSWORD:?")  # no password written in the file
+    # The entry point creates the user at format time, then runs the image's launcher.
+    script_mount, _ = [v for v in kafka["volumes"] if v.endswith(kafka["entrypoint"][0] + ":ro")][0].split(":", 1)
+    script = (ROOT / script_mount).read_text()
+    assert "--add-scram" in script and "SCRAM-SHA-512=[name=${MOVA_KAFKA_SASL_USERNAME}" in script
+    assert "exec /etc/kafka/docker/run" in script
+    for name, cls in SETTINGS.items():
+        if not _kafka_keys(cls):
+            continue  # the trainer takes its work from Celery, not Kafka
+        service_env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
+        auth = cls.load([], service_env).kafka_auth()  # what the services pass to kafka-python
+        assert (auth.security_protocol, auth.sasl_mechanism) == ("SASL_PLAINTEXT", "SCRAM-SHA-512"), name
+        assert (auth.username, auth.password) == (user, password), name
+    init = compose["services"]["init"]
+    flags = dict(zip(init["command"][3::2], init["command"][4::2]))
+    assert (flags["--kafka-security-protocol"], flags["--kafka-sasl-mechanism"], flags["--kafka-sasl-username"]) \
+        == ("SASL_PLAINTEXT", "SCRAM-SHA-512", user)
+    assert init["environment"]["MOVA_KAFKA_SASL_PASSWORD"] == password

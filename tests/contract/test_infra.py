@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import dataclasses
+import importlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,6 +27,11 @@ HANDLERS = {"prompt-enhancer": EnhanceHandler, "encoder": EncodeHandler, "denois
 
 def _docs(path: Path) -> dict[str, dict]:
     return {doc["kind"]: doc for doc in yaml.safe_load_all(path.read_text()) if doc}
+
+
+def _plain_env(container: dict) -> dict[str, str]:
+    """The container's env entries with a literal value (secrets come by valueFrom: not listed)."""
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def test_topics_yaml_matches_runtime_topics():
@@ -53,7 +59,7 @@ def test_stage_manifest_scales_on_its_inbox_lag(name):
     assert trigger["metadata"]["consumerGroup"] == f"mova-{name}"
     assert docs["ScaledObject"]["spec"]["maxReplicaCount"] <= TOPICS[HANDLERS[name].inbox].partitions
     container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = _plain_env(container)
     prefix = f"MOVA_{name.replace('-', '_').upper()}_"
     assert env[prefix + "GROUP_ID"] == f"mova-{name}"
     port = container["ports"][0]["containerPort"]
@@ -118,7 +124,7 @@ def test_metrics_ports_of_manifests_and_prometheus_config_are_the_defaults():
     scrape = (INFRA / "prometheus" / "prometheus.yml").read_text()
     for name, port in metrics.METRICS_PORTS.items():
         container = _docs(INFRA / "k8s" / "base" / f"{name}.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = _plain_env(container)
         assert env[f"MOVA_{name.replace('-', '_').upper()}_METRICS_LISTEN"] == f"0.0.0.0:{port}"
         assert {"name": "metrics", "containerPort": port} in container["ports"]
         assert f'"{name}:{port}"' in scrape
@@ -132,8 +138,8 @@ def test_triton_model_repository_and_manifest_agree_with_the_encoder():
     triton = _docs(INFRA / "k8s" / "base" / "triton.yaml")
     grpc_port = {p["name"]: p["port"] for p in triton["Service"]["spec"]["ports"]}["grpc"]
     encoder = _docs(INFRA / "k8s" / "base" / "encoder.yaml")["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    encoder_env = {e["name"]: e["value"] for e in encoder["env"]}
-    triton_env = {e["name"]: e["value"] for e in triton["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    encoder_env = _plain_env(encoder)
+    triton_env = _plain_env(triton["Deployment"]["spec"]["template"]["spec"]["containers"][0])
     assert encoder_env["MOVA_ENCODER_TRITON_URL"] == f"triton:{grpc_port}"
     assert triton_env["MOVA_TRITON_CHECKPOINT"] == encoder_env["MOVA_ENCODER_CHECKPOINT"]
     assert triton_env["MOVA_TRITON_DTYPE"] == encoder_env["MOVA_ENCODER_DTYPE"]
@@ -145,3 +151,44 @@ def test_dev_overlay_runs_triton_on_the_cpu_as_the_encoder():
     (env,) = [op["value"] for op in yaml.safe_load(patch["patch"]) if op["path"].endswith("/env")]
     assert {e["name"]: e["value"] for e in env} == {"MOVA_TRITON_CHECKPOINT": "", "MOVA_TRITON_DEVICE": "cpu",
                                                    "MOVA_TRITON_DTYPE": "float32"}
+
+
+SETTINGS_MODULES = {"gateway": "gateway", "prompt-enhancer": "prompt_enhancer", "encoder": "encoder",
+                    "denoiser": "denoiser", "decoder": "decoder"}  # the Kafka clients (the trainer uses Celery)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS_MODULES))
+def test_secrets_come_from_kubernetes_secrets_and_kafka_uses_scram(name):
+    """No secret in a manifest: S3 keys by envFrom, the Kafka secret and SCRAM login by secretKeyRef, the
+    gateway's tokens file from a mounted Secret; every env name is one the service's settings read."""
+    module = importlib.import_module(f"movakit.services.{SETTINGS_MODULES[name]}.settings")
+    (cls,) = [c for c in vars(module).values() if isinstance(c, type) and c.__name__.endswith("Settings")
+              and c.__module__ == module.__name__]
+    deployment = _docs(INFRA / "k8s" / "base" / f"{name}.yaml")["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    known = {cls.env_name(f.name) for f in dataclasses.fields(cls)}
+    assert set(env) <= known, set(env) - known
+    assert f"movakit-s3-{name}" in [ref["secretRef"]["name"] for ref in container["envFrom"]]
+    for field, key in (("kafka_secret", "record-secret"), ("kafka_sasl_username", "sasl-username"),
+                       ("kafka_sasl_password", "sasl-password")):
+        assert env[cls.env_name(field)]["valueFrom"]["secretKeyRef"] == {"name": "movakit-kafka", "key": key}
+    assert env[cls.env_name("kafka_security_protocol")]["value"] == "SASL_PLAINTEXT"
+    assert env[cls.env_name("kafka_sasl_mechanism")]["value"] == "SCRAM-SHA-512"
+    for entry in container["env"]:  # nothing that names a secret carries a literal value
+        if any(marker in entry["name"] for marker in ("SECRET", "PASSWORD", "ACCESS_KEY", "TOKEN")):
+            assert "value" not in entry or entry["name"].endswith("_TOKENS_FILE"), entry["name"]
+    if name == "gateway":
+        (volume,) = [v for v in pod["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "movakit-gateway-tokens"
+        (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+        assert env["MOVA_GATEWAY_TOKENS_FILE"]["value"].startswith(mount["mountPath"] + "/")
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]  # the file is readable
+
+
+def test_no_manifest_writes_a_secret():
+    for path in (INFRA / "k8s").rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert not (doc and doc.get("kind") == "Secret"), f"{path}: a Secret with its data in the repository"
+        assert "secretGenerator" not in path.read_text(), path

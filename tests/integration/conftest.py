@@ -23,7 +23,7 @@ S3_SECRET_KEY = "movakit-test-secret"
 S3_BUCKET = "mova-test"
 # Two tenants of the test gateways (the tokens file holds their digests); "alice" is the default caller.
 TENANT_TOKENS = {"alice": "alice-test-token", "bob": "bob-test-token"}
-KAFKA_SECRET = "kafka-test-secret"  # what the test services sign and verify Kafka records with
+KAFKA_SECRET = "kafka-test-secret"  # what the test services seal and open Kafka records with
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +33,9 @@ def kafka_secret() -> str:
 
 
 @pytest.fixture(scope="session")
-def signer(kafka_secret) -> mkafka.RecordSigner:
-    """Signs and verifies records like the test services."""
-    return mkafka.RecordSigner(kafka_secret)
+def sealer(kafka_secret) -> mkafka.RecordSealer:
+    """Seals and opens records like the test services."""
+    return mkafka.RecordSealer(kafka_secret)
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,15 @@ def tenant_channel():
 
 def gateway_settings(kafka: str, s3_config, tokens_file: str, **overrides):
     """GatewaySettings for the test servers: free gRPC and HTTP ports, the tiny demo checkpoint's rules (any multiple-of-16 size),
-    generous admission limits."""
+    generous admission limits and dispatch slots (no worker finishes these jobs; each one's task is sent at once)."""
     from movakit.services.gateway.settings import GatewaySettings  # imported here: only gateway tests need it
 
     values = dict(
         listen=f"127.0.0.1:{free_port()}", http_listen=f"127.0.0.1:{free_port()}", kafka_bootstrap=kafka,
         s3_endpoint=s3_config.endpoint,
         s3_access_key=s3_config.access_key, s3_secret_key=s3_config.secret_key, s3_bucket=s3_config.bucket,
-        tokens_file=tokens_file, kafka_secret=KAFKA_SECRET, max_active_jobs=1000, startup_timeout_s=30.0,
+        tokens_file=tokens_file, kafka_secret=KAFKA_SECRET, max_active_jobs=1000, dispatch_slots=1000,
+        startup_timeout_s=30.0,
     )
     values.update(overrides)
     settings = GatewaySettings(**values)
@@ -160,6 +161,6 @@ def gateway(gateway_config):
 @pytest.fixture(scope="module")
 def producer(gateway_kafka):
     """A producer on the gateway tests' broker, for publishing what stage workers would."""
-    p = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner(KAFKA_SECRET))
+    p = mkafka.make_producer(gateway_kafka, mkafka.RecordSealer(KAFKA_SECRET))
     yield p
     p.close()

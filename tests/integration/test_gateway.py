@@ -138,7 +138,7 @@ def test_a_released_checkpoint_takes_its_trained_sizes_only(gateway_config, tmp_
         strict.stop()
 
 
-def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, gateway_kafka):
+def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, gateway_kafka, sealer):
     image = png()
     response = submit(jobs, image=image, num_inference_steps=0, guidance_scale=0.0)
     job = response.job
@@ -151,7 +151,7 @@ def test_submit_stores_image_queues_task_and_fills_defaults(jobs, object_store, 
     assert job.input_image.key == job_key(job.job_id, "input", "image.png")
     assert object_store.get_bytes(job.input_image) == image
 
-    tasks = [m for k, m, _ in mkafka.read_to_end(gateway_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask)
+    tasks = [m for k, m, _ in mkafka.read_to_end(gateway_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)
              if k == job.job_id]
     assert len(tasks) == 1
     assert tasks[0].params == job.params and tasks[0].image == job.input_image
@@ -187,7 +187,7 @@ def test_watch_streams_progress_to_success_with_download_urls(jobs, producer, ob
 
     events = list(stream)  # the stream ends by itself after the terminal event
     kinds = [e.WhichOneof("kind") for e in events]
-    assert kinds == ["queued", "stage_started", "prompt_enhanced", "stage_finished", "stage_started",
+    assert kinds == ["queued", "dispatched", "stage_started", "prompt_enhanced", "stage_finished", "stage_started",
                      "denoise_step", "denoise_step", "stage_finished", "succeeded"]
     assert [e.denoise_step.step for e in events if e.HasField("denoise_step")] == [1, 2]
     url = events[-1].succeeded.artifacts[0].url
@@ -237,7 +237,7 @@ def test_cancel_is_recorded_for_workers_and_finished_by_them(jobs, producer, obj
     worker_event(producer, job_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_ENCODE))
     worker_event(producer, job_id, cancelled=events_pb2.Cancelled(stage=common_pb2.STAGE_ENCODE))
     kinds = [e.WhichOneof("kind") for e in jobs.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=30)]
-    assert kinds == ["queued", "cancel_requested", "stage_started", "cancelled"]
+    assert kinds == ["queued", "dispatched", "cancel_requested", "stage_started", "cancelled"]
     wait_state(jobs, job_id, common_pb2.JOB_STATE_CANCELLED)
     with pytest.raises(grpc.RpcError) as err:
         jobs.Cancel(gateway_pb2.CancelJobRequest(job_id=job_id), timeout=5)
@@ -333,8 +333,8 @@ def test_artifact_urls_use_the_public_endpoint(gateway_config, tenant_channel, p
         public.stop()
 
 
-def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, signer):
-    raw = mkafka.make_producer(gateway_kafka, signer)  # signed, but no protobuf
+def test_poison_records_do_not_stop_a_gateway(gateway_config, gateway_kafka, jobs, sealer):
+    raw = mkafka.make_producer(gateway_kafka, sealer)  # sealed, but no protobuf
     for topic in (TOPIC_JOB_STATE, TOPIC_EVENTS):
         raw.send_and_wait(topic, b"poison", b"\xff\xfe not a protobuf", [], timeout_s=10)
     raw.close()

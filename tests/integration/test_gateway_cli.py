@@ -63,7 +63,7 @@ def test_submit_wait_exits_nonzero_when_the_job_fails(gateway, producer, capsys)
 
     def fail_it() -> None:  # a "worker" that fails the job as soon as it is queued
         for _ in range(200):
-            for job in gateway.store.page("alice", 100, "", common_pb2.JOB_STATE_QUEUED)[0]:
+            for job in gateway.store.listing("alice", None, common_pb2.JOB_STATE_QUEUED, 100):
                 if job.params.prompt == prompt:
                     publish(producer, job.job_id, failed=events_pb2.Failed(reason="decode failed: disk full"))
                     return

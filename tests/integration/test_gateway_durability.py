@@ -1,13 +1,14 @@
 """The gateway's durability duties on real servers: stalled jobs end with a reason (the reaper); a broker that dies
 and comes back empty (memory storage: its state is lost) turns health NOT_SERVING and back, and Submit works again
 without a gateway restart; finished jobs beyond the memory bound are archived and shown only to their tenant;
-only signed tombstones drop a job at replay; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
+only sealed tombstones drop a job at replay; artifacts expire by the bucket's lifecycle rule and the retention sweep. Stage workers
 are played by the test. This module's gateways use brokers of their own, so the jobs they reap or lose are no
 other test's, and the sweep runs on a bucket of its own."""
 
 from __future__ import annotations
 
 import signal
+import uuid
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -85,12 +86,12 @@ def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, prod
         queued.stop()
 
 
-def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config, signer, tenant_channel):
+def test_broker_that_lost_its_state_health_and_submit_recover(tmp_path, gateway_config, sealer, tenant_channel):
     port = free_port()
     broker = start_tansu(port, tmp_path / "tansu")
     ensure_topics(broker.address)
     gateway = start_gateway(gateway_config(kafka_bootstrap=broker.address))
-    producer = mkafka.make_producer(broker.address, signer)  # the rebuilt client signs too
+    producer = mkafka.make_producer(broker.address, sealer)  # the rebuilt client seals too
     try:
         with tenant_channel(gateway.address) as channel:
             stub = gateway_pb2_grpc.JobServiceStub(channel)
@@ -144,7 +145,7 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
             assert archived.state == common_pb2.JOB_STATE_SUCCEEDED and archived.artifacts[0].url.startswith("http")
             assert archived.tenant == "alice"  # the archive keeps the job's tenant
             events = list(stub.Watch(gateway_pb2.WatchJobRequest(job_id=ids[0]), timeout=10))
-            assert [e.WhichOneof("kind") for e in events] == ["queued", "succeeded"]
+            assert [e.WhichOneof("kind") for e in events] == ["queued", "dispatched", "succeeded"]
             assert events[-1].succeeded.artifacts[0].url.startswith("http")
             with pytest.raises(grpc.RpcError) as err:
                 stub.Cancel(gateway_pb2.CancelJobRequest(job_id=ids[0]), timeout=10)
@@ -171,8 +172,8 @@ def test_finished_jobs_beyond_the_bound_leave_memory_and_stay_readable(gateway_c
         restarted.stop()
 
 
-def test_an_unsigned_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka, signer, tenant_channel):
-    """Archiving publishes signed tombstones on mova.job-state; the replay skips one that does not verify."""
+def test_an_unsealed_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka, sealer, tenant_channel):
+    """Archiving publishes sealed tombstones on mova.job-state; the replay skips one that does not open."""
     first = start_gateway(gateway_config())
     try:
         with tenant_channel(first.address) as channel:
@@ -182,18 +183,67 @@ def test_an_unsigned_tombstone_does_not_drop_a_job(gateway_config, gateway_kafka
 
     def replayed() -> JobStore:
         store = JobStore()
-        replay_job_state(gateway_kafka, store, signer, timeout_s=30)
+        replay_job_state(gateway_kafka, store, sealer, timeout_s=30)
         return store
 
-    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner("guessed-secret"))
+    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSealer("guessed-secret"))
     try:
         mkafka.publish_tombstone(forger, TOPIC_JOB_STATE, job_id)
     finally:
         forger.close()
     assert replayed().get(job_id) is not None  # the forged tombstone was skipped
-    genuine = mkafka.make_producer(gateway_kafka, signer)
+    genuine = mkafka.make_producer(gateway_kafka, sealer)
     try:
         mkafka.publish_tombstone(genuine, TOPIC_JOB_STATE, job_id)
     finally:
         genuine.close()
-    assert replayed().get(job_id) is None  # a signed one drops the job (what archive.py relies on)
+    assert replayed().get(job_id) is None  # a sealed one drops the job (what archive.py relies on)
+
+
+def test_archived_jobs_are_listed_by_page_and_keep_their_idempotency_keys(gateway_config, producer, tenant_channel):
+    archiving = start_gateway(gateway_config(max_finished_jobs=0))  # every finished job leaves memory
+    run = uuid.uuid4().hex[:8]
+
+    def submit_keyed(stub, key: str, prompt: str = TINY["prompt"]):
+        params = common_pb2.GenerationParams(**{**TINY, "prompt": prompt})
+        return stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key=key), timeout=30)
+
+    try:
+        with tenant_channel(archiving.address) as channel, tenant_channel(archiving.address, "bob") as bob_channel:
+            stub, bob = gateway_pb2_grpc.JobServiceStub(channel), gateway_pb2_grpc.JobServiceStub(bob_channel)
+            done = [submit_keyed(stub, f"{run}-{i}").job_id for i in range(3)]
+            waiting = submit(stub)  # unfinished: stays in memory, newest of all
+            bobs = submit_keyed(bob, f"{run}-0").job_id  # the same key, another tenant: another job
+            for job_id in (*done, bobs):
+                kind = dict(failed=events_pb2.Failed(reason="x")) if job_id == done[1] else dict(
+                    succeeded=events_pb2.Succeeded())
+                worker_event(producer, job_id, **kind)
+            until(lambda: all(archiving.store.get(j) is None for j in (*done, bobs)), "the finished jobs leave memory")
+
+            def page(client, token="", **kw):
+                return client.List(gateway_pb2.ListJobsRequest(page_size=2, page_token=token, **kw), timeout=10)
+
+            first = page(stub)
+            second = page(stub, first.next_page_token)
+            assert [j.job_id for j in first.jobs] == [waiting, done[2]]  # memory and archive, merged newest first
+            assert [j.job_id for j in second.jobs] == [done[1], done[0]]
+            assert second.jobs[0].state == common_pb2.JOB_STATE_FAILED and second.jobs[1].artifacts == []
+            seen, token = [], ""
+            while True:  # every page to the end: no job twice, none of bob's
+                listed = page(stub, token)
+                seen += [j.job_id for j in listed.jobs]
+                token = listed.next_page_token
+                if not token:
+                    break
+            assert len(seen) == len(set(seen)) and bobs not in seen and set(done) <= set(seen)
+            assert page(stub, state=common_pb2.JOB_STATE_FAILED).jobs[0].job_id == done[1]
+            assert [j.job_id for j in page(bob).jobs][:1] == [bobs]
+            # Idempotency keys of archived jobs: the same request returns the job, another one is refused.
+            again = submit_keyed(stub, f"{run}-0")
+            assert again.existing and again.job_id == done[0] and again.job.state == common_pb2.JOB_STATE_SUCCEEDED
+            with pytest.raises(grpc.RpcError) as err:
+                submit_keyed(stub, f"{run}-0", prompt="another prompt")
+            assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS and done[0] in err.value.details()
+            assert submit_keyed(bob, f"{run}-0").job_id == bobs  # bob's key is bob's
+    finally:
+        archiving.stop()

@@ -65,7 +65,7 @@ def event(job_id: str, **kind) -> events_pb2.JobEvent:
     return events_pb2.JobEvent(job_id=job_id, time=ts, source="test", **kind)
 
 
-def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tokens_file, tenant_channel, signer,
+def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tokens_file, tenant_channel, sealer,
                                                         kafka_secret):
     broker = start_tansu(free_port(), tmp_path / "tansu")
     try:
@@ -82,7 +82,7 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tok
                 running = stub.Submit(gateway_pb2.SubmitRequest(params=params, idempotency_key="restart-1"), timeout=10)
                 cancelled = stub.Submit(gateway_pb2.SubmitRequest(params=params), timeout=10)
                 stub.Cancel(gateway_pb2.CancelJobRequest(job_id=cancelled.job_id), timeout=10)
-                producer = mkafka.make_producer(broker.address, signer)
+                producer = mkafka.make_producer(broker.address, sealer)
                 mkafka.publish(producer, TOPIC_EVENTS, running.job_id, event(
                     running.job_id, stage_started=events_pb2.StageStarted(stage=common_pb2.STAGE_DENOISE)))
                 mkafka.publish(producer, TOPIC_EVENTS, running.job_id, event(
@@ -96,8 +96,8 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tok
 
         # One trace per job: the Submit RPC's span is the parent of the Kafka publishes, and the trace context
         # rides in the headers of the task the first stage will read.
-        (_, task, record), = [r for r in mkafka.read_to_end(broker.address, TOPIC_ENHANCE, events_pb2.EnhanceTask)
-                              if r[0] == running.job_id]
+        tasks = mkafka.read_to_end(broker.address, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)
+        (_, task, record), = [r for r in tasks if r[0] == running.job_id]
         trace_id = dict(record.headers)["traceparent"].decode().split("-")[1]
         spans = [sp for sp in console_spans(log_path.read_text()) if sp["context"]["trace_id"] == "0x" + trace_id]
         names = {sp["name"] for sp in spans}
@@ -129,7 +129,7 @@ def test_restarted_gateway_keeps_jobs_keys_and_progress(tmp_path, s3_config, tok
                     running.job_id, succeeded=events_pb2.Succeeded()))
                 kinds = [e.WhichOneof("kind")
                          for e in stub.Watch(gateway_pb2.WatchJobRequest(job_id=running.job_id), timeout=30)]
-                assert kinds == ["queued", "stage_started", "denoise_step", "succeeded"]
+                assert kinds == ["queued", "dispatched", "stage_started", "denoise_step", "succeeded"]
             producer.close()
         finally:
             assert stop_process(second) == 0

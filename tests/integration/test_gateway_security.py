@@ -109,7 +109,7 @@ def test_a_forged_failed_event_does_not_fail_a_job(alice, gateway, gateway_kafka
     from movakit.runtime.topics import TOPIC_EVENTS
 
     job_id = submit(alice, prompt=f"target {uuid.uuid4().hex}").job_id
-    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSigner("guessed-secret"))
+    forger = mkafka.make_producer(gateway_kafka, mkafka.RecordSealer("guessed-secret"))
     now = Timestamp()
     now.GetCurrentTime()
     forged = events_pb2.JobEvent(job_id=job_id, time=now, source="decoder", failed=events_pb2.Failed(reason="forged"))
@@ -126,6 +126,34 @@ def test_a_forged_failed_event_does_not_fail_a_job(alice, gateway, gateway_kafka
         threading.Event().wait(0.1)
     assert job.stage == common_pb2.STAGE_ENCODE
     assert job.state == common_pb2.JOB_STATE_RUNNING and not job.failure_reason
+
+
+def test_a_reader_without_the_secret_sees_no_prompt(alice, gateway_kafka, sealer):
+    from kafka import KafkaConsumer, TopicPartition
+
+    from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
+
+    prompt = f"a secret lighthouse {uuid.uuid4().hex}".encode()
+    job_id = submit(alice, prompt=prompt.decode()).job_id  # its record, queued event and first task are in Kafka
+    raw = KafkaConsumer(bootstrap_servers=gateway_kafka, group_id=None, enable_auto_commit=False,
+                        consumer_timeout_ms=3000)  # a local process with no secret, reading like any client
+    topics = (TOPIC_JOB_STATE, TOPIC_EVENTS, TOPIC_ENHANCE)
+    partitions = [TopicPartition(t, p) for t in topics for p in raw.partitions_for_topic(t)]
+    raw.assign(partitions)
+    raw.seek_to_beginning(*partitions)
+    end = raw.end_offsets(partitions)
+    read, opened = [], set()
+    while any(raw.position(tp) < end[tp] for tp in partitions):
+        for records in raw.poll(timeout_ms=500).values():
+            read += records
+    raw.close()
+    mine = [r for r in read if r.key == job_id.encode()]
+    for record in mine:  # the stack's secret opens each of them and finds the prompt ...
+        if prompt in (sealer.open(record) or b""):
+            opened.add(record.topic)
+    assert opened == set(topics)
+    for record in read:  # ... while the bytes in Kafka hold it nowhere, in no value and no header
+        assert prompt not in (record.value or b"") and all(prompt not in (d or b"") for _, d in record.headers)
 
 
 # ---- malformed input ---------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ def test_every_topic_exists_with_its_partitions(kafka_bootstrap):
     assert described == {name: spec.partitions for name, spec in TOPICS.items()}
 
 
-def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstrap, signer):
+def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstrap, sealer):
     job_id = f"job-{uuid.uuid4().hex[:8]}"
-    producer = mkafka.make_producer(kafka_bootstrap, signer)
+    producer = mkafka.make_producer(kafka_bootstrap, sealer)
     tracer = TracerProvider().get_tracer("test")  # a real SDK tracer, independent of the global provider
     with tracer.start_as_current_span("submit") as span:
         sent_trace = span.get_span_context().trace_id
@@ -51,22 +51,27 @@ def test_publish_then_group_consume_carries_key_payload_and_trace(kafka_bootstra
         if found:
             break
     assert found is not None, "the published record never arrived"
-    message, context = mkafka.parse(found, events_pb2.DeadLetter, signer)  # the signature verifies
+    message, context = mkafka.parse(found, events_pb2.DeadLetter, sealer)  # it opens with the secret
     assert message == letter
-    with pytest.raises(mkafka.PayloadError, match="wrong mova-hmac signature"):
-        mkafka.parse(found, events_pb2.DeadLetter, mkafka.RecordSigner("another-secret"))
-    tampered = found._replace(value=found.value + b"\x08\x01")
-    with pytest.raises(mkafka.PayloadError, match="signature"):
-        mkafka.parse(tampered, events_pb2.DeadLetter, signer)
+    assert letter.SerializeToString() not in found.value  # in Kafka the value is ciphertext
+    with pytest.raises(mkafka.PayloadError, match="does not open"):
+        mkafka.parse(found, events_pb2.DeadLetter, mkafka.RecordSealer("another-secret"))
+    for tampered in (found._replace(value=found.value[:-1] + bytes([found.value[-1] ^ 1])),  # a flipped bit
+                     found._replace(topic="mova.enhance"),  # moved to another topic
+                     found._replace(headers=[h for h in found.headers if h[0] != "traceparent"])):  # header dropped
+        with pytest.raises(mkafka.PayloadError, match="does not open"):
+            mkafka.parse(tampered, events_pb2.DeadLetter, sealer)
+    with pytest.raises(mkafka.PayloadError, match="not sealed"):
+        mkafka.parse(found._replace(headers=[]), events_pb2.DeadLetter, sealer)
     assert sent_trace != 0
     assert trace.get_current_span(context).get_span_context().trace_id == sent_trace
     consumer.commit()
     consumer.close()
 
 
-def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap, signer):
+def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap, sealer):
     job_id = f"job-{uuid.uuid4().hex[:8]}"
-    producer = mkafka.make_producer(kafka_bootstrap, signer)
+    producer = mkafka.make_producer(kafka_bootstrap, sealer)
     for step in (1, 2, 3):
         record = events_pb2.JobRecord()
         record.job.job_id = job_id
@@ -74,17 +79,18 @@ def test_read_to_end_sees_latest_record_per_key(kafka_bootstrap, signer):
         mkafka.publish(producer, TOPIC_JOB_STATE, job_id, record)
     producer.close()
     latest = {}
-    for key, message, _ in mkafka.read_to_end(kafka_bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, signer=signer):
+    for key, message, _ in mkafka.read_to_end(kafka_bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, sealer):
         latest[key] = message
     assert latest[job_id].job.step == 3
 
 
-def test_parse_rejects_garbage(kafka_bootstrap):
+def test_parse_rejects_garbage(kafka_bootstrap, sealer):
     class FakeRecord:  # a stand-in for kafka-python's ConsumerRecord: only the fields parse reads
-        topic, partition, offset, value, headers = "t", 0, 7, b"\xff\xff\xff", []
+        topic, partition, offset, key = "t", 0, 7, b"k"
+        value, headers = sealer.seal("t", b"k", b"\xff\xff\xff", [])  # sealed, but no protobuf
 
-    with pytest.raises(mkafka.PayloadError, match="t\\[0\\]@7"):
-        mkafka.parse(FakeRecord(), events_pb2.JobEvent, None)
+    with pytest.raises(mkafka.PayloadError, match="t\\[0\\]@7: not a movakit.api.v1.JobEvent"):
+        mkafka.parse(FakeRecord(), events_pb2.JobEvent, sealer)
 
 
 def test_tensors_round_trip_with_checksum(object_store: ObjectStore, s3_config):

@@ -295,8 +295,8 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
 
     # deliver the job's DenoiseTask again, exactly as the encoder published it
     tail = mkafka.make_tail_consumer(addresses["kafka"], TOPIC_DENOISE)
-    signer = mkafka.RecordSigner((cfg.state_dir / stack.KAFKA_SECRET_FILE).read_text().strip())
-    producer = mkafka.make_producer(addresses["kafka"], signer)
+    sealer = mkafka.RecordSealer((cfg.state_dir / stack.KAFKA_SECRET_FILE).read_text().strip())
+    producer = mkafka.make_producer(addresses["kafka"], sealer)
     events_tail = mkafka.make_tail_consumer(addresses["kafka"], "mova.events")
     try:
         task = None
@@ -305,7 +305,7 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
             for records in tail.poll(timeout_ms=300).values():
                 for record in records:
                     if record.key == job_id.encode():
-                        task = mkafka.parse(record, events_pb2.DenoiseTask, signer)[0]
+                        task = mkafka.parse(record, events_pb2.DenoiseTask, sealer)[0]
         assert task is not None
         marks = events_tail.end_offsets(sorted(events_tail.assignment()))
         for tp, offset in marks.items():  # read only what comes after the redelivery, not the whole topic again
@@ -320,7 +320,7 @@ def test_redelivered_denoise_task_is_skipped(local_stack):
         while len(skipped) < 2 and time.monotonic() < deadline:
             for tp, records in events_tail.poll(timeout_ms=300).items():
                 for record in records:
-                    event = mkafka.parse(record, events_pb2.JobEvent, signer)[0]
+                    event = mkafka.parse(record, events_pb2.JobEvent, sealer)[0]
                     late = record.offset < marks[tp] or event.time.ToNanoseconds() < redelivered_ns
                     if event.job_id != job_id or late:
                         continue

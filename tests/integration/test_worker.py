@@ -60,7 +60,7 @@ class DoubleHandler:
 
 
 @pytest.fixture()
-def worker_env(kafka_bootstrap, object_store, signer):
+def worker_env(kafka_bootstrap, object_store, sealer):
     suffix = uuid.uuid4().hex[:8]
     inbox, next_topic = f"test.worker.in.{suffix}", f"test.worker.next.{suffix}"
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -68,16 +68,17 @@ def worker_env(kafka_bootstrap, object_store, signer):
     admin.close()
     handler = DoubleHandler(object_store, inbox, next_topic)
     group = f"test-worker-{suffix}"
-    worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, signer=signer,
+    worker = StageWorker(handler, object_store, bootstrap=kafka_bootstrap, group_id=group, sealer=sealer,
                          service="test-worker",
                          replica_id=f"r-{suffix}", max_attempts=3, retry_backoff_s=0.1)
     thread = threading.Thread(target=worker.run_forever, daemon=True)
     thread.start()
-    producer = mkafka.make_producer(kafka_bootstrap, signer)
-    events = Tail(mkafka.make_tail_consumer(kafka_bootstrap, TOPIC_EVENTS), events_pb2.JobEvent)
-    outputs = Tail(mkafka.make_tail_consumer(kafka_bootstrap, next_topic), events_pb2.DecodeTask)
+    producer = mkafka.make_producer(kafka_bootstrap, sealer)
+    events = Tail(mkafka.make_tail_consumer(kafka_bootstrap, TOPIC_EVENTS), events_pb2.JobEvent, sealer)
+    outputs = Tail(mkafka.make_tail_consumer(kafka_bootstrap, next_topic), events_pb2.DecodeTask, sealer)
     yield {"handler": handler, "worker": worker, "producer": producer, "events": events, "outputs": outputs,
-           "store": object_store, "group": group, "inbox": inbox, "bootstrap": kafka_bootstrap}
+           "store": object_store, "group": group, "inbox": inbox, "bootstrap": kafka_bootstrap,
+           "sealer": sealer}
     worker.stop()
     thread.join(timeout=15)
     assert not thread.is_alive(), "worker did not stop"
@@ -94,9 +95,10 @@ def _task(store, job_id: str, value: float) -> events_pb2.DenoiseTask:
 class Tail:
     """Every message of a topic read so far (from the beginning); `wait` looks through all of them."""
 
-    def __init__(self, consumer, message_type) -> None:
+    def __init__(self, consumer, message_type, sealer) -> None:
         self.consumer = consumer
         self.message_type = message_type
+        self.sealer = sealer  # the test stack's: records are sealed
         self.seen: list = []
 
     def wait(self, predicate, *, count: int = 1, timeout_s: float = 40.0) -> list:
@@ -107,7 +109,7 @@ class Tail:
                 return found
             for records in self.consumer.poll(timeout_ms=200).values():
                 for record in records:
-                    self.seen.append(mkafka.parse(record, self.message_type, None)[0])  # inspection only
+                    self.seen.append(mkafka.parse(record, self.message_type, self.sealer)[0])
 
 
 def _job_events(env, job_id: str, kind: str, *, count: int = 1):
@@ -154,7 +156,7 @@ def test_torn_manifest_is_not_trusted_and_the_stage_recomputes(worker_env):
 
 def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
     env = worker_env
-    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
+    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter, env["sealer"])
     try:
         env["producer"].send_and_wait(env["inbox"], b"garbage", b"\xff\xff\xff not a protobuf", [], timeout_s=10)
         (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and not m.job_id)
@@ -172,11 +174,12 @@ def test_bad_record_goes_to_dead_letter_and_worker_keeps_going(worker_env):
 
         # A well-formed task from a producer without the stack's secret is dead-lettered and never run.
         forged_job = f"job-{uuid.uuid4().hex[:8]}"
-        forger = mkafka.make_producer(env["bootstrap"], mkafka.RecordSigner("not-the-secret"))
+        forger = mkafka.make_producer(env["bootstrap"], mkafka.RecordSealer("not-the-secret"))
         mkafka.publish(forger, env["inbox"], forged_job, _task(env["store"], forged_job, 2.0))
         forger.close()
-        (letter3,) = dead.wait(lambda m: b"\n\x0c" + forged_job.encode() in m.payload)
-        assert "signature" in letter3.reason and not letter3.job_id
+        (letter3,) = dead.wait(lambda m: "does not open" in m.reason)
+        assert letter3.topic == env["inbox"] and not letter3.job_id
+        assert forged_job.encode() not in letter3.payload  # sealed with another secret: it stays unread
     finally:
         dead.consumer.close()
 
@@ -201,7 +204,7 @@ def test_a_kafka_error_outside_the_stage_does_not_end_the_worker(worker_env):
         deliver(record, job_id, reason)
 
     worker._dead_letter = broker_down_once
-    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter)
+    dead = Tail(mkafka.make_tail_consumer(env["bootstrap"], TOPIC_DEAD_LETTER), events_pb2.DeadLetter, env["sealer"])
     try:
         env["producer"].send_and_wait(env["inbox"], b"garbage", b"\xfe not a protobuf either", [], timeout_s=10)
         (letter,) = dead.wait(lambda m: m.topic == env["inbox"] and m.payload == b"\xfe not a protobuf either")

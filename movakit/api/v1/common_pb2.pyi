@@ -137,7 +137,7 @@ class Artifact(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., ref: _Optional[_Union[ObjectRef, _Mapping]] = ..., url: _Optional[str] = ..., url_expires_in_s: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "params", "idempotency_key", "input_image", "created_at", "updated_at", "stage", "step", "total_steps", "eta_s", "artifacts", "failure_reason", "effective_prompt", "cancel_requested", "tenant", "request_sha256", "cost_gpu_s", "segment", "segment_count")
+    __slots__ = ("job_id", "state", "params", "idempotency_key", "input_image", "created_at", "updated_at", "stage", "step", "total_steps", "eta_s", "artifacts", "failure_reason", "effective_prompt", "cancel_requested", "tenant", "request_sha256", "cost_gpu_s", "segment", "segment_count", "dispatched_at")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class Job(_message.Message):
     COST_GPU_S_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_AT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     params: GenerationParams
@@ -178,4 +179,5 @@ class Job(_message.Message):
     cost_gpu_s: float
     segment: int
     segment_count: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., input_image: _Optional[_Union[ObjectRef, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., eta_s: _Optional[float] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., failure_reason: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., tenant: _Optional[str] = ..., request_sha256: _Optional[str] = ..., cost_gpu_s: _Optional[float] = ..., segment: _Optional[int] = ..., segment_count: _Optional[int] = ...) -> None: ...
+    dispatched_at: _timestamp_pb2.Timestamp
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., input_image: _Optional[_Union[ObjectRef, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[_Union[Stage, str]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., eta_s: _Optional[float] = ..., artifacts: _Optional[_Iterable[_Union[Artifact, _Mapping]]] = ..., failure_reason: _Optional[str] = ..., effective_prompt: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., tenant: _Optional[str] = ..., request_sha256: _Optional[str] = ..., cost_gpu_s: _Optional[float] = ..., segment: _Optional[int] = ..., segment_count: _Optional[int] = ..., dispatched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -166,8 +166,12 @@ class Cancelled(_message.Message):
     stage: _common_pb2.Stage
     def __init__(self, stage: _Optional[_Union[_common_pb2.Stage, str]] = ...) -> None: ...
 
+class Dispatched(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "time", "source", "queued", "stage_started", "stage_finished", "denoise_step", "succeeded", "failed", "cancelled", "prompt_enhanced", "cancel_requested")
+    __slots__ = ("job_id", "time", "source", "queued", "stage_started", "stage_finished", "denoise_step", "succeeded", "failed", "cancelled", "prompt_enhanced", "cancel_requested", "dispatched")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +184,7 @@ class JobEvent(_message.Message):
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ENHANCED_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DISPATCHED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     time: _timestamp_pb2.Timestamp
     source: str
@@ -192,7 +197,8 @@ class JobEvent(_message.Message):
     cancelled: Cancelled
     prompt_enhanced: PromptEnhanced
     cancel_requested: CancelRequested
-    def __init__(self, job_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., stage_started: _Optional[_Union[StageStarted, _Mapping]] = ..., stage_finished: _Optional[_Union[StageFinished, _Mapping]] = ..., denoise_step: _Optional[_Union[DenoiseStep, _Mapping]] = ..., succeeded: _Optional[_Union[Succeeded, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., prompt_enhanced: _Optional[_Union[PromptEnhanced, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ...) -> None: ...
+    dispatched: Dispatched
+    def __init__(self, job_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., stage_started: _Optional[_Union[StageStarted, _Mapping]] = ..., stage_finished: _Optional[_Union[StageFinished, _Mapping]] = ..., denoise_step: _Optional[_Union[DenoiseStep, _Mapping]] = ..., succeeded: _Optional[_Union[Succeeded, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., prompt_enhanced: _Optional[_Union[PromptEnhanced, _Mapping]] = ..., cancel_requested: _Optional[_Union[CancelRequested, _Mapping]] = ..., dispatched: _Optional[_Union[Dispatched, _Mapping]] = ...) -> None: ...
 
 class JobRecord(_message.Message):
     __slots__ = ("job",)

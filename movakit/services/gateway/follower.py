@@ -11,21 +11,23 @@ from collections.abc import Callable
 
 from movakit.api.v1 import events_pb2
 from movakit.runtime import kafka as mkafka
+from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.services.gateway.job_store import TERMINAL, JobStore
 
 log = logging.getLogger("movakit.gateway.follower")
 
 
-def replay_job_state(bootstrap: str, store: JobStore, signer: mkafka.RecordSigner, *, timeout_s: float) -> int:
+def replay_job_state(bootstrap: str, store: JobStore, sealer: mkafka.RecordSealer, *, timeout_s: float,
+                     auth: ClientAuth = NO_AUTH) -> int:
     """Loads the latest JobRecord of every job from the compacted topic, skipping archived jobs (tombstones) and
     records that do not verify; returns how many records it loaded."""
     def skip(record, error: mkafka.PayloadError) -> None:
-        log.warning("skipping an undecodable or unsigned job record", extra={"fields": {"error": str(error)}})
+        log.warning("skipping an undecodable or unsealed job record", extra={"fields": {"error": str(error)}})
 
     count = 0
     for key, record, _ in mkafka.read_to_end(
-        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, timeout_s=timeout_s, on_invalid=skip, signer=signer
+        bootstrap, TOPIC_JOB_STATE, events_pb2.JobRecord, sealer, timeout_s=timeout_s, on_invalid=skip, auth=auth
     ):
         if record is None:  # a tombstone: the job was archived (archive.py) after its earlier records
             store.discard(key)
@@ -40,15 +42,15 @@ class EventFollower:
     that was in mova.events when it started, so a restarted gateway answers with current state. `on_finished` runs
     in this thread once caught up and after every event that finished a job (the archive's eviction)."""
 
-    def __init__(self, bootstrap: str, store: JobStore, producer: mkafka.Producer, signer: mkafka.RecordSigner, *,
-                 timeout_s: float, on_finished: Callable[[], object]) -> None:
+    def __init__(self, bootstrap: str, store: JobStore, producer: mkafka.Producer, sealer: mkafka.RecordSealer, *,
+                 timeout_s: float, on_finished: Callable[[], object], auth: ClientAuth = NO_AUTH) -> None:
         self._store = store
-        self._signer = signer
+        self._sealer = sealer
         self._producer = producer
         self._on_finished = on_finished
         self._stop = threading.Event()
         self.caught_up = threading.Event()
-        self._consumer = mkafka.make_tail_consumer(bootstrap, TOPIC_EVENTS, timeout_s=timeout_s)
+        self._consumer = mkafka.make_tail_consumer(bootstrap, TOPIC_EVENTS, timeout_s=timeout_s, auth=auth)
         assigned = list(self._consumer.assignment())
         self._end = dict(self._consumer.end_offsets(assigned))
         self._thread = threading.Thread(target=self._loop, name="gateway-events", daemon=True)
@@ -81,9 +83,9 @@ class EventFollower:
 
     def _absorb(self, record) -> None:
         try:
-            event, _ = mkafka.parse(record, events_pb2.JobEvent, self._signer)
-        except mkafka.PayloadError as exc:  # undecodable, or not signed with the stack's secret: never applied
-            log.warning("skipping an undecodable or unsigned event", extra={"fields": {"error": str(exc)}})
+            event, _ = mkafka.parse(record, events_pb2.JobEvent, self._sealer)
+        except mkafka.PayloadError as exc:  # undecodable, or not sealed with the stack's secret: never applied
+            log.warning("skipping an undecodable or unsealed event", extra={"fields": {"error": str(exc)}})
             return
         job = self._store.apply(event)
         if job is None:

@@ -15,6 +15,8 @@ import base64
 import threading
 from dataclasses import dataclass
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from movakit.api.v1 import common_pb2, events_pb2
 
 TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
@@ -27,7 +29,7 @@ class PageTokenError(ValueError):
 
 # After one of WAITING_EVENTS a job waits in a stage's inbox (no worker has it yet): the queue deadline applies;
 # after one of WORKING_EVENTS a worker is running its stage: that stage's deadline applies (the reaper).
-WAITING_EVENTS = frozenset({"queued", "stage_finished"})
+WAITING_EVENTS = frozenset({"queued", "dispatched", "stage_finished"})
 WORKING_EVENTS = frozenset({"stage_started", "denoise_step", "prompt_enhanced"})
 
 
@@ -129,6 +131,14 @@ class JobStore:
             self._changed.notify_all()
             return _copy(job)
 
+    def mark_dispatched(self, job_id: str, when: Timestamp) -> None:
+        """Records that the dispatch queue sent the job's first task (dispatch.py), before its event is read back."""
+        with self._changed:
+            entry = self._entries.get(job_id)
+            if entry is not None and not entry.job.HasField("dispatched_at"):
+                entry.job.dispatched_at.CopyFrom(when)
+                self._changed.notify_all()
+
     # ---- reading ---------------------------------------------------------------------------------------------
     def get(self, job_id: str) -> common_pb2.Job | None:
         with self._changed:
@@ -164,12 +174,26 @@ class JobStore:
             return [Progress(_copy(e.job), e.progress_ns, e.waiting)
                     for e in self._entries.values() if e.job.state not in TERMINAL]
 
+    def dispatch_queue(self) -> tuple[list[common_pb2.Job], int]:
+        """(the unfinished jobs not dispatched yet, highest priority first, then oldest; how many dispatched jobs
+        are unfinished)."""
+        with self._changed:
+            unfinished = [e.job for e in self._entries.values() if e.job.state not in TERMINAL]
+            waiting = sorted((j for j in unfinished if not j.HasField("dispatched_at")),
+                             key=lambda j: (-j.params.priority, *list_position(j)))
+            return [_copy(j) for j in waiting], len(unfinished) - len(waiting)
+
     def finished_beyond(self, keep: int) -> list[events_pb2.ArchivedJob]:
         """The finished jobs beyond the `keep` most recently updated ones, oldest first, with their events."""
         with self._changed:
             finished = sorted((e for e in self._entries.values() if e.job.state in TERMINAL),
                               key=lambda e: (e.job.updated_at.ToNanoseconds(), e.job.job_id), reverse=True)
             return [events_pb2.ArchivedJob(job=e.job, events=e.events) for e in reversed(finished[keep:])]
+
+    def wait_changed(self, timeout_s: float) -> None:
+        """Blocks until the store changes (a job added, an event applied) or timeout_s passed."""
+        with self._changed:
+            self._changed.wait(timeout_s)
 
     def wait_events(self, job_id: str, start: int, timeout_s: float) -> tuple[list[events_pb2.JobEvent], bool]:
         """Events of the job from index `start` (waiting up to timeout_s for one) and whether the job is finished
@@ -184,30 +208,36 @@ class JobStore:
                 )
             return list(entry.events[start:]), entry.job.state in TERMINAL
 
-    def page(self, tenant: str, page_size: int, page_token: str, state: int) -> tuple[list[common_pb2.Job], str]:
-        """The tenant's jobs newest first (created_at, then job id), optionally of one state; returns the page and
-        the token of the next one ("" on the last page). Tokens stay valid while new jobs arrive."""
-        after = _decode_token(page_token) if page_token else None
+    def listing(self, tenant: str, after: tuple[int, str] | None, state: int, limit: int) -> list[common_pb2.Job]:
+        """Up to `limit` of the tenant's jobs in memory, newest first (list_position), older than `after` when
+        given, optionally of one state."""
         with self._changed:
             jobs = [e.job for e in self._entries.values()
-                    if e.job.tenant == tenant and state in (common_pb2.JOB_STATE_UNSPECIFIED, e.job.state)]
-            jobs.sort(key=_order, reverse=True)
-            if after is not None:
-                jobs = [j for j in jobs if _order(j) < after]
-            page = [_copy(j) for j in jobs[:page_size]]
-            more = len(jobs) > page_size
-        return page, (_encode_token(_order(page[-1])) if more and page else "")
+                    if e.job.tenant == tenant and state in (common_pb2.JOB_STATE_UNSPECIFIED, e.job.state)
+                    and (after is None or list_position(e.job) < after)]
+            jobs.sort(key=list_position, reverse=True)
+            return [_copy(j) for j in jobs[:limit]]
 
 
-def _order(job: common_pb2.Job) -> tuple[int, str]:
+
+def page_of(jobs: list[common_pb2.Job], page_size: int) -> tuple[list[common_pb2.Job], str]:
+    """The newest `page_size` of `jobs` (created_at, then job id) and the token of the next page ("" on the last
+    one). The token is the position of the page's last job, so tokens stay valid while new jobs arrive."""
+    jobs = sorted(jobs, key=list_position, reverse=True)
+    more = len(jobs) > page_size
+    return jobs[:page_size], encode_page_token(list_position(jobs[page_size - 1])) if more else ""
+
+
+def list_position(job: common_pb2.Job) -> tuple[int, str]:
+    """Where a job stands in List (newest first: larger positions come first)."""
     return job.created_at.ToNanoseconds(), job.job_id
 
 
-def _encode_token(position: tuple[int, str]) -> str:
+def encode_page_token(position: tuple[int, str]) -> str:
     return base64.urlsafe_b64encode(f"v1:{position[0]}:{position[1]}".encode()).decode()
 
 
-def _decode_token(token: str) -> tuple[int, str]:
+def decode_page_token(token: str) -> tuple[int, str]:
     try:
         version, nanos, job_id = base64.urlsafe_b64decode(token.encode()).decode().split(":", 2)
         if version != "v1":
@@ -258,6 +288,9 @@ def _fold(job: common_pb2.Job, event: events_pb2.JobEvent) -> None:
         _advance(job, step.segment, common_pb2.STAGE_DENOISE)
         if job.state in (common_pb2.JOB_STATE_QUEUED, common_pb2.JOB_STATE_UNSPECIFIED):
             job.state = common_pb2.JOB_STATE_RUNNING
+    elif kind == "dispatched":
+        if not job.HasField("dispatched_at"):
+            job.dispatched_at.CopyFrom(event.time)
     elif kind == "prompt_enhanced":
         job.effective_prompt = event.prompt_enhanced.prompt
 

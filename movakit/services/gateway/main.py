@@ -2,8 +2,8 @@
 
 Wires only: settings -> logging and telemetry -> S3 and Kafka clients -> state replay -> event follower (it
 archives the finished jobs beyond the memory bound) -> HTTP API (/v1/videos over the gRPC API, http_api.py) ->
-gRPC server (JobService + AdapterService + health + reflection) -> stalled-job reaper -> artifact retention
-(lifecycle rule, sweep).
+gRPC server (JobService + AdapterService + health + reflection) -> dispatch queue -> stalled-job reaper ->
+artifact retention (lifecycle rule, sweep).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import reserve_listen_port, setup_json_logging
 from movakit.runtime.telemetry import setup_telemetry, shutdown_telemetry
 from movakit.services.gateway.archive import JobArchive
+from movakit.services.gateway.dispatch import Dispatcher
 from movakit.lora.registry import AdapterRegistry
 from movakit.services.gateway.adapters import AdapterServicer, add_adapter_servicer
 from movakit.services.gateway.finetune import FineTuneServicer, add_finetune_servicer
@@ -47,6 +48,7 @@ class RunningGateway:
     store: JobStore
     follower: EventFollower
     reaper: Reaper
+    dispatcher: Dispatcher
     sweeper: RetentionSweeper
     producer: mkafka.Producer
     http: HttpServer | None  # None when http_listen is ""
@@ -55,6 +57,7 @@ class RunningGateway:
         if self.http is not None:
             self.http.stop()
         self.server.stop(grace_s).wait()
+        self.dispatcher.stop()
         self.reaper.stop()
         self.sweeper.stop()
         self.follower.stop()
@@ -83,20 +86,24 @@ def start_gateway(
     signer = store_at(settings.s3_public_endpoint) if settings.s3_public_endpoint else objects
     store = JobStore()
     set_job_counts(store.counts_by_state)
-    records_key = mkafka.RecordSigner(settings.kafka_secret)  # signs and verifies Kafka records
-    records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s)
-    producer = mkafka.make_producer(settings.kafka_bootstrap, records_key)
+    records_key = mkafka.RecordSealer(settings.kafka_secret)  # seals and opens Kafka records
+    kafka_auth = settings.kafka_auth()
+    records = replay_job_state(settings.kafka_bootstrap, store, records_key, timeout_s=settings.startup_timeout_s,
+                               auth=kafka_auth)
+    producer = mkafka.make_producer(settings.kafka_bootstrap, records_key, kafka_auth)
     archive = JobArchive(objects, producer, store, settings.max_finished_jobs)
     follower = EventFollower(settings.kafka_bootstrap, store, producer, records_key,
-                             timeout_s=settings.startup_timeout_s, on_finished=archive.evict)
+                             timeout_s=settings.startup_timeout_s, on_finished=archive.evict, auth=kafka_auth)
     follower.start()
     http = None
     try:
         if not follower.caught_up.wait(settings.startup_timeout_s):
             raise TimeoutError(f"gateway: job events not replayed within {settings.startup_timeout_s} s")
         registry = AdapterRegistry(objects)
+        dispatcher = Dispatcher(store, producer, settings.dispatch_slots)
         servicer = JobServicer(
-            store, objects, producer, signer=signer, archive=archive, tokens=tokens, rules=rules,
+            store, objects, producer, dispatcher=dispatcher, signer=signer, archive=archive, tokens=tokens,
+            rules=rules,
             admission_limits=settings.admission(), gpu_s_per_mpixel_step=settings.gpu_s_per_mpixel_step,
             presign_expiry_s=settings.presign_expiry_s,
             adapter_exists=registry.exists,
@@ -118,13 +125,14 @@ def start_gateway(
         follower.stop()
         producer.close()
         raise
+    dispatcher.start()  # the jobs the replay found waiting go first
     reaper = Reaper(settings, store, objects, producer)
     reaper.start()
     sweeper = RetentionSweeper(objects, settings.artifact_retention_days)
     sweeper.start()
     log.info("gateway ready", extra={"fields": {"listen": settings.listen, "http_listen": settings.http_listen,
                                                 "jobs_replayed": records}})
-    return RunningGateway(settings.listen, server, store, follower, reaper, sweeper, producer, http)
+    return RunningGateway(settings.listen, server, store, follower, reaper, dispatcher, sweeper, producer, http)
 
 
 def _loopback(listen: str) -> str:

@@ -1,7 +1,8 @@
 """JobService: the job API. Authenticates the caller's tenant, validates, admits by estimated cost
-(admission.py), stores the input image in S3, records the job on mova.job-state, publishes the queued event and
-the first task, and answers from the JobStore the EventFollower keeps current. A tenant only ever sees its own
-jobs: another tenant's job answers NOT_FOUND, exactly like an unknown id."""
+(admission.py), stores the input image in S3, records the job on mova.job-state, publishes the queued event,
+hands the job to the dispatch queue (dispatch.py: it sends the first task, by priority then age), and answers
+from the JobStore the EventFollower keeps current. A tenant only ever sees its own jobs: another tenant's job
+answers NOT_FOUND, exactly like an unknown id."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ from movakit.long_video import segment_plan
 from movakit.model_rules import ModelRules
 from movakit.runtime.auth import TokenBook
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key, job_key
-from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, TOPIC_JOB_STATE
+from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE
 from movakit.runtime.tasks import make_event
 from movakit.services.gateway import admission
 from movakit.services.gateway.archive import JobArchive
-from movakit.services.gateway.job_store import TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError
+from movakit.services.gateway.dispatch import Dispatcher
+from movakit.services.gateway.job_store import (TERMINAL, TERMINAL_EVENTS, JobStore, PageTokenError,
+                                               decode_page_token, page_of)
 
 log = logging.getLogger("movakit.gateway")
 
@@ -47,7 +50,8 @@ def _now() -> Timestamp:
 
 class JobServicer(gateway_pb2_grpc.JobServiceServicer):
     def __init__(
-        self, store: JobStore, objects: ObjectStore, producer: mkafka.Producer, *, signer: ObjectStore,
+        self, store: JobStore, objects: ObjectStore, producer: mkafka.Producer, *, dispatcher: Dispatcher,
+        signer: ObjectStore,
         archive: JobArchive, tokens: TokenBook, rules: ModelRules, admission_limits: admission.Limits,
         gpu_s_per_mpixel_step: float, presign_expiry_s: int, adapter_exists: Callable[[str, str], bool],
     ) -> None:
@@ -56,6 +60,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         self._objects = objects
         self._signer = signer  # presigns artifact URLs for the endpoint clients use
         self._producer = producer
+        self._dispatcher = dispatcher  # sends the first task of waiting jobs, by priority then age
         self._tokens = tokens
         self._rules = rules  # the checkpoint's: preset, size step, frame rule, trained sizes
         self._admission = admission_limits
@@ -99,6 +104,12 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         with self._submit_lock:
             if request.idempotency_key:
                 existing = self._jobs.by_idempotency_key(tenant, request.idempotency_key)
+                if existing is None:  # its job may have finished and left memory
+                    try:
+                        existing = self._archive.by_idempotency_key(tenant, request.idempotency_key)
+                    except (S3Error, OSError, urllib3.exceptions.HTTPError) as exc:
+                        context.abort(grpc.StatusCode.UNAVAILABLE,
+                                      f"idempotency_key: the job archive is unreachable: {type(exc).__name__}")
                 if existing is not None and existing.request_sha256 != digest:
                     context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                   f"idempotency_key: {request.idempotency_key!r} was used for a different request "
@@ -110,12 +121,15 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
             refusal = admission.check(self._admission, cost, *self._jobs.active_load(tenant))
             if refusal is not None:
                 admission.abort_exhausted(context, refusal)
-            try:
-                job = self._create(params, request, content_type, tenant=tenant, digest=digest, cost=cost,
-                                   segments=segments)
-            except (KafkaError, S3Error, OSError) as exc:
-                log.exception("submit failed")
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"could not queue the job: {type(exc).__name__}: {exc}")
+            with self._dispatcher.admitting():  # no dispatch round sees the job before its record is in Kafka
+                try:
+                    job = self._create(params, request, content_type, tenant=tenant, digest=digest, cost=cost,
+                                       segments=segments)
+                except (KafkaError, S3Error, OSError) as exc:
+                    log.exception("submit failed")
+                    context.abort(grpc.StatusCode.UNAVAILABLE,
+                                  f"could not queue the job: {type(exc).__name__}: {exc}")
+                self._dispatcher.submitted(job.job_id)  # it starts now if a slot is free and nothing outranks it
         log.info("job submitted", extra={"fields": {"job_id": job.job_id, "key": request.idempotency_key}})
         return gateway_pb2.SubmitResponse(job_id=job.job_id, existing=False, job=job)
 
@@ -136,13 +150,10 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         self._jobs.put(job)
         try:
             # The record first: once it is in the compacted topic a restarted gateway knows the job (and its key).
+            # The job then waits in the dispatch queue (dispatch.py), which sends its first task.
             mkafka.publish(self._producer, TOPIC_JOB_STATE, job_id, events_pb2.JobRecord(job=job))
             queued = make_event(job_id, SOURCE, queued=events_pb2.Queued(job=job))
             mkafka.publish(self._producer, TOPIC_EVENTS, job_id, queued)
-            task = events_pb2.EnhanceTask(job_id=job_id, params=params, tenant=tenant)
-            if job.HasField("input_image"):
-                task.image.CopyFrom(job.input_image)
-            mkafka.publish(self._producer, TOPIC_ENHANCE, job_id, task)
         except Exception:
             self._jobs.discard(job_id)
             raise
@@ -160,10 +171,18 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         if request.state not in common_pb2.JobState.values():
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state: unknown JobState {request.state}")
         try:
-            jobs, token = self._jobs.page(tenant, size, request.page_token, request.state)
+            after = decode_page_token(request.page_token) if request.page_token else None
         except PageTokenError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_token: {exc}")
-        return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in jobs], next_page_token=token)
+        # The jobs in memory and the archived ones (archive.py), merged newest first; a job in both counts once.
+        jobs = self._jobs.listing(tenant, after, request.state, size + 1)
+        try:
+            jobs += self._archive.listing(tenant, after, request.state, size + 1,
+                                          skip=lambda job_id: self._jobs.get(job_id) is not None)
+        except (S3Error, OSError, urllib3.exceptions.HTTPError) as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"the job archive is unreachable: {type(exc).__name__}")
+        page, token = page_of(jobs, size)
+        return gateway_pb2.ListJobsResponse(jobs=[self._with_urls(j) for j in page], next_page_token=token)
 
     # ---- Watch -----------------------------------------------------------------------------------------------
     def Watch(self, request: gateway_pb2.WatchJobRequest, context: grpc.ServicerContext):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from movakit.runtime import settings as s
+from movakit.runtime.kafka_auth import ClientAuth
 from movakit.runtime.telemetry import EXPORTERS
 from movakit.services.gateway import admission
 
@@ -24,7 +25,11 @@ class GatewaySettings(s.EnvSettings):
     listen: str = "127.0.0.1:50051"  # gRPC listen address host:port
     http_listen: str = "127.0.0.1:8080"  # HTTP listen address of /v1/videos (http_api.py); "" = no HTTP API
     kafka_bootstrap: str = "127.0.0.1:9092"  # Kafka bootstrap servers host:port[,host:port]
-    kafka_secret: str = ""  # required: the stack's shared key signing and verifying every record (redacted)
+    kafka_secret: str = ""  # required: the stack's shared key sealing and opening every record (redacted)
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT (local Tansu) | SASL_PLAINTEXT | SASL_SSL (kafka_auth.py)
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"  # with SASL_*: SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN
+    kafka_sasl_username: str = ""  # required with SASL_*
+    kafka_sasl_password: str = ""  # required with SASL_* (redacted)
     s3_endpoint: str = "127.0.0.1:9000"  # S3 endpoint host:port (SeaweedFS locally, MinIO in compose)
     s3_access_key: str = ""  # S3 access key id, required (redacted in logs)
     s3_secret_key: str = ""  # S3 secret key, required (redacted in logs)
@@ -41,6 +46,7 @@ class GatewaySettings(s.EnvSettings):
     gpu_s_per_mpixel_step: float = 0.1  # estimated GPU-seconds per million pixel-steps (frames*h*w*steps / 1e6)
     max_queued_gpu_s: float = 36000.0  # estimated GPU-seconds all unfinished jobs may hold together
     tenant_max_gpu_s: float = 14400.0  # estimated GPU-seconds one tenant's unfinished jobs may hold
+    dispatch_slots: int = 4  # dispatched jobs unfinished at once; the others wait, by priority then age (dispatch.py)
     gpus: int = 1  # GPUs working through the queue (divides the retry delay of a refusal)
     max_finished_jobs: int = 10000  # finished jobs kept in memory; older ones are read from S3 (archive.py)
     checkpoint: str = ""  # checkpoint folder whose configs judge requests (movakit/model_rules.py); "" -> tiny demo
@@ -70,6 +76,9 @@ class GatewaySettings(s.EnvSettings):
         for name in ("s3_bucket", "s3_access_key", "s3_secret_key", "tokens_file", "kafka_secret"):
             if not getattr(self, name):
                 raise s.SettingsError(self.env_name(name), "must not be empty")
+        problem = self.kafka_auth().problem()
+        if problem is not None:
+            raise s.SettingsError(self.env_name(f"kafka_{problem[0]}"), problem[1])
         s.check_range(self.env_name("presign_expiry_s"), self.presign_expiry_s, 60, 7 * 24 * 3600)
         if self.http_listen and self.tls_cert_file:
             raise s.SettingsError(self.env_name("http_listen"), "the HTTP API calls the gRPC API over loopback "
@@ -83,6 +92,7 @@ class GatewaySettings(s.EnvSettings):
         s.check_range(self.env_name("max_queued_gpu_s"), self.max_queued_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("tenant_max_gpu_s"), self.tenant_max_gpu_s, 1.0, 1e12)
         s.check_range(self.env_name("gpus"), self.gpus, 1, 100_000)
+        s.check_range(self.env_name("dispatch_slots"), self.dispatch_slots, 1, 1_000_000)
         s.check_range(self.env_name("max_finished_jobs"), self.max_finished_jobs, 0, 10_000_000)
         for name in ("queue_deadline_s", "enhance_deadline_s", "encode_deadline_s", "denoise_deadline_s",
                      "decode_deadline_s"):
@@ -106,6 +116,10 @@ class GatewaySettings(s.EnvSettings):
 
             path = str(default_demo_checkpoint())
         return ModelRules.from_checkpoint(path)
+
+    def kafka_auth(self) -> ClientAuth:
+        return ClientAuth(self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                          self.kafka_sasl_password)
 
     def admission(self) -> admission.Limits:
         return admission.Limits(self.max_active_jobs, self.max_queued_gpu_s, self.tenant_max_gpu_s, self.gpus)

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2 as c
 from movakit.api.v1 import events_pb2 as e
-from movakit.services.gateway.job_store import JobStore, PageTokenError
+from movakit.services.gateway.job_store import JobStore, PageTokenError, decode_page_token, page_of
 
 
 def job(job_id: str, created_s: int = 1, key: str = "", tenant: str = "t1", cost: float = 0.0) -> c.Job:
@@ -98,23 +98,28 @@ def test_copies_do_not_leak_internal_state():
     assert store.get("a").state == c.JOB_STATE_QUEUED
 
 
+def page(store: JobStore, tenant: str, size: int, token: str, state: int):
+    """One List page over the jobs in memory, as the servicer makes it (it adds the archived ones)."""
+    return page_of(store.listing(tenant, decode_page_token(token) if token else None, state, size + 1), size)
+
+
 def test_pages_are_newest_first_and_stable_when_jobs_arrive():
     store = JobStore()
     for i in range(5):
         store.put(job(f"j{i}", created_s=i))
     store.put(job("other", created_s=3, tenant="t2"))  # another tenant's job is never listed
-    first, token = store.page("t1", 2, "", c.JOB_STATE_UNSPECIFIED)
+    first, token = page(store, "t1", 2, "", c.JOB_STATE_UNSPECIFIED)
     assert [j.job_id for j in first] == ["j4", "j3"] and token
     store.put(job("j9", created_s=9))  # a new job does not shift the next page
-    second, token = store.page("t1", 2, token, c.JOB_STATE_UNSPECIFIED)
-    third, last = store.page("t1", 2, token, c.JOB_STATE_UNSPECIFIED)
+    second, token = page(store, "t1", 2, token, c.JOB_STATE_UNSPECIFIED)
+    third, last = page(store, "t1", 2, token, c.JOB_STATE_UNSPECIFIED)
     assert [j.job_id for j in second] == ["j2", "j1"] and [j.job_id for j in third] == ["j0"] and last == ""
     store.apply(ev("j1", failed=e.Failed()))
-    failed, _ = store.page("t1", 10, "", c.JOB_STATE_FAILED)
+    failed, _ = page(store, "t1", 10, "", c.JOB_STATE_FAILED)
     assert [j.job_id for j in failed] == ["j1"]
     with pytest.raises(PageTokenError):
-        store.page("t1", 2, "bm9wZQ==", c.JOB_STATE_UNSPECIFIED)
-    assert [j.job_id for j in store.page("t2", 10, "", c.JOB_STATE_UNSPECIFIED)[0]] == ["other"]
+        page(store, "t1", 2, "bm9wZQ==", c.JOB_STATE_UNSPECIFIED)
+    assert [j.job_id for j in page(store, "t2", 10, "", c.JOB_STATE_UNSPECIFIED)[0]] == ["other"]
 
 
 def test_wait_events_wakes_on_a_new_event():
@@ -166,3 +171,20 @@ def test_unfinished_jobs_say_whether_they_wait_in_an_inbox_or_are_worked_on():
     assert [p.waiting for p in store.unfinished()] == [True]
     store.apply(ev("a", 60, failed=e.Failed(reason="x")))
     assert store.unfinished() == []
+
+
+def test_dispatch_queue_is_priority_then_age_and_counts_dispatched_unfinished_jobs():
+    store = JobStore()
+    for job_id, created_s, priority in [("old-low", 1, 0), ("new-low", 3, 0), ("new-high", 4, 9), ("mid", 2, 5),
+                                        ("running", 0, 0), ("done", 0, 9)]:
+        store.put(c.Job(job_id=job_id, state=c.JOB_STATE_QUEUED, created_at=Timestamp(seconds=created_s),
+                        params=c.GenerationParams(priority=priority)))
+    store.apply(ev("running", dispatched=e.Dispatched()))
+    store.mark_dispatched("done", Timestamp(seconds=5))
+    store.apply(ev("done", succeeded=e.Succeeded()))
+    waiting, in_flight = store.dispatch_queue()
+    assert [j.job_id for j in waiting] == ["new-high", "mid", "old-low", "new-low"]
+    assert in_flight == 1  # "running"; the finished one frees its slot
+    assert store.get("running").dispatched_at == Timestamp(seconds=10)  # the event's time
+    store.apply(ev("done", second=20, dispatched=e.Dispatched()))  # a replayed event changes nothing
+    assert store.get("done").dispatched_at == Timestamp(seconds=5)
