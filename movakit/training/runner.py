@@ -29,18 +29,19 @@ from movakit.request import DEFAULT_FPS, preset_for
 from movakit.runtime.object_store import ObjectStore
 from movakit.training.data import ClipGeometry, DatasetError, load_clip, validate_dataset
 from movakit.training.loop import Progress, TrainConfig, TrainState, train
+from movakit.training import spec
 from movakit.training.memory import MemoryPlan, Placement
 from movakit.training.objective import TrainingTimesteps, encode_clip
-from movakit.training import spec
 from movakit.training.records import TERMINAL, JobRecords
 
 log = logging.getLogger("movakit.trainer")
 
 
 def trainable_adapter(models, request: training_pb2.FineTuneRequest, device: torch.device) -> LoraAdapter:
-    """A new adapter on `device`, on the official accelerate targets of the requested components (movakit.lora.adapter.trainable:
-    A as nn.Linear initialises its weight, B zero, so training starts at the base model's output), float32, seeded
-    by the request (the official trainer's initialisation is unseeded), recording the base model it is for."""
+    """A new adapter on `device`, on the official accelerate targets of the requested components
+    (movakit.lora.adapter.trainable: A as nn.Linear initialises its weight, B zero, so training starts at the base
+    model's output), float32, seeded by the request (the official trainer's initialisation is unseeded), recording
+    the base model it is for."""
     components = {name: module for name, module in components_of(models).items() if name in request.components}
     adapter = trainable(components, "accelerate", request.rank, request.alpha, device=device,
                         generator=torch.Generator(device="cpu").manual_seed(request.seed))
@@ -84,9 +85,10 @@ def run_job(job_id: str, store: ObjectStore, *, placement: Placement, geometry: 
             register: Callable[[str, str, LoraAdapter], object],
             heartbeat: Callable[[], None] = lambda: None) -> training_pb2.FineTuneJob:
     """Run (or continue) job `job_id`; returns its final record. `placement` holds the loaded MovaModels (every
-    component) and moves them to its device as the job's MemoryPlan says, all back to host RAM at the end; `geometry` the clips to train on (training_geometry),
-    `register(tenant, name, adapter)` stores the finished adapter in the registry (the job's tenant owns it), and `heartbeat()` is called after every
-    update (the trainer renews the job's lease there)."""
+    component) and moves them to its device as the job's MemoryPlan says, all back to host RAM at the end;
+    `geometry` the clips to train on (training_geometry), `register(tenant, name, adapter)` stores the finished
+    adapter in the registry (the job's tenant owns it), and `heartbeat()` is called after every update (the
+    trainer renews the job's lease there)."""
     records = JobRecords(store)
     job = records.read(job_id)
     if job is None:
