@@ -21,6 +21,7 @@ from movakit.cli import UsageError
 from movakit.cli.jobs import EXIT_CANCELLED, EXIT_FAILED, _gateway_option, _rpc_error, _state_name, read_token
 from movakit.runtime.auth import with_token
 from movakit.runtime.settings import SettingsError, check_address
+from movakit.training.spec import OFFLOADS
 
 CHUNK_BYTES = 3 << 20
 
@@ -42,6 +43,13 @@ def register(subparsers) -> None:
                    help="video_dit video_dit_2 audio_dit dual_tower_bridge (default: all four)")
     p.add_argument("--checkpoint-every", type=int, default=0, help="updates between checkpoints (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, order, timesteps, noise (42)")
+    p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each DiT block in the backward pass instead of keeping its activations "
+                        "(default on)")
+    p.add_argument("--offload", choices=tuple(OFFLOADS), default=None,
+                   help="frozen parts kept in host RAM: none, model (text encoder, VAEs and the video expert "
+                        "not training this micro-batch), model-and-activations (also the block inputs kept for "
+                        "the backward pass) (default none)")
     p.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="exit 0 only when the job succeeded")
@@ -125,6 +133,8 @@ def _finetune(args) -> int:
                 name=args.name, dataset=dataset, rank=args.rank, alpha=args.alpha, steps=args.steps,
                 learning_rate=args.lr, warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
                 components=args.components, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                gradient_checkpointing=args.gradient_checkpointing,
+                offload=OFFLOADS[args.offload] if args.offload else None,
                 idempotency_key=args.idempotency_key), timeout=60)
         except grpc.RpcError as exc:
             return _rpc_error(exc)

@@ -3,8 +3,9 @@
 For a target linear y = W x + b with A (rank, in) and B (out, rank):
     unmerged:  y = W x + b + B(A x) · (alpha / rank) · scale      (a forward hook; W is never touched)
     merged:    W' = W + (B·A) · (alpha / rank) · scale             (W changed in place)
-As in the official LoRALinear, the low-rank branch runs in the adapter's dtype (cast to the model dtype when the
-adapter is attached) and is added to the layer output after the multiplication by the scaling.
+As in the official LoRALinear, the low-rank branch runs in the layer's dtype (the adapter cast to it: once per
+device for a frozen adapter, in every forward for one being trained) and is added to the layer output after the
+multiplication by the scaling.
 """
 
 from __future__ import annotations
@@ -99,14 +100,21 @@ def check_fits(adapter: LoraAdapter, components: Mapping[str, nn.Module]) -> dic
     return found
 
 
-def _hook(a: torch.Tensor, b: torch.Tensor, scaling: float):
-    per_device = {a.device: (a, b)}  # with offload a layer runs on the CPU and on the accelerator
+def _hook(a: torch.Tensor, b: torch.Tensor, scaling: float, dtype: torch.dtype):
+    """The forward hook adding B(A x)·scaling with A, B in `dtype` on the input's device. Frozen A, B are cast once
+    per device (with offload a layer runs on the CPU and on the accelerator); trainable ones in every forward, so
+    the branch follows each optimizer step and the cast is part of the graph (gradients reach the masters)."""
+    trainable = a.requires_grad or b.requires_grad
+    per_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def add_low_rank(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
-        if x.device not in per_device:
-            per_device[x.device] = (a.to(x.device), b.to(x.device))
-        a_x, b_x = per_device[x.device]
+        if trainable:
+            a_x, b_x = (t.to(device=x.device, dtype=dtype) for t in (a, b))
+        else:
+            if x.device not in per_device:
+                per_device[x.device] = (a.to(device=x.device, dtype=dtype), b.to(device=x.device, dtype=dtype))
+            a_x, b_x = per_device[x.device]
         low_rank = F.linear(F.linear(x.to(a_x.dtype), a_x), b_x)  # (..., out) in the adapter dtype
         return output + low_rank.to(output.dtype) * scaling
     return add_low_rank
@@ -125,9 +133,7 @@ def applied(models, adapter: LoraAdapter | None, scale: float = 1.0) -> Iterator
     try:
         for key, layer in layers.items():
             a, b = adapter.layers[key]
-            weight = layer.weight
-            a, b = (t.to(device=weight.device, dtype=weight.dtype) for t in (a, b))
-            handles.append(layer.register_forward_hook(_hook(a, b, scaling)))
+            handles.append(layer.register_forward_hook(_hook(a, b, scaling, layer.weight.dtype)))
         yield
     finally:
         for handle in handles:

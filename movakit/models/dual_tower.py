@@ -13,11 +13,14 @@ step 5.2 of docs/sampler.md#steps):
 Under movakit.parallel.sequence_parallel the token streams are split over the ranks after step 3 and gathered
 after the heads (docs/parallel.md).
 Every sample of the batch is independent (with cfg_batch the sampler runs the CFG branches as one B=2 batch).
+Fine-tuning passes gradient_checkpointing=True: each bridge update, video block and audio block of step 4 then runs
+in non-reentrant torch.utils.checkpoint (its activations recomputed in the backward pass), as the official trainer.
 """
 
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from movakit.models.audio_dit import AudioDiT
 from movakit.models.bridge import DualTowerBridge
@@ -50,17 +53,27 @@ def check_compatible(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTower
         raise ValueError(f"the three modules must be on one device, got {devices}")
 
 
+def _call(module: torch.nn.Module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+def _checkpointed(module: torch.nn.Module, *args, **kwargs):
+    return checkpoint(module, *args, use_reentrant=False, **kwargs)
+
+
 def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge, *,
                        video_x: torch.Tensor, audio_x: torch.Tensor, context: torch.Tensor,
                        t_video: torch.Tensor, t_audio: torch.Tensor, video_fps: float,
                        a2v_condition_scale: float = 1.0,
-                       v2a_condition_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                       v2a_condition_scale: float = 1.0,
+                       gradient_checkpointing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One joint prediction.
 
     video_x (B, 36, F, H, W) = noisy latent + mask + image latent; audio_x (B, 128, L); context (B, 512, text_dim);
     t_video, t_audio (B,) raw timesteps in [0, 1000]; video_fps the real output frame rate (it sets the bridge's time
     alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
-    direction off). Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
+    direction off). gradient_checkpointing (training only) recomputes each block's activations in the backward pass
+instead of keeping them; the values are the same. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
     """
     check_compatible(video_dit, audio_dit, bridge)
     b = video_x.shape[0]
@@ -96,14 +109,15 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
         a_rope = tuple(split.shard_table(t, "audio") for t in a_rope)
 
     # 4. interleaved towers with the bridge before each shared layer, then the remaining video blocks
+    run = _checkpointed if gradient_checkpointing else _call
     shared = min(len(video_dit.blocks), len(audio_dit.blocks))
     for i in range(shared):
-        v, a = bridge(i, v, a, video_rope=v_rope, audio_rope=a_rope,
-                      a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
-        v = video_dit.blocks[i](v, v_kv[i], v_mod, v_freqs)
-        a = audio_dit.blocks[i](a, a_kv[i], a_mod, a_freqs)
+        v, a = run(bridge, i, v, a, video_rope=v_rope, audio_rope=a_rope,
+                   a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
+        v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
+        a = run(audio_dit.blocks[i], a, a_kv[i], a_mod, a_freqs)
     for i in range(shared, len(video_dit.blocks)):
-        v = video_dit.blocks[i](v, v_kv[i], v_mod, v_freqs)
+        v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
 
     # 5. heads (per token), then every rank's tokens back together, and unpatchify
     v, a = video_dit.head(v, v_emb), audio_dit.head(a, a_emb)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from movakit.training.memory import MemoryPlan, Placement
 from movakit.training.objective import EncodedClip, TrainingTimesteps, flow_matching_loss
 
 
@@ -34,6 +35,7 @@ class TrainConfig:
     eps: float = 1e-8
     seed: int = 42
     checkpoint_every: int = 100  # updates; 0 = only at the end
+    memory: MemoryPlan = MemoryPlan()  # gradient checkpointing and offload (movakit.training.memory)
 
     def validate(self) -> None:
         checks = (("steps", self.steps >= 1), ("lr", self.lr > 0), ("min_lr", 0 <= self.min_lr <= self.lr),
@@ -90,8 +92,11 @@ def train(models, trainable: Sequence[torch.nn.Parameter], clips: Sequence[Encod
           timesteps: TrainingTimesteps, *, state: TrainState | None = None,
           on_progress: Callable[[Progress], None] | None = None,
           on_checkpoint: Callable[[TrainState], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainState:
+          should_stop: Callable[[], bool] | None = None, placement: Placement | None = None) -> TrainState:
     """Run updates state.step..config.steps-1; returns the final state (also passed to on_checkpoint).
+
+    With a `placement`, each micro-batch first places the components config.memory.step names for its expert
+    (without one, the models stay where they are).
 
     on_checkpoint is called every `checkpoint_every` updates and after the last; should_stop is asked after every
     update (a True ends the loop early, after a checkpoint).
@@ -117,7 +122,12 @@ def train(models, trainable: Sequence[torch.nn.Parameter], clips: Sequence[Encod
         for _ in range(config.grad_accum):
             epoch, position = divmod(state.micro_step, len(clips))
             clip = clips[clip_order(config.seed, epoch, len(clips))[position]]
-            out = flow_matching_loss(models, clip, timesteps, state.micro_step, config.seed)
+            if placement is not None:
+                placement.place(config.memory.step(timesteps.expert(state.micro_step)))
+            device = getattr(models, timesteps.expert(state.micro_step)).device
+            with config.memory.saved_tensors(device):
+                out = flow_matching_loss(models, clip, timesteps, state.micro_step, config.seed,
+                                         gradient_checkpointing=config.memory.gradient_checkpointing)
             (out.loss / config.grad_accum).backward()
             totals[0] += out.video_loss / config.grad_accum
             totals[1] += out.audio_loss / config.grad_accum

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from movakit.models.dual_tower import dual_tower_forward
 from movakit.stages.encode import image_condition
 from movakit.training.data import TrainingClip
 
@@ -96,10 +97,9 @@ def micro_step_generator(seed: int, micro_step: int) -> torch.Generator:
 
 
 def flow_matching_loss(models, clip: EncodedClip, timesteps: TrainingTimesteps, micro_step: int, seed: int, *,
-                       forward=None) -> StepLoss:
-    """Steps 2-5 for one micro-batch; gradients flow into whatever parameters of the DiTs and bridge are trainable."""
-    if forward is None:
-        from movakit.models.dual_tower import dual_tower_forward as forward
+                       gradient_checkpointing: bool = False) -> StepLoss:
+    """Steps 2-5 for one micro-batch; gradients flow into whatever parameters of the DiTs and bridge are trainable.
+    gradient_checkpointing recomputes each block in the backward pass (same values, less memory)."""
     generator = micro_step_generator(seed, micro_step)
     _index, t = timesteps.draw(micro_step, generator)
     expert_name = timesteps.expert(micro_step)
@@ -112,11 +112,11 @@ def flow_matching_loss(models, clip: EncodedClip, timesteps: TrainingTimesteps, 
     noisy_video = (1 - sigma) * x0_v + sigma * video_noise.to(device)
     noisy_audio = (1 - sigma) * x0_a + sigma * audio_noise.to(device)
     t_batch = t.reshape(1).to(device)
-    video_pred, audio_pred = forward(
+    video_pred, audio_pred = dual_tower_forward(
         expert, models.audio_dit, models.bridge,
         video_x=torch.cat([noisy_video, clip.y.to(device)], dim=1).to(dtype),
         audio_x=noisy_audio.to(dtype), context=clip.context.to(device=device, dtype=dtype),
-        t_video=t_batch, t_audio=t_batch, video_fps=clip.fps,
+        t_video=t_batch, t_audio=t_batch, video_fps=clip.fps, gradient_checkpointing=gradient_checkpointing,
     )
     video_loss = F.mse_loss(video_pred, video_noise.to(device) - x0_v)
     audio_loss = F.mse_loss(audio_pred, audio_noise.to(device) - x0_a)

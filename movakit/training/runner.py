@@ -29,18 +29,20 @@ from movakit.request import DEFAULT_FPS, preset_for
 from movakit.runtime.object_store import ObjectStore
 from movakit.training.data import ClipGeometry, DatasetError, load_clip, validate_dataset
 from movakit.training.loop import Progress, TrainConfig, TrainState, train
+from movakit.training import spec
+from movakit.training.memory import MemoryPlan, Placement
 from movakit.training.objective import TrainingTimesteps, encode_clip
 from movakit.training.records import TERMINAL, JobRecords
 
 log = logging.getLogger("movakit.trainer")
 
 
-def trainable_adapter(models, request: training_pb2.FineTuneRequest) -> LoraAdapter:
-    """A new adapter on the official accelerate targets of the requested components (movakit.lora.adapter.trainable:
-    A as nn.Linear initialises its weight, B zero, so training starts at the base model's output), float32, seeded
-    by the request (the official trainer's initialisation is unseeded), recording the base model it is for."""
+def trainable_adapter(models, request: training_pb2.FineTuneRequest, device: torch.device) -> LoraAdapter:
+    """A new adapter on `device`, on the official accelerate targets of the requested components
+    (movakit.lora.adapter.trainable: A as nn.Linear initialises its weight, B zero, so training starts at the base
+    model's output), float32, seeded by the request (the official trainer's initialisation is unseeded), recording
+    the base model it is for."""
     components = {name: module for name, module in components_of(models).items() if name in request.components}
-    device = next(next(iter(components.values())).parameters()).device
     adapter = trainable(components, "accelerate", request.rank, request.alpha, device=device,
                         generator=torch.Generator(device="cpu").manual_seed(request.seed))
     return dataclasses.replace(adapter, base=identity_of(models))
@@ -79,13 +81,14 @@ def _update_progress(job: training_pb2.FineTuneJob, progress: Progress) -> None:
     job.learning_rate, job.eta_s = progress.lr, progress.eta_s
 
 
-def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], geometry: ClipGeometry,
+def run_job(job_id: str, store: ObjectStore, *, placement: Placement, geometry: ClipGeometry,
             register: Callable[[str, str, LoraAdapter], object],
             heartbeat: Callable[[], None] = lambda: None) -> training_pb2.FineTuneJob:
-    """Run (or continue) job `job_id`; returns its final record. `models()` gives the loaded MovaModels (every
-    component, base weights frozen by this function), `geometry` the clips to train on (training_geometry),
-    `register(tenant, name, adapter)` stores the finished adapter in the registry (the job's tenant owns it), and `heartbeat()` is called after every
-    update (the trainer renews the job's lease there)."""
+    """Run (or continue) job `job_id`; returns its final record. `placement` holds the loaded MovaModels (every
+    component) and moves them to its device as the job's MemoryPlan says, all back to host RAM at the end;
+    `geometry` the clips to train on (training_geometry), `register(tenant, name, adapter)` stores the finished
+    adapter in the registry (the job's tenant owns it), and `heartbeat()` is called after every update (the
+    trainer renews the job's lease there)."""
     records = JobRecords(store)
     job = records.read(job_id)
     if job is None:
@@ -100,20 +103,40 @@ def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], ge
     job.state, job.error = common_pb2.JOB_STATE_RUNNING, ""
     records.write(job)
 
-    loaded = models()
-    for module in (loaded.video_dit, loaded.video_dit_2, loaded.audio_dit, loaded.bridge):
-        module.requires_grad_(False)
+    plan = MemoryPlan.of(spec.resolved(request))  # a record written before the memory options has them unset
+    try:
+        trained = _train(job, records, store, placement, plan, geometry, heartbeat)
+    finally:
+        placement.place(())  # every component back in host RAM; the device is free between jobs
+    if trained is None:
+        return job
+    adapter, final, config = trained
+    if final.step < config.steps:
+        job.state = common_pb2.JOB_STATE_CANCELLED
+    else:
+        register(job.tenant, request.name, frozen_adapter(adapter))
+        job.state, job.adapter = common_pb2.JOB_STATE_SUCCEEDED, request.name
+    records.write(job)
+    return job
+
+
+def _train(job: training_pb2.FineTuneJob, records: JobRecords, store: ObjectStore, placement: Placement,
+           plan: MemoryPlan, geometry: ClipGeometry, heartbeat: Callable[[], None]
+           ) -> tuple[LoraAdapter, TrainState, TrainConfig] | None:
+    """Steps 2-5 of the module docstring; None when the dataset failed the job (the record says why)."""
+    job_id, request, loaded = job.job_id, job.request, placement.models
     try:
         with tempfile.TemporaryDirectory(prefix="mova-dataset-") as folder:
             root = download_dataset(store, request.dataset, Path(folder))
             entries = validate_dataset(root, geometry)
+            placement.place(plan.encoding())
             clips = [encode_clip(loaded, load_clip(e, geometry), geometry.fps) for e in entries]
     except DatasetError as exc:
         job.state, job.error = common_pb2.JOB_STATE_FAILED, f"dataset: {exc}"
         records.write(job)
-        return job
+        return None
 
-    adapter = trainable_adapter(loaded, request)
+    adapter = trainable_adapter(loaded, request, placement.device)
     state = None
     checkpoint = records.newest_checkpoint(job_id)
     if checkpoint is not None:
@@ -129,7 +152,7 @@ def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], ge
 
     config = TrainConfig(steps=request.steps, lr=request.learning_rate, min_lr=min(1e-6, request.learning_rate),
                          warmup_steps=request.warmup_steps, grad_accum=request.grad_accum, seed=request.seed,
-                         checkpoint_every=request.checkpoint_every)
+                         checkpoint_every=request.checkpoint_every, memory=plan)
 
     def on_progress(progress: Progress) -> None:
         _update_progress(job, progress)
@@ -143,12 +166,5 @@ def run_job(job_id: str, store: ObjectStore, *, models: Callable[[], object], ge
     with applied(loaded, adapter):
         final = train(loaded, params, clips, config, TrainingTimesteps(loaded.scheduler, loaded.boundary_ratio),
                       state=state, on_progress=on_progress, on_checkpoint=on_checkpoint,
-                      should_stop=lambda: records.cancel_requested(job_id))
-    if final.step < config.steps:
-        job.state = common_pb2.JOB_STATE_CANCELLED
-    else:
-        register(job.tenant, request.name, frozen_adapter(adapter))
-        job.state, job.adapter = common_pb2.JOB_STATE_SUCCEEDED, request.name
-    records.write(job)
-    return job
-
+                      should_stop=lambda: records.cancel_requested(job_id), placement=placement)
+    return adapter, final, config

@@ -1,7 +1,8 @@
 """A fine-tuning request: its defaults and limits, in one place (torch-free: the gateway and the CLI use it).
 
 The defaults follow the official accelerate recipe where it has one (rank 16, alpha 16, lr 1e-4, 4 micro-batches
-per update, gradient clipping at 1.0) and are sized for a first run otherwise (1000 updates, no warmup).
+per update, gradient clipping at 1.0, gradient checkpointing on) and are sized for a first run otherwise (1000
+updates, no warmup, nothing offloaded to host RAM).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ DEFAULT_LR = 1e-4
 DEFAULT_GRAD_ACCUM = 4
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_SEED = 42
+DEFAULT_GRADIENT_CHECKPOINTING = True
+# TrainingOffload values by the names `mova finetune --offload` and movakit.training.memory use
+OFFLOADS = {"none": training_pb2.TRAINING_OFFLOAD_NONE, "model": training_pb2.TRAINING_OFFLOAD_MODEL,
+            "model-and-activations": training_pb2.TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS}
+DEFAULT_OFFLOAD = "none"
 MAX_RANK = 256
 MAX_STEPS = 100_000
 MAX_LR = 0.1
@@ -27,7 +33,8 @@ _DATASET = re.compile(r"^datasets/[A-Za-z0-9._/-]{1,260}$")
 
 
 def resolved(request: training_pb2.FineTuneRequest) -> training_pb2.FineTuneRequest:
-    """A copy with every zero field set to its default (alpha defaults to the rank, components to all four)."""
+    """A copy with every zero field set to its default (alpha defaults to the rank, components to all four,
+    an unset gradient_checkpointing to true)."""
     out = training_pb2.FineTuneRequest()
     out.CopyFrom(request)
     out.rank = out.rank or DEFAULT_RANK
@@ -37,6 +44,9 @@ def resolved(request: training_pb2.FineTuneRequest) -> training_pb2.FineTuneRequ
     out.grad_accum = out.grad_accum or DEFAULT_GRAD_ACCUM
     out.checkpoint_every = out.checkpoint_every or DEFAULT_CHECKPOINT_EVERY
     out.seed = out.seed or DEFAULT_SEED
+    if not out.HasField("gradient_checkpointing"):
+        out.gradient_checkpointing = DEFAULT_GRADIENT_CHECKPOINTING
+    out.offload = out.offload or OFFLOADS[DEFAULT_OFFLOAD]
     if not out.components:
         out.components.extend(COMPONENTS)
     out.dataset = out.dataset.rstrip("/")
@@ -62,6 +72,8 @@ def validate(request: training_pb2.FineTuneRequest) -> None:
     for field, ok, bound in checks:
         if not ok:
             raise InvalidArgument(field, f"{getattr(request, field):g} must be {bound}")
+    if request.offload not in OFFLOADS.values():
+        raise InvalidArgument("offload", f"{request.offload} is not a TrainingOffload value")
     for component in request.components:
         if component not in COMPONENTS:
             raise InvalidArgument("components", f"{component[:64]!r} is not one of {', '.join(COMPONENTS)}")

@@ -61,7 +61,7 @@ def test_finetune_job_survives_a_killed_trainer_and_registers_its_adapter(finetu
     name = f"ft-{os.getpid()}-{time.time_ns() % 10**6}"
     assert mova(["finetune", "--gateway", finetune_gateway.address, "--data", str(data), "--name", name,
                  "--rank", "4", "--steps", "8", "--grad-accum", "1", "--lr", "0.003", "--checkpoint-every", "2",
-                 "--detach"]) == 0
+                 "--offload", "model", "--detach"]) == 0
     job_id = capsys.readouterr().out.strip().splitlines()[-1]
     channel = tenant_channel(finetune_gateway.address)
     stub = training_pb2_grpc.FineTuneServiceStub(channel)
@@ -82,6 +82,7 @@ def test_finetune_job_survives_a_killed_trainer_and_registers_its_adapter(finetu
     assert job.state == common_pb2.JOB_STATE_SUCCEEDED, (job, logs)
     assert 2 <= job.resumed_from_step <= killed_at  # resumed from a checkpoint, not from step 0
     assert job.step == job.total_steps == 8 and job.adapter == name
+    assert job.request.gradient_checkpointing and job.request.offload == training_pb2.TRAINING_OFFLOAD_MODEL
     adapter = AdapterRegistry(s3_config.store()).load("alice", name)  # the tenant that submitted the job
     assert adapter.rank == 4 and adapter.targets == "accelerate"
     assert any(float(b.abs().max()) > 0 for _a, b in adapter.layers.values())  # trained, not the zero init

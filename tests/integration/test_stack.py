@@ -525,6 +525,33 @@ def test_lora_jobs_interleaved_equal_each_run_alone(local_stack, tmp_path, capsy
     assert "INVALID_ARGUMENT: params.lora.name: no adapter 'missing'" in capsys.readouterr().err
 
 
+def test_finetuned_adapter_serves_the_next_submit(local_stack, tmp_path, capsys):
+    """The issue's chain on the stack `mova stack up` runs: `mova finetune --wait` trains on a dataset the test
+    writes (test patterns with tones), the trainer registers the adapter, and the next `mova submit --lora NAME`
+    succeeds with latents other than the base job's with the same seed (random weights: a different noise)."""
+    from movakit.training.demo_data import write_demo_dataset
+
+    cfg, addresses, stub = local_stack
+    gateway = ["--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]
+    data = write_demo_dataset(tmp_path / "data", clips=2)
+    assert main(["finetune", "--data", str(data), "--name", "tuned", "--rank", "4", "--steps", "2",
+                 "--grad-accum", "1", "--lr", "0.003", "--wait", *gateway]) == 0
+    assert "adapter 'tuned' registered" in capsys.readouterr().err
+    p = TINY_PARAMS
+    options = ["--height", "32", "--width", "32", "--num-frames", "5", "--fps", str(p["fps"]), "--steps", "2",
+               "--guidance-scale", str(p["guidance_scale"]), "--seed", "33", *gateway]
+    assert main(["submit", "--prompt", p["prompt"], *options, "--lora", "tuned", "--wait"]) == 0
+    tuned_job = capsys.readouterr().out.splitlines()[0].strip()
+    base_job = _submit(stub, seed=33)
+    store = _store(cfg, addresses)
+    latents = {}
+    for job_id in (tuned_job, base_job):
+        assert _watch(stub, job_id)[-1].WhichOneof("kind") == "succeeded"
+        latents[job_id] = store.get_tensors(store.tensor_ref_at(f"jobs/{job_id}/denoise/video_latents.safetensors"))
+    tuned, base = (latents[j]["video_latents"] for j in (tuned_job, base_job))
+    assert tuned.shape == base.shape and not torch.equal(tuned, base)
+
+
 def test_status_then_down_stops_everything(local_stack, capsys):
     cfg, addresses, _ = local_stack
     from movakit.cli import main as mova

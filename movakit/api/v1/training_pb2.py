@@ -26,27 +26,29 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from movakit.api.v1 import common_pb2 as movakit_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmovakit/api/v1/training.proto\x12\x0emovakit.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmovakit/api/v1/common.proto\";\n\x0c\x44\x61tasetChunk\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"E\n\x0f\x44\x61tasetUploaded\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\xf2\x01\n\x0f\x46ineTuneRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\r\n\x05\x61lpha\x18\x04 \x01(\x02\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x15\n\rlearning_rate\x18\x06 \x01(\x02\x12\x14\n\x0cwarmup_steps\x18\x07 \x01(\r\x12\x12\n\ngrad_accum\x18\x08 \x01(\r\x12\x12\n\ncomponents\x18\t \x03(\t\x12\x18\n\x10\x63heckpoint_every\x18\n \x01(\r\x12\x0c\n\x04seed\x18\x0b \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\"\xa2\x03\n\x0b\x46ineTuneJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.movakit.api.v1.JobState\x12\x30\n\x07request\x18\x03 \x01(\x0b\x32\x1f.movakit.api.v1.FineTuneRequest\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x13\n\x0btotal_steps\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\x12\n\nvideo_loss\x18\x07 \x01(\x02\x12\x12\n\naudio_loss\x18\x08 \x01(\x02\x12\x15\n\rlearning_rate\x18\t \x01(\x02\x12\r\n\x05\x65ta_s\x18\n \x01(\x02\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x0c \x01(\t\x12\x19\n\x11resumed_from_step\x18\r \x01(\r\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x10 \x01(\t\"$\n\x12\x46ineTuneJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x17ListFineTuneJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x18ListFineTuneJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.movakit.api.v1.FineTuneJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe5\x03\n\x0f\x46ineTuneService\x12\x46\n\x06Submit\x12\x1f.movakit.api.v1.FineTuneRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12\x46\n\x03Get\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12J\n\x05Watch\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob0\x01\x12I\n\x06\x43\x61ncel\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12Y\n\x04List\x12\'.movakit.api.v1.ListFineTuneJobsRequest\x1a(.movakit.api.v1.ListFineTuneJobsResponse\x12P\n\rUploadDataset\x12\x1c.movakit.api.v1.DatasetChunk\x1a\x1f.movakit.api.v1.DatasetUploaded(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmovakit/api/v1/training.proto\x12\x0emovakit.api.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmovakit/api/v1/common.proto\";\n\x0c\x44\x61tasetChunk\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"E\n\x0f\x44\x61tasetUploaded\x12\x0f\n\x07\x64\x61taset\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x01(\r\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\"\xe6\x02\n\x0f\x46ineTuneRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\r\n\x05\x61lpha\x18\x04 \x01(\x02\x12\r\n\x05steps\x18\x05 \x01(\r\x12\x15\n\rlearning_rate\x18\x06 \x01(\x02\x12\x14\n\x0cwarmup_steps\x18\x07 \x01(\r\x12\x12\n\ngrad_accum\x18\x08 \x01(\r\x12\x12\n\ncomponents\x18\t \x03(\t\x12\x18\n\x10\x63heckpoint_every\x18\n \x01(\r\x12\x0c\n\x04seed\x18\x0b \x01(\x04\x12\x17\n\x0fidempotency_key\x18\x0c \x01(\t\x12$\n\x16gradient_checkpointing\x18\x8c\x01 \x01(\x08H\x00\x88\x01\x01\x12\x31\n\x07offload\x18\x8d\x01 \x01(\x0e\x32\x1f.movakit.api.v1.TrainingOffloadB\x19\n\x17_gradient_checkpointing\"\xa2\x03\n\x0b\x46ineTuneJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.movakit.api.v1.JobState\x12\x30\n\x07request\x18\x03 \x01(\x0b\x32\x1f.movakit.api.v1.FineTuneRequest\x12\x0c\n\x04step\x18\x04 \x01(\r\x12\x13\n\x0btotal_steps\x18\x05 \x01(\r\x12\x0c\n\x04loss\x18\x06 \x01(\x02\x12\x12\n\nvideo_loss\x18\x07 \x01(\x02\x12\x12\n\naudio_loss\x18\x08 \x01(\x02\x12\x15\n\rlearning_rate\x18\t \x01(\x02\x12\r\n\x05\x65ta_s\x18\n \x01(\x02\x12\r\n\x05\x65rror\x18\x0b \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x0c \x01(\t\x12\x19\n\x11resumed_from_step\x18\r \x01(\r\x12.\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x10 \x01(\t\"$\n\x12\x46ineTuneJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x17ListFineTuneJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"^\n\x18ListFineTuneJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.movakit.api.v1.FineTuneJob\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x96\x01\n\x0fTrainingOffload\x12 \n\x1cTRAINING_OFFLOAD_UNSPECIFIED\x10\x00\x12\x19\n\x15TRAINING_OFFLOAD_NONE\x10\x01\x12\x1a\n\x16TRAINING_OFFLOAD_MODEL\x10\x02\x12*\n&TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS\x10\x03\x32\xe5\x03\n\x0f\x46ineTuneService\x12\x46\n\x06Submit\x12\x1f.movakit.api.v1.FineTuneRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12\x46\n\x03Get\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12J\n\x05Watch\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob0\x01\x12I\n\x06\x43\x61ncel\x12\".movakit.api.v1.FineTuneJobRequest\x1a\x1b.movakit.api.v1.FineTuneJob\x12Y\n\x04List\x12\'.movakit.api.v1.ListFineTuneJobsRequest\x1a(.movakit.api.v1.ListFineTuneJobsResponse\x12P\n\rUploadDataset\x12\x1c.movakit.api.v1.DatasetChunk\x1a\x1f.movakit.api.v1.DatasetUploaded(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'movakit.api.v1.training_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TRAININGOFFLOAD']._serialized_start=1226
+  _globals['_TRAININGOFFLOAD']._serialized_end=1376
   _globals['_DATASETCHUNK']._serialized_start=111
   _globals['_DATASETCHUNK']._serialized_end=170
   _globals['_DATASETUPLOADED']._serialized_start=172
   _globals['_DATASETUPLOADED']._serialized_end=241
   _globals['_FINETUNEREQUEST']._serialized_start=244
-  _globals['_FINETUNEREQUEST']._serialized_end=486
-  _globals['_FINETUNEJOB']._serialized_start=489
-  _globals['_FINETUNEJOB']._serialized_end=907
-  _globals['_FINETUNEJOBREQUEST']._serialized_start=909
-  _globals['_FINETUNEJOBREQUEST']._serialized_end=945
-  _globals['_LISTFINETUNEJOBSREQUEST']._serialized_start=947
-  _globals['_LISTFINETUNEJOBSREQUEST']._serialized_end=1011
-  _globals['_LISTFINETUNEJOBSRESPONSE']._serialized_start=1013
-  _globals['_LISTFINETUNEJOBSRESPONSE']._serialized_end=1107
-  _globals['_FINETUNESERVICE']._serialized_start=1110
-  _globals['_FINETUNESERVICE']._serialized_end=1595
+  _globals['_FINETUNEREQUEST']._serialized_end=602
+  _globals['_FINETUNEJOB']._serialized_start=605
+  _globals['_FINETUNEJOB']._serialized_end=1023
+  _globals['_FINETUNEJOBREQUEST']._serialized_start=1025
+  _globals['_FINETUNEJOBREQUEST']._serialized_end=1061
+  _globals['_LISTFINETUNEJOBSREQUEST']._serialized_start=1063
+  _globals['_LISTFINETUNEJOBSREQUEST']._serialized_end=1127
+  _globals['_LISTFINETUNEJOBSRESPONSE']._serialized_start=1129
+  _globals['_LISTFINETUNEJOBSRESPONSE']._serialized_end=1223
+  _globals['_FINETUNESERVICE']._serialized_start=1379
+  _globals['_FINETUNESERVICE']._serialized_end=1864
 # @@protoc_insertion_point(module_scope)

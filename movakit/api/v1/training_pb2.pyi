@@ -3,12 +3,24 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from movakit.api.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrainingOffload(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRAINING_OFFLOAD_UNSPECIFIED: _ClassVar[TrainingOffload]
+    TRAINING_OFFLOAD_NONE: _ClassVar[TrainingOffload]
+    TRAINING_OFFLOAD_MODEL: _ClassVar[TrainingOffload]
+    TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS: _ClassVar[TrainingOffload]
+TRAINING_OFFLOAD_UNSPECIFIED: TrainingOffload
+TRAINING_OFFLOAD_NONE: TrainingOffload
+TRAINING_OFFLOAD_MODEL: TrainingOffload
+TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS: TrainingOffload
 
 class DatasetChunk(_message.Message):
     __slots__ = ("dataset", "path", "data")
@@ -31,7 +43,7 @@ class DatasetUploaded(_message.Message):
     def __init__(self, dataset: _Optional[str] = ..., files: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class FineTuneRequest(_message.Message):
-    __slots__ = ("name", "dataset", "rank", "alpha", "steps", "learning_rate", "warmup_steps", "grad_accum", "components", "checkpoint_every", "seed", "idempotency_key")
+    __slots__ = ("name", "dataset", "rank", "alpha", "steps", "learning_rate", "warmup_steps", "grad_accum", "components", "checkpoint_every", "seed", "idempotency_key", "gradient_checkpointing", "offload")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +56,8 @@ class FineTuneRequest(_message.Message):
     CHECKPOINT_EVERY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
+    OFFLOAD_FIELD_NUMBER: _ClassVar[int]
     name: str
     dataset: str
     rank: int
@@ -56,7 +70,9 @@ class FineTuneRequest(_message.Message):
     checkpoint_every: int
     seed: int
     idempotency_key: str
-    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., grad_accum: _Optional[int] = ..., components: _Optional[_Iterable[str]] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    gradient_checkpointing: bool
+    offload: TrainingOffload
+    def __init__(self, name: _Optional[str] = ..., dataset: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., steps: _Optional[int] = ..., learning_rate: _Optional[float] = ..., warmup_steps: _Optional[int] = ..., grad_accum: _Optional[int] = ..., components: _Optional[_Iterable[str]] = ..., checkpoint_every: _Optional[int] = ..., seed: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., gradient_checkpointing: _Optional[bool] = ..., offload: _Optional[_Union[TrainingOffload, str]] = ...) -> None: ...
 
 class FineTuneJob(_message.Message):
     __slots__ = ("job_id", "state", "request", "step", "total_steps", "loss", "video_loss", "audio_loss", "learning_rate", "eta_s", "error", "adapter", "resumed_from_step", "created_at", "updated_at", "tenant")

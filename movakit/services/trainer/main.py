@@ -1,13 +1,14 @@
 """Trainer service entry point: `python -m movakit.services.trainer.main [--flag value ...]` (flags: settings.py).
 
 A Celery worker (solo pool: one fine-tuning job at a time on this process's device) with the whole checkpoint
-resident, plus a gRPC server with health and reflection on `listen`. The task `mova.finetune(job_id)` runs
+in host RAM (pinned on CUDA; each job moves to the device what its memory plan needs: movakit.training.memory), plus a gRPC server with health and reflection on `listen`. The task `mova.finetune(job_id)` runs
 movakit.training.runner.run_job under the job's lease; a copy redelivered while another live worker holds the
 lease is retried later instead of running beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from movakit.runtime.grpc_server import serve
     from movakit.runtime.stage_service import load_models, make_store, open_checkpoint
     from movakit.runtime.stage_settings import setup_json_logging
+    from movakit.training.memory import Placement
     from movakit.training.runner import run_job, training_geometry
     from movakit.lora.registry import AdapterRegistry
     from movakit.model_rules import ModelRules
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("settings", extra={"fields": {"service": "trainer", "settings": settings.redacted()}})
     store = make_store(settings)
     registry = AdapterRegistry(store)
-    models = load_models(settings, ALL_COMPONENTS)
+    models = load_models(dataclasses.replace(settings, device="cpu", dtype=settings.model_dtype), ALL_COMPONENTS)
+    placement = Placement(models, settings.device)
     geometry = training_geometry(ModelRules.from_checkpoint(open_checkpoint(settings).path))
     app = make_app(settings.celery_broker, visibility_timeout_s=settings.visibility_timeout_s)
 
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     def finetune(task, job_id: str) -> str:
         try:
             with lease(app, f"finetune:{job_id}", settings.lease_s) as renew:
-                job = run_job(job_id, store, models=lambda: models, geometry=geometry,
+                job = run_job(job_id, store, placement=placement, geometry=geometry,
                               register=lambda tenant, name, adapter: registry.put(tenant, name, *encode(adapter),
                                                                              replace=True),
                               heartbeat=renew)

@@ -71,6 +71,33 @@ def test_hooks_are_removed_when_the_run_raises(fresh_models, adapters):
     assert not any(m._forward_hooks for m in models.video_dit.modules())
 
 
+def test_a_trainable_adapter_on_a_bf16_layer_follows_every_update(fresh_models):
+    """float32 masters on a bf16 layer (the trainer on CUDA): each forward uses the masters' current values cast to
+    bf16, and each backward reaches the masters (a copy cast once when attached would stay at B = 0)."""
+    models = fresh_models()
+    torch.manual_seed(0)
+    adapter = trainable(components_of(models), "attention", rank=2, alpha=2.0)
+    a, b = adapter.layers["dual_tower_bridge.video_to_audio_conditioners.0.inner.v"]
+    layer = models.bridge.video_to_audio_conditioners["0"].inner.v.to(torch.bfloat16)
+    x = torch.randn(3, layer.in_features, dtype=torch.bfloat16)
+    optimizer = torch.optim.SGD([a, b], lr=0.5)
+    outputs = []
+    with applied(models, adapter):
+        for _ in range(3):
+            optimizer.zero_grad()
+            y = layer(x)
+            y.float().square().sum().backward()
+            optimizer.step()
+            outputs.append(y.detach())
+        with torch.no_grad():
+            now = layer(x)
+    assert a.dtype == b.dtype == torch.float32 and b.grad is not None and a.grad.abs().max() > 0
+    assert not torch.equal(outputs[0], outputs[1]) and not torch.equal(outputs[1], outputs[2])
+    base = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    branch = torch.nn.functional.linear(torch.nn.functional.linear(x, a.detach().bfloat16()), b.detach().bfloat16())
+    assert torch.equal(now, base + branch * adapter.scaling)
+
+
 def test_a_trainable_adapter_starts_as_the_base_and_gets_gradients(fresh_models):
     models = fresh_models()
     torch.manual_seed(0)

@@ -67,7 +67,7 @@ def test_training_the_adapter_lowers_the_loss_and_touches_no_base_weight(tiny_mo
     for module in (tiny_models.video_dit, tiny_models.video_dit_2, tiny_models.audio_dit, tiny_models.bridge):
         module.requires_grad_(False)
     base = {k: v.clone() for k, v in tiny_models.video_dit.state_dict().items()}
-    adapter = trainable_adapter(tiny_models, _request())
+    adapter = trainable_adapter(tiny_models, _request(), torch.device("cpu"))
     before = _eval_loss(tiny_models, clips, timesteps, adapter)
     params = [p for pair in adapter.layers.values() for p in pair]
     with applied(tiny_models, adapter):
@@ -82,11 +82,11 @@ def test_training_the_adapter_lowers_the_loss_and_touches_no_base_weight(tiny_mo
 
 def test_a_resumed_run_equals_an_uninterrupted_one(tiny_models, clips, timesteps):
     config = TrainConfig(steps=4, lr=1e-3, warmup_steps=1, grad_accum=2, checkpoint_every=2)
-    straight = trainable_adapter(tiny_models, _request())
+    straight = trainable_adapter(tiny_models, _request(), torch.device("cpu"))
     with applied(tiny_models, straight):
         train(tiny_models, [p for pair in straight.layers.values() for p in pair], clips, config, timesteps)
 
-    resumed = trainable_adapter(tiny_models, _request())
+    resumed = trainable_adapter(tiny_models, _request(), torch.device("cpu"))
     saved = {}
 
     def keep(state: TrainState) -> None:  # a checkpoint: the adapter's values and the state, through bytes
@@ -100,7 +100,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_models, clips, timesteps
     with applied(tiny_models, resumed):
         train(tiny_models, [p for pair in resumed.layers.values() for p in pair], clips, config, timesteps,
               on_checkpoint=keep, should_stop=lambda: next(stops))
-    restarted = trainable_adapter(tiny_models, _request())
+    restarted = trainable_adapter(tiny_models, _request(), torch.device("cpu"))
     with torch.no_grad():
         for key, (a, b) in restarted.layers.items():
             a.copy_(saved["adapter"][key][0])

@@ -1,0 +1,230 @@
+"""Memory of one fine-tuning step under each memory plan, measured on this machine's CPU, and an estimate of the
+release-size footprint on one GPU (docs/training.md, "Memory").
+
+Measured: for each plan a fresh subprocess builds a MOVA-shaped model (bench_denoise_step.py's configs, random
+weights, float32 on the CPU), a rank-16 adapter on every official accelerate target layer, and a random encoded
+clip (the encoders are not needed during a step: clips are encoded once, before the first step), then runs two
+micro-batches (one per video expert: forward, backward) as movakit.training.loop does. The peak is the process's
+resident-set high-water mark during those micro-batches above its size just before them (Linux VmHWM, reset
+through /proc/self/clear_refs; glibc told to map every large block on its own, so freed memory leaves the resident
+set): everything the step allocates (activations, saved tensors, gradients), whichever allocator made it. Printed
+as ratios to the plan without checkpointing or offload. Time is not reported (see bench_denoise_step.py).
+
+On a CPU-only machine the device IS host RAM: offload moves tensors between two names for the same memory, so
+its effect on device memory cannot be measured here (the numbers show that it costs no extra host memory);
+gradient checkpointing's effect can.
+
+Estimated: the release model's parameter counts (built on the meta device from the release configs: no weights
+needed) times the bytes of each dtype, the LoRA parameters with float32 masters, gradients and AdamW state, and
+the block inputs gradient checkpointing keeps for the official 352x640, 193-frame clip, per plan.
+
+    .venv/bin/python bench/bench_training_memory.py                  # small config, 33 frames of 256x256
+    .venv/bin/python bench/bench_training_memory.py --tiny           # smoke run
+
+No assertion anywhere; random weights: the losses are noise, only the memory is of interest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_denoise_step import CONFIGS, HOP, SAMPLE_RATE, TEXT_LEN  # noqa: E402
+
+from movakit.api.v1 import training_pb2  # noqa: E402
+from movakit.loading import MovaModels  # noqa: E402
+from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO  # noqa: E402
+from movakit.loading.release_configs import release_config  # noqa: E402
+from movakit.lora.adapter import applied  # noqa: E402
+from movakit.lora.targets import components_of, target_layers  # noqa: E402
+from movakit.models.audio_dit import AudioDiT, AudioDiTConfig  # noqa: E402
+from movakit.models.bridge import BridgeConfig, DualTowerBridge  # noqa: E402
+from movakit.models.video_dit import VideoDiT, VideoDiTConfig  # noqa: E402
+from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler  # noqa: E402
+from movakit.stages.denoise import audio_latent_length  # noqa: E402
+from movakit.training import spec  # noqa: E402
+from movakit.training.memory import MemoryPlan  # noqa: E402
+from movakit.training.objective import EncodedClip, TrainingTimesteps, flow_matching_loss  # noqa: E402
+from movakit.training.runner import trainable_adapter  # noqa: E402
+
+PLANS = {"baseline": MemoryPlan(False, "none"), "checkpointing": MemoryPlan(True, "none"),
+         "checkpointing+model": MemoryPlan(True, "model"),
+         "checkpointing+model-and-activations": MemoryPlan(True, "model-and-activations")}
+GB = 1e9
+# The official recipe's clip (MOVA-TRAINING.md §1-2 in the project's shared notes; docs/training.md "Data")
+RELEASE_FRAMES, RELEASE_HEIGHT, RELEASE_WIDTH = 193, 352, 640
+BUDGET_GB = 24.0  # the official low-resource trainer's GPU (README: RTX 4090)
+
+
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _models(config: str) -> MovaModels:
+    v_cfg, a_cfg, b_cfg = CONFIGS[config]
+    torch.manual_seed(0)
+    return MovaModels(
+        video_dit=VideoDiT(VideoDiTConfig.from_dict(v_cfg)), video_dit_2=VideoDiT(VideoDiTConfig.from_dict(v_cfg)),
+        audio_dit=AudioDiT(AudioDiTConfig.from_dict(a_cfg)), bridge=DualTowerBridge(BridgeConfig.from_dict(b_cfg)),
+        scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
+        boundary_ratio=DEFAULT_BOUNDARY_RATIO)
+
+
+def _clip(models: MovaModels, frames: int, height: int, width: int) -> EncodedClip:
+    g = torch.Generator().manual_seed(1)
+    t_lat = (frames - 1) // 4 + 1
+    z = models.video_dit.config.out_dim
+    return EncodedClip(
+        context=torch.randn(1, TEXT_LEN, models.video_dit.config.text_dim, generator=g),
+        video_latents=torch.randn(1, z, t_lat, height // 8, width // 8, generator=g),
+        y=torch.randn(1, models.video_dit.config.in_dim - z, t_lat, height // 8, width // 8, generator=g),
+        audio_latents=torch.randn(1, models.audio_dit.config.in_dim, audio_latent_length(SAMPLE_RATE, HOP, frames, 24.0),
+                                  generator=g),
+        fps=24.0)
+
+
+def child(args) -> None:
+    """One plan in this process: print {"peak_bytes", "loss"} as JSON."""
+    torch.set_num_threads(args.threads)
+    plan = PLANS[args.child]
+    models = _models(args.config)
+    for module in (models.video_dit, models.video_dit_2, models.audio_dit, models.bridge):
+        module.requires_grad_(False)
+    clip = _clip(models, args.frames, args.height, args.width)
+    request = training_pb2.FineTuneRequest(name="bench", rank=16, alpha=16.0, seed=1, components=spec.COMPONENTS)
+    adapter = trainable_adapter(models, request, torch.device("cpu"))
+    with torch.no_grad():  # a trained adapter (B = 0 would give A no gradient)
+        for _a, b in adapter.layers.values():
+            b.normal_(std=0.01)
+    timesteps = TrainingTimesteps(models.scheduler, models.boundary_ratio)
+
+    def micro_batches() -> list[float]:
+        losses = []
+        for micro_step in (0, 1):
+            with plan.saved_tensors(torch.device("cpu")):
+                out = flow_matching_loss(models, clip, timesteps, micro_step, seed=3,
+                                         gradient_checkpointing=plan.gradient_checkpointing)
+            out.loss.backward()
+            losses.append(float(out.loss.detach()))
+        return losses
+
+    x = torch.ones(1, requires_grad=True)  # checkpointing imports torch._dynamo on first use: not step memory
+    checkpoint(torch.sin, x, use_reentrant=False).backward()
+    with applied(models, adapter):
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        before = _rss_kb("VmRSS")
+        losses = micro_batches()
+    peak = _rss_kb("VmHWM") - before
+    print(json.dumps({"peak_bytes": peak * 1024, "loss": losses}))
+
+
+def measure(args) -> None:
+    results = {}
+    for name in PLANS:
+        argv = [sys.executable, __file__, "--child", name, "--config", args.config, "--frames", str(args.frames),
+                "--height", str(args.height), "--width", str(args.width), "--threads", str(args.threads)]
+        # every large block mmapped and unmapped when freed, so the resident set follows what is live
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    base = results["baseline"]
+    print(f"measured on the CPU: config {args.config}, {args.frames} frames of {args.height}x{args.width}, "
+          f"2 micro-batches (both experts), float32, rank-16 adapter on every accelerate target")
+    print(f"{'plan':40s} {'peak MB':>9s} {'vs baseline':>11s}")
+    for name, r in results.items():
+        print(f"{name:40s} {r['peak_bytes'] / 1e6:9.1f} {r['peak_bytes'] / base['peak_bytes']:11.3f}")
+    same = all(r["loss"] == base["loss"] for r in results.values())
+    print(f"losses identical under every plan: {same}")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def estimate() -> None:
+    """The release-size arithmetic (bf16 weights, as MOVA_TRAINER_DTYPE on CUDA)."""
+    from diffusers import AutoencoderKLWan
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from movakit.models.audio_vae import DacVAE, DacVAEConfig
+
+    with torch.device("meta"):
+        expert = VideoDiT(VideoDiTConfig.from_dict(release_config("video_dit")))
+        audio = AudioDiT(AudioDiTConfig.from_dict(release_config("audio_dit")))
+        bridge = DualTowerBridge(BridgeConfig.from_dict(release_config("dual_tower_bridge")))
+        text = UMT5EncoderModel(UMT5Config.from_dict(release_config("text_encoder")))
+        vae = AutoencoderKLWan.from_config({k: v for k, v in release_config("video_vae").items()
+                                            if not k.startswith("_")})
+        dac = DacVAE(DacVAEConfig.from_dict(release_config("audio_vae")))
+    counts = {"video expert (each)": _count(expert), "audio_dit": _count(audio), "bridge": _count(bridge),
+              "text encoder": _count(text), "video VAE": _count(vae), "audio VAE (float32)": _count(dac)}
+    lora = sum(16 * (layer.in_features + layer.out_features) for layer in target_layers(
+        {"video_dit": expert, "video_dit_2": expert, "audio_dit": audio, "dual_tower_bridge": bridge},
+        "accelerate").values())
+    vc, ac = expert.config, audio.config
+    t_lat = (RELEASE_FRAMES - 1) // 4 + 1
+    v_tokens = t_lat * (RELEASE_HEIGHT // 8 // vc.patch_size[1]) * (RELEASE_WIDTH // 8 // vc.patch_size[2])
+    a_tokens = audio_latent_length(SAMPLE_RATE, HOP, RELEASE_FRAMES, 24.0)
+    v_input, a_input = v_tokens * vc.dim * 2, a_tokens * ac.dim * 2  # one block input, bf16
+    shared = min(vc.num_layers, ac.num_layers)
+    # checkpointing keeps each call's inputs: bridge i (video + audio), video block i, audio block i
+    kept = shared * (2 * v_input + 2 * a_input) + (vc.num_layers - shared) * v_input
+    # one video block recomputed for its backward: about 14 tensors of L x D (norms, q, k, v, attention out,
+    # projections, residuals) and 2 of L x ffn_dim (FFN hidden before and after GELU), bf16; flash attention keeps
+    # O(L) statistics, not L x L
+    block = v_tokens * (14 * vc.dim + 2 * vc.ffn_dim) * 2
+    weights_bf16 = {name: n * (4 if "float32" in name else 2) for name, n in counts.items()}
+    lora_bytes = lora * 16  # float32 param + grad + AdamW exp_avg + exp_avg_sq
+    trained = weights_bf16["audio_dit"] + weights_bf16["bridge"]
+    expert_bytes = weights_bf16["video expert (each)"]
+    encoders = weights_bf16["text encoder"] + weights_bf16["video VAE"] + weights_bf16["audio VAE (float32)"]
+    print("\nrelease-size estimate (bf16 weights; parameters counted from the release configs on the meta device)")
+    for name, n in counts.items():
+        print(f"  {name:22s} {n / 1e9:7.3f} B params  {weights_bf16[name] / GB:6.1f} GB")
+    print(f"  LoRA r16 (accelerate) {lora / 1e6:7.1f} M params  {lora_bytes / GB:6.1f} GB with fp32 grads and AdamW")
+    print(f"  clip {RELEASE_FRAMES}x{RELEASE_HEIGHT}x{RELEASE_WIDTH}: {v_tokens} video tokens, {a_tokens} audio; "
+          f"block input {v_input / GB:.2f} GB; inputs kept by checkpointing {kept / GB:.1f} GB; "
+          f"one video block's recompute ~{block / GB:.1f} GB")
+    plans = {
+        "none, no checkpointing": (2 * expert_bytes + trained + encoders + lora_bytes + vc.num_layers * block, 0),
+        "none (checkpointing)": (2 * expert_bytes + trained + encoders + lora_bytes + kept + block, 0),
+        "model": (expert_bytes + trained + lora_bytes + kept + block, expert_bytes + encoders),
+        "model-and-activations": (expert_bytes + trained + lora_bytes + block, expert_bytes + encoders + kept),
+    }
+    print(f"  {'offload plan':28s} {'GPU GB':>7s} {'host GB':>8s}  fits {BUDGET_GB:.0f} GB?")
+    for name, (gpu, host) in plans.items():
+        print(f"  {name:28s} {gpu / GB:7.1f} {host / GB:8.1f}  {'yes' if gpu / GB <= BUDGET_GB else 'no'}")
+    print(f"  one video expert alone is {expert_bytes / GB:.1f} GB in bf16: {BUDGET_GB:.0f} GB needs the expert's "
+          "blocks streamed from host RAM (or FP8 weights, as the official low-resource trainer), not built here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=tuple(CONFIGS), default="small")
+    parser.add_argument("--tiny", action="store_const", const="tiny", dest="config")
+    parser.add_argument("--frames", type=int, default=33)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", choices=tuple(PLANS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    measure(args)
+    estimate()
+
+
+if __name__ == "__main__":
+    main()

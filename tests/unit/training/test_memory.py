@@ -1,0 +1,137 @@
+"""The memory options of a fine-tuning job (movakit.training.memory) on the tiny checkpoint: gradient checkpointing
+and offload change where tensors live, never the loss or the gradients; offload keeps the video expert that is not
+training in host RAM and the encoders off the device during the steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from movakit.api.v1 import training_pb2
+from movakit.lora.adapter import applied
+from movakit.training.loop import TrainConfig, train
+from movakit.training.memory import ENCODERS, MemoryPlan, Placement
+from movakit.training.objective import HIGH_NOISE, LOW_NOISE, TrainingTimesteps, encode_clip, flow_matching_loss
+from movakit.training.data import ClipGeometry, load_clip, validate_dataset
+from movakit.training.runner import trainable_adapter
+
+# on CPU the device is host RAM (what is measured there: the same values, and the plan's bookkeeping); the device
+# placement itself is checked on CUDA
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                                   reason="needs a CUDA device")])]
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_models, demo_dataset):
+    geometry = ClipGeometry(17, 64, 96, 24.0, tiny_models.audio_vae.sample_rate)
+    entry = validate_dataset(demo_dataset, geometry)[0]
+    return encode_clip(tiny_models, load_clip(entry, geometry), 24.0)
+
+
+def _adapter(models, device):
+    request = training_pb2.FineTuneRequest(name="t", rank=4, alpha=4.0, seed=7, components=[
+        "video_dit", "video_dit_2", "audio_dit", "dual_tower_bridge"])
+    adapter = trainable_adapter(models, request, torch.device(device))
+    with torch.no_grad():  # B = 0 would leave every A without a gradient
+        generator = torch.Generator().manual_seed(3)
+        for _a, b in adapter.layers.values():
+            b.copy_(torch.randn(b.shape, generator=generator) * 0.05)
+    return adapter
+
+
+def _loss_and_grads(models, adapter, clip, plan: MemoryPlan, placement: Placement):
+    """Losses and gradients of micro-batches 0 and 1 (both experts), and the bytes the forwards kept for backward
+    on the device (None when they go to host RAM)."""
+    timesteps = TrainingTimesteps(models.scheduler, models.boundary_ratio)
+    losses, grads, kept = [], {}, [0]
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        kept[0] += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with applied(models, adapter):
+        for micro_step in (0, 1):
+            placement.place(plan.step(timesteps.expert(micro_step)))
+            device = getattr(models, timesteps.expert(micro_step)).device
+            with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), plan.saved_tensors(device):
+                out = flow_matching_loss(models, clip, timesteps, micro_step, seed=5,
+                                         gradient_checkpointing=plan.gradient_checkpointing)
+            out.loss.backward()
+            losses.append(float(out.loss.detach()))
+    for key, (a, b) in adapter.layers.items():
+        grads[key] = (a.grad.detach().cpu().clone(), b.grad.detach().cpu().clone())
+    return losses, grads, None if plan.offload == "model-and-activations" else kept[0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_checkpointing_and_offload_keep_the_loss_and_the_gradients(tiny_models, clip, device):
+    placement = Placement(tiny_models, device)
+    plans = [MemoryPlan(False, "none"), MemoryPlan(True, "none"), MemoryPlan(True, "model"),
+             MemoryPlan(True, "model-and-activations")]
+    results = []
+    for plan in plans:
+        results.append(_loss_and_grads(tiny_models, _adapter(tiny_models, device), clip, plan, placement))
+    placement.place(())
+    reference_losses, reference_grads, kept_without = results[0]
+    assert all(float(g.abs().max()) > 0 for pair in reference_grads.values() for g in pair)
+    assert results[1][2] < kept_without / 2  # checkpointing keeps the block inputs only
+    assert results[3][2] is None
+    for plan, (losses, grads, _kept) in zip(plans[1:], results[1:]):
+        assert losses == pytest.approx(reference_losses, rel=1e-6, abs=0), plan
+        for key, (ga, gb) in grads.items():
+            torch.testing.assert_close(ga, reference_grads[key][0], rtol=1e-5, atol=1e-7, msg=f"{plan} {key}")
+            torch.testing.assert_close(gb, reference_grads[key][1], rtol=1e-5, atol=1e-7, msg=f"{plan} {key}")
+
+
+def _devices(module) -> set[str]:
+    return {t.device.type for t in (*module.parameters(), *module.buffers())}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_offload_keeps_the_idle_expert_and_the_encoders_in_host_ram(tiny_models, clip, device):
+    """During each update (one micro-batch) of a model-offload run: the micro-batch's expert, the audio DiT and
+    the bridge are on the device, the other expert and the encoders at their host masters (pinned on CUDA)."""
+    placement = Placement(tiny_models, device)
+    plan = MemoryPlan(True, "model")
+    placement.place(plan.encoding())
+    assert placement.resident == set(ENCODERS)
+    assert all(_devices(getattr(tiny_models, name)) == {torch.device(device).type} for name in ENCODERS)
+    assert _devices(tiny_models.video_dit) == {"cpu"}
+
+    adapter = _adapter(tiny_models, device)
+    seen = []
+
+    def look(progress) -> None:
+        active, idle = (tiny_models.video_dit, tiny_models.video_dit_2) if progress.step % 2 == 1 else \
+            (tiny_models.video_dit_2, tiny_models.video_dit)
+        seen.append((set(placement.resident), _devices(active), _devices(idle),
+                     {n for n in ENCODERS if _devices(getattr(tiny_models, n)) != {"cpu"}}))
+        if device == "cuda":
+            assert all(t.is_pinned() for t in idle.parameters())
+
+    params = [p for pair in adapter.layers.values() for p in pair]
+    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, grad_accum=1, checkpoint_every=0, memory=plan)
+    with applied(tiny_models, adapter):
+        train(tiny_models, params, [clip], config, TrainingTimesteps(tiny_models.scheduler,
+                                                                     tiny_models.boundary_ratio),
+              on_progress=look, placement=placement)
+    placement.place(())
+    kind = torch.device(device).type
+    assert seen == [({HIGH_NOISE, "audio_dit", "bridge"}, {kind}, {"cpu"}, set()),
+                    ({LOW_NOISE, "audio_dit", "bridge"}, {kind}, {"cpu"}, set())]
+    assert placement.resident == set()
+
+
+def test_a_request_checkpoints_by_default_and_names_a_bad_offload():
+    from movakit.request import InvalidArgument
+    from movakit.training import spec
+
+    request = spec.resolved(training_pb2.FineTuneRequest(name="n", dataset="datasets/t/d"))
+    assert MemoryPlan.of(request) == MemoryPlan(gradient_checkpointing=True, offload="none")
+    request = spec.resolved(training_pb2.FineTuneRequest(name="n", dataset="datasets/t/d", gradient_checkpointing=False,
+                                                         offload=training_pb2.TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS))
+    assert MemoryPlan.of(request) == MemoryPlan(gradient_checkpointing=False, offload="model-and-activations")
+    spec.validate(request)
+    with pytest.raises(InvalidArgument) as info:
+        spec.validate(spec.resolved(training_pb2.FineTuneRequest(name="n", dataset="datasets/t/d", offload=7)))
+    assert info.value.field == "offload"
