@@ -1,10 +1,14 @@
 """A denoiser spread over 2 gloo processes: rank 0 leads, rank 1 follows; the latents equal the single-process
-sampler's within float32 noise, and a task that rank 0 cancels mid-way stops both ranks at the same step."""
+sampler's within float32 noise, a task that rank 0 cancels mid-way stops both ranks at the same step, a request the
+sampler refuses fails on rank 0 and leaves rank 1 ready, and idle heartbeats between tasks keep the ranks in step."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -35,7 +39,7 @@ def _request(steps: int) -> DenoiseRequest:
 
 
 def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
-    from movakit.runtime.parallel_denoise import denoise_split, follow, stop_followers
+    from movakit.runtime.parallel_denoise import Lead, follow
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
@@ -45,7 +49,9 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
         if rank != 0:
             follow(models)
             return
-        result = denoise_split(models, _request(3), cfg_batch=False)
+        lead = Lead(heartbeat_s=0.05)
+        result = lead.denoise(models, _request(3), cfg_batch=False)
+        time.sleep(0.3)  # several heartbeats while idle
         steps_seen = []
 
         def cancel_at_two(info):
@@ -53,13 +59,15 @@ def _rank_main(rank: int, world: int, port: int, out_dir: str) -> None:
             if info.step == 2:
                 raise Cancelled
         try:
-            denoise_split(models, _request(5), on_step=cancel_at_two)
+            lead.denoise(models, _request(5), on_step=cancel_at_two)
         except Cancelled:
             pass
-        after = denoise_split(models, _request(2))  # the follower is in step with rank 0 again
-        stop_followers()
+        with pytest.raises(ValueError, match="guidance_scale must be > 0") as refused:
+            lead.denoise(models, dataclasses.replace(_request(2), guidance_scale=0.0))
+        after = lead.denoise(models, _request(2))  # the follower is in step with rank 0 again
+        lead.stop()
         torch.save({"video": result.video_latents, "audio": result.audio_latents, "steps": steps_seen,
-                    "after": after.video_latents}, os.path.join(out_dir, "rank0.pt"))
+                    "after": after.video_latents, "refused": str(refused.value)}, os.path.join(out_dir, "rank0.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -75,3 +83,4 @@ def test_rank0_leads_followers_and_cancel_stops_every_rank(tmp_path):
     torch.testing.assert_close(got["audio"], ref.audio_latents, rtol=0, atol=1e-5)
     torch.testing.assert_close(got["after"], after.video_latents, rtol=0, atol=1e-5)
     assert got["steps"] == [1, 2]
+    assert "guidance_scale" in got["refused"]
