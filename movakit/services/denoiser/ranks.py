@@ -104,10 +104,12 @@ def start_lead(settings: DenoiserSettings) -> LeadRanks:
 
 def _watch_followers(followers: list[multiprocessing.Process], stopping: threading.Event) -> None:
     """Rank 0: a follower that exits (killed, crashed, out of memory) takes the replica down at once."""
-    multiprocessing.connection.wait([p.sentinel for p in followers])
+    ended = multiprocessing.connection.wait([p.sentinel for p in followers])
     if not stopping.is_set():
-        gone = [f"{p.name} (pid {p.pid}, exit {p.exitcode})" for p in followers if not p.is_alive()]
-        replica_down(f"a rank exited: {', '.join(gone)}")
+        gone = [p for p in followers if p.sentinel in ended]
+        for process in gone:
+            process.join(5)  # its exit code (the sentinel can be ready a moment before it can be reaped)
+        replica_down(f"a rank exited: {', '.join(f'{p.name} (pid {p.pid}, exit {p.exitcode})' for p in gone)}")
 
 
 def _watch_parent(parent: int) -> None:
