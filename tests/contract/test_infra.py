@@ -15,6 +15,7 @@ from movakit.runtime.topics import TOPICS
 from movakit.runtime.triton_server import TEXT_ENCODER_MODEL
 from movakit.services.decoder.servicer import DecodeHandler
 from movakit.services.denoiser.servicer import DenoiseHandler
+from movakit.services.denoiser.settings import DenoiserSettings
 from movakit.services.encoder.servicer import EncodeHandler
 from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
@@ -145,3 +146,16 @@ def test_dev_overlay_runs_triton_on_the_cpu_as_the_encoder():
     (env,) = [op["value"] for op in yaml.safe_load(patch["patch"]) if op["path"].endswith("/env")]
     assert {e["name"]: e["value"] for e in env} == {"MOVA_TRITON_CHECKPOINT": "", "MOVA_TRITON_DEVICE": "cpu",
                                                    "MOVA_TRITON_DTYPE": "float32"}
+
+
+def test_context_parallel_overlay_gives_the_denoiser_one_gpu_per_rank():
+    overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "gpu-context-parallel" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../gpu"]
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "denoiser"}
+    ops = {op["path"]: op["value"] for op in yaml.safe_load(patch["patch"])}
+    variable = ops["/spec/template/spec/containers/0/env/-"]
+    assert variable["name"] == DenoiserSettings.env_name("context_parallel")
+    resources = ops["/spec/template/spec/containers/0/resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == variable["value"]
+    assert ops["/spec/template/spec/volumes/-"]["name"] == ops["/spec/template/spec/containers/0/volumeMounts/-"]["name"]

@@ -120,7 +120,6 @@ def _watch_parent(parent: int) -> None:
 
 
 def _spawned_follower(settings: DenoiserSettings, rank: int, port: int, parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C stops rank 0, which stops this rank
     threading.Thread(target=_watch_parent, args=(parent,), name="cp-parent", daemon=True).start()
     store = dist.TCPStore(_STORE_HOST, port, settings.context_parallel, is_master=False, timeout=COLLECTIVE_TIMEOUT)
     _follow(settings, rank, rank_device(settings.device, rank), store)
@@ -137,6 +136,8 @@ def _follow(settings: DenoiserSettings, rank: int, device: str, store: dist.Stor
     from movakit.runtime.stage_settings import setup_json_logging
     from movakit.services.denoiser.servicer import COMPONENTS
 
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # rank 0 stops on them and then stops this rank
+        signal.signal(stop_signal, signal.SIG_IGN)
     setup_json_logging()
     _join_group(settings, device, rank, store)
     models = load_models(dataclasses.replace(settings, device=device), COMPONENTS)
