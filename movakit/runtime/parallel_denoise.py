@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -48,7 +48,8 @@ class _Task:
     req: DenoiseRequest
     adapter: LoraAdapter | None
     lora_scale: float
-    options: dict[str, Any] = field(default_factory=dict)  # denoise's keyword options (cfg_batch, offload)
+    label: str  # names the task in the followers' logs (the job id)
+    options: dict[str, Any]  # denoise's keyword options (cfg_batch, offload)
 
 
 class _Stopped(Exception):
@@ -111,9 +112,11 @@ class Lead:
                     _broadcast("heartbeat", _IDLE)
 
     def denoise(self, models, req: DenoiseRequest, *, on_step: StepHook | None = None,
-                adapter: LoraAdapter | None = None, lora_scale: float = 1.0, **options) -> DenoiseResult:
+                adapter: LoraAdapter | None = None, lora_scale: float = 1.0, label: str = "",
+                **options) -> DenoiseResult:
         """`movakit.stages.denoise.denoise` over every rank; `adapter` (with `lora_scale`) must already be applied
-        to rank 0's models (movakit.lora.cache.AdapterCache.use): the followers apply it to theirs."""
+        to rank 0's models (movakit.lora.cache.AdapterCache.use): the followers apply it to theirs. `label` names
+        the task in the followers' logs."""
         started = [False]
         hook_failed = False
 
@@ -134,7 +137,7 @@ class Lead:
             if self._stopped.is_set():
                 raise RuntimeError("the replica's followers were stopped")
             self._on_device()
-            _broadcast("task", _Task(req, adapter, lora_scale, options))
+            _broadcast("task", _Task(req, adapter, lora_scale, label, options))
             try:
                 with sequence_parallel():
                     return denoise(models, req, on_step=step, forward=_marking_forward(started), **options)
@@ -165,6 +168,7 @@ def follow(models) -> None:
         if isinstance(message, str):  # _IDLE
             continue
         started = [False]
+        fields = {"rank": dist.get_rank(), "task": message.label}
 
         def step(_info: StepInfo) -> None:
             if _broadcast("step"):
@@ -173,9 +177,11 @@ def follow(models) -> None:
         try:
             with applied(models, message.adapter, message.lora_scale), sequence_parallel():
                 denoise(models, message.req, on_step=step, forward=_marking_forward(started), **message.options)
+            log.info("split denoise done", extra={"fields": fields})
         except _Stopped:
-            pass
+            log.info("split denoise stopped by rank 0", extra={"fields": fields})
         except Exception as exc:  # noqa: BLE001
             if started[0]:
                 replica_down(f"the split sampler failed: {type(exc).__name__}: {exc}")
-            log.info("task refused before the first forward, as on rank 0", extra={"fields": {"error": str(exc)}})
+            log.info("task refused before the first forward, as on rank 0",
+                     extra={"fields": {**fields, "error": str(exc)}})

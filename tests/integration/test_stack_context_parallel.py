@@ -90,6 +90,9 @@ def test_two_ranks_give_the_single_process_latents(cp_stack):
     job_id = _submit(stub)
     events = list(stub.Watch(gateway_pb2.WatchJobRequest(job_id=job_id), timeout=150))
     assert events[-1].WhichOneof("kind") == "succeeded", events[-1]
+    done = [json.loads(line) for line in (cfg.state_dir / "logs" / "denoiser.log").read_text().splitlines()
+            if '"split denoise done"' in line]
+    assert [e["rank"] for e in done if e["task"] == job_id] == [1]  # rank 1 ran the job's denoise with rank 0
 
     # the single-process denoiser on the job's own encoder outputs (as the service runs it on the CPU)
     store = _store(cfg, addresses)

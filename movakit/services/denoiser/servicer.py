@@ -144,7 +144,7 @@ class DenoiseHandler:
                 result = denoise(self.models, request, on_step=on_step, cfg_batch=self.cfg_batch)
             else:
                 result = self.lead.denoise(self.models, request, on_step=on_step, cfg_batch=self.cfg_batch,
-                                           adapter=adapter, lora_scale=req.lora_scale)
+                                           adapter=adapter, lora_scale=req.lora_scale, label=task.job_id)
         return denoiser_pb2.DenoiseOutput(
             video_latents=self.store.put_tensors(job_key(task.job_id, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),
