@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from movakit.lora.adapter import LoraAdapter, applied
+from movakit.models.dual_tower import dual_tower_forward
 from movakit.parallel import sequence_parallel
 from movakit.stages.denoise import DenoiseRequest, DenoiseResult, StepHook, StepInfo, denoise
 
@@ -79,7 +80,6 @@ def _broadcast(what: str, value: Any = None) -> Any:
 
 def _marking_forward(started: list[bool]) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """The dual-tower forward, noting that a forward (and so the first collective) began."""
-    from movakit.models.dual_tower import dual_tower_forward
 
     def forward(*args, **kwargs):
         started[0] = True
