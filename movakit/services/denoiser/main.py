@@ -9,7 +9,6 @@ device each (movakit/services/denoiser/ranks.py): this process is rank 0 and ser
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -35,15 +34,15 @@ def main(argv: list[str] | None = None) -> int:
     ranks = []  # with context_parallel > 1: the replica's ranks, joined once logging is set up
 
     def handler(store):
-        device, lead = settings.device, None
+        own, lead = settings, None  # own: this process's settings (with N ranks: rank 0's device)
         if settings.context_parallel > 1:
             from movakit.services.denoiser.ranks import start_lead
 
             ranks.append(start_lead(settings))
-            device, lead = ranks[0].device, ranks[0].lead
-        models = load_models(dataclasses.replace(settings, device=device), COMPONENTS)
+            own, lead = ranks[0].settings, ranks[0].lead
+        models = load_models(own, COMPONENTS)
         return DenoiseHandler(models, store, rules=rules, checkpoint_every=settings.latent_checkpoint_every,
-                              cfg_batch=cfg_batch_for(device),
+                              cfg_batch=cfg_batch_for(own.device),
                               adapters=AdapterCache(models, AdapterRegistry(store), settings.lora_cache_size),
                               lead=lead)
 

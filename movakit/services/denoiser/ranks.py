@@ -42,6 +42,11 @@ def rank_device(device: str, local_rank: int) -> str:
     return f"cuda:{local_rank}" if device == "cuda" else device
 
 
+def own_settings(settings: DenoiserSettings, device: str) -> DenoiserSettings:
+    """What one rank loads its models with: its own device (the replica's size lives in the process group)."""
+    return dataclasses.replace(settings, device=device, context_parallel=1)
+
+
 def _join_group(settings: DenoiserSettings, device: str, rank: int, store: dist.Store | None) -> None:
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
@@ -57,10 +62,11 @@ def _join_group(settings: DenoiserSettings, device: str, rank: int, store: dist.
 
 @dataclass
 class LeadRanks:
-    """Rank 0's view of its replica: its `Lead`, its device, and the ranks it spawned (none under torchrun)."""
+    """Rank 0's view of its replica: its `Lead`, its own settings (own_settings) and the ranks it spawned (none
+    under torchrun)."""
 
     lead: Lead
-    device: str
+    settings: DenoiserSettings
     followers: list[multiprocessing.Process]
     _stopping: threading.Event
 
@@ -86,7 +92,7 @@ def start_lead(settings: DenoiserSettings) -> LeadRanks:
                              f"{settings.context_parallel}, but torchrun started {world} processes")
         device = rank_device(settings.device, int(os.environ.get("LOCAL_RANK", "0")))
         _join_group(settings, device, 0, None)
-        return LeadRanks(Lead(device), device, [], stopping)
+        return LeadRanks(Lead(device), own_settings(settings, device), [], stopping)
     store = dist.TCPStore(_STORE_HOST, 0, settings.context_parallel, is_master=True, timeout=COLLECTIVE_TIMEOUT,
                           wait_for_workers=False)
     spawn = multiprocessing.get_context("spawn")
@@ -99,7 +105,7 @@ def start_lead(settings: DenoiserSettings) -> LeadRanks:
     _join_group(settings, device, 0, store)
     log.info("replica ranks joined", extra={"fields": {
         "ranks": settings.context_parallel, "pids": [os.getpid(), *(p.pid for p in followers)]}})
-    return LeadRanks(Lead(device), device, followers, stopping)
+    return LeadRanks(Lead(device), own_settings(settings, device), followers, stopping)
 
 
 def _watch_followers(followers: list[multiprocessing.Process], stopping: threading.Event) -> None:
@@ -140,7 +146,7 @@ def _follow(settings: DenoiserSettings, rank: int, device: str, store: dist.Stor
         signal.signal(stop_signal, signal.SIG_IGN)
     setup_json_logging()
     _join_group(settings, device, rank, store)
-    models = load_models(dataclasses.replace(settings, device=device), COMPONENTS)
+    models = load_models(own_settings(settings, device), COMPONENTS)
     log.info("following rank 0", extra={"fields": {"rank": rank, "device": device, "replica": settings.replica_id}})
     follow(models)
     log.info("stopped", extra={"fields": {"rank": rank}})

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from movakit.runtime.stack import StackConfig, StackError
-from movakit.services.denoiser.ranks import rank_device
+from movakit.services.denoiser.ranks import own_settings, rank_device
 from movakit.services.denoiser.settings import DenoiserSettings
 
 KEYS = {"MOVA_DENOISER_S3_ACCESS_KEY": "id", "MOVA_DENOISER_S3_SECRET_KEY": "sk", "MOVA_DENOISER_KAFKA_SECRET": "ks"}
@@ -36,3 +36,9 @@ def test_one_device_per_rank():
 def test_stack_refuses_a_replica_of_no_ranks(tmp_path):
     with pytest.raises(StackError, match="--denoiser-context-parallel"):
         StackConfig(state_dir=tmp_path, denoiser_context_parallel=0).validate()
+
+
+def test_each_rank_loads_on_its_own_device():
+    replica = DenoiserSettings.load([], {**KEYS, "MOVA_DENOISER_CONTEXT_PARALLEL": "2", "MOVA_DENOISER_DEVICE": "cuda"})
+    rank1 = own_settings(replica, rank_device(replica.device, 1))
+    assert (rank1.device, rank1.model_dtype, rank1.listen) == ("cuda:1", "bfloat16", replica.listen)
