@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     up.add_argument("--stage-ports", default="50052,50053,50054,50055",
                     help="gRPC ports of prompt-enhancer,encoder,denoiser,decoder")
     up.add_argument("--denoiser-replicas", type=int, default=1)
+    up.add_argument("--denoiser-context-parallel", type=int, default=1, metavar="N",
+                    help="ranks per denoiser replica, one device each, splitting every forward (docs/parallel.md)")
     up.add_argument("--access-key", default="", help="S3 access key of the local SeaweedFS (default: generated)")
     up.add_argument("--secret-key", default="", help="S3 secret key of the local SeaweedFS (default: generated)")
     up.add_argument("--otel-exporter", default="none", choices=("none", "console", "otlp"))
@@ -88,7 +90,8 @@ def _up(args) -> int:
                       trainer=args.trainer, redis_port=args.redis_port, trainer_port=args.trainer_port,
                       stage_ports=ports,  # type: ignore[arg-type]
                       access_key=args.access_key, secret_key=args.secret_key,
-                      denoiser_replicas=args.denoiser_replicas, otel_exporter=args.otel_exporter,
+                      denoiser_replicas=args.denoiser_replicas,
+                      denoiser_context_parallel=args.denoiser_context_parallel, otel_exporter=args.otel_exporter,
                       otel_endpoint=args.otel_endpoint, triton=args.triton, triton_port=args.triton_port)
     try:
         addresses = up(cfg)

@@ -16,6 +16,7 @@ from movakit.runtime.topics import TOPICS
 from movakit.runtime.triton_server import TEXT_ENCODER_MODEL
 from movakit.services.decoder.servicer import DecodeHandler
 from movakit.services.denoiser.servicer import DenoiseHandler
+from movakit.services.denoiser.settings import DenoiserSettings
 from movakit.services.encoder.servicer import EncodeHandler
 from movakit.services.prompt_enhancer.servicer import EnhanceHandler
 
@@ -192,3 +193,16 @@ def test_no_manifest_writes_a_secret():
         for doc in yaml.safe_load_all(path.read_text()):
             assert not (doc and doc.get("kind") == "Secret"), f"{path}: a Secret with its data in the repository"
         assert "secretGenerator" not in path.read_text(), path
+
+
+def test_context_parallel_overlay_gives_the_denoiser_one_gpu_per_rank():
+    overlay = yaml.safe_load((INFRA / "k8s" / "overlays" / "gpu-context-parallel" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../gpu"]
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "Deployment", "name": "denoiser"}
+    ops = {op["path"]: op["value"] for op in yaml.safe_load(patch["patch"])}
+    variable = ops["/spec/template/spec/containers/0/env/-"]
+    assert variable["name"] == DenoiserSettings.env_name("context_parallel")
+    resources = ops["/spec/template/spec/containers/0/resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == variable["value"]
+    assert ops["/spec/template/spec/volumes/-"]["name"] == ops["/spec/template/spec/containers/0/volumeMounts/-"]["name"]

@@ -9,7 +9,8 @@ noise, so a resumed run ends with the same latents as an uninterrupted one. A ta
 (params.lora, looked up in the adapters of the task's tenant) runs with it attached, unmerged, for its own denoise
 only (movakit.lora.cache.AdapterCache). A long video's segment k is denoised with its own seed
 (movakit.long_video.segment_request) and keeps its checkpoints and latents under jobs/<job>/seg-<k>/denoise/, so a
-crash resumes that segment alone.
+crash resumes that segment alone. With a `lead` (a replica over N devices, docs/parallel.md) the sampler runs split
+over the replica's ranks; this process (rank 0) still reads, hooks, checkpoints and writes alone.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from movakit.api.v1 import common_pb2, denoiser_pb2, events_pb2
 from movakit.lora.cache import AdapterCache
 from movakit.runtime.metrics import DENOISE_STEP_DURATION
 from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.parallel_denoise import Lead
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
 from movakit.runtime.tasks import TaskContext, read_blob, stage_key, write_blob
 from movakit.long_video import segment_request
@@ -52,16 +54,18 @@ class DenoiseHandler:
     output_type = denoiser_pb2.DenoiseOutput
 
     def __init__(self, models, store: ObjectStore, *, rules: ModelRules, checkpoint_every: int,
-                 cfg_batch: bool, adapters: AdapterCache) -> None:
+                 cfg_batch: bool, adapters: AdapterCache, lead: Lead | None = None) -> None:
         """rules: the checkpoint's ModelRules (the audio length; the audio VAE itself is not loaded here);
         cfg_batch: movakit.execution.cfg_batch_for(the service's device), as `mova generate` decides it;
-        adapters: applies each task's LoRA adapter to that task only (movakit.lora.cache)."""
+        adapters: applies each task's LoRA adapter to that task only (movakit.lora.cache);
+        lead: rank 0's side of a replica over N devices (movakit.runtime.parallel_denoise), or None."""
         self.models = models
         self.adapters = adapters
         self.store = store
         self.rules = rules
         self.checkpoint_every = checkpoint_every
         self.cfg_batch = cfg_batch
+        self.lead = lead
 
     # --- checkpoints ---------------------------------------------------------------------------------------------
     def _checkpoints(self, task: events_pb2.DenoiseTask) -> list[tuple[int, common_pb2.TensorRef]]:
@@ -143,10 +147,14 @@ class DenoiseHandler:
             ctx.check_cancel()
             step_began = time.perf_counter()
 
-        with self.adapters.use(task.tenant, req.lora_name, req.lora_scale):
-            result = denoise(self.models, denoise_request(req, encoded, self.rules, video_noise=video_noise,
-                                                          audio_noise=audio_noise, start_step=start_step),
-                             on_step=on_step, cfg_batch=self.cfg_batch)
+        request = denoise_request(req, encoded, self.rules, video_noise=video_noise, audio_noise=audio_noise,
+                                  start_step=start_step)
+        with self.adapters.use(task.tenant, req.lora_name, req.lora_scale) as adapter:
+            if self.lead is None:
+                result = denoise(self.models, request, on_step=on_step, cfg_batch=self.cfg_batch)
+            else:
+                result = self.lead.denoise(self.models, request, on_step=on_step, cfg_batch=self.cfg_batch,
+                                           adapter=adapter, lora_scale=req.lora_scale, label=task.job_id)
         return denoiser_pb2.DenoiseOutput(
             video_latents=self.store.put_tensors(stage_key(task, "denoise", "video_latents.safetensors"),
                                                  {"video_latents": result.video_latents}),
