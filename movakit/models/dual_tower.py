@@ -6,7 +6,8 @@ step 5.2 of docs/sampler.md#steps):
 2. text context embedded by each tower's own text MLP, and every block's cross-attention keys and values from it
    (memoised: the steps of a job pass the same context, so only the first step computes them); latents cast to the
    model dtype and patchified;
-3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps);
+3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps),
+   computed once while the token grid repeats (the steps of a job);
 4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
    audio block i; then the remaining video blocks without bridge;
 5. heads (time_embedding output, not t_mod), unpatchify, float32.
@@ -85,9 +86,9 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     a, a_grid = audio_dit.patchify(audio_x.to(device))  # (B, L, Da)
 
     # 3. RoPE tables
-    v_freqs = video_dit.rope_freqs(grid)  # complex128 (f*h*w, 1, head_dim/2)
-    a_freqs = audio_dit.rope_freqs(a_grid)  # complex128 (L, 1, head_dim/2)
-    v_rope, a_rope = bridge.build_aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
+    v_freqs = video_dit.rope_table(grid)  # complex (f*h*w, 1, head_dim/2), once per job (DiTTower.rope_table)
+    a_freqs = audio_dit.rope_table(a_grid)  # complex (L, 1, head_dim/2)
+    v_rope, a_rope = bridge.aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
     split = active_sequence_parallel()
     if split is not None:  # context parallel: this rank's tokens and their rows of every per-token table
         v, a = split.shard(v, "video"), split.shard(a, "audio")

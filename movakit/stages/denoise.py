@@ -238,6 +238,9 @@ def denoise(
     plan = guidance.branches(video_scales, audio_scales)
     groups = [tuple(b for b in plan if b.bridge == on) for on in (True, False)]
     groups = [(g, torch.cat([negative if b.negative else context for b in g], dim=0)) for g in groups if g]
+    # one B=1 context per branch, made once: the towers memoise the text keys and values per context tensor object
+    # (models/layers/text_memo.py), so a slice made anew at every step would recompute them every step
+    singles = {branch: ctx[k : k + 1] for group, ctx in groups for k, branch in enumerate(group)}
 
     pairs = scheduler.pairs(total)  # (n, 2) float32: (t_video, t_audio)
     boundary = models.boundary_ratio * scheduler.config.num_train_timesteps
@@ -287,8 +290,8 @@ def denoise(
                 for k, branch in enumerate(group):
                     v_out[branch], a_out[branch] = v_g[k : k + 1], a_g[k : k + 1]
             else:
-                for k, branch in enumerate(group):
-                    v_out[branch], a_out[branch] = run(expert, group_ctx[k : k + 1], t_v, t_a, bridge)
+                for branch in group:
+                    v_out[branch], a_out[branch] = run(expert, singles[branch], t_v, t_a, bridge)
         v_pred = guidance.combine(v_out, video_scales)
         a_pred = guidance.combine(a_out, audio_scales)
 
