@@ -267,6 +267,7 @@ def _run(opts: GenerateArgs) -> int:
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
         f"{contract.guidance_summary(req)}, seed {req.seed}, device {opts.device}, {opts.dtype}"
+        + (f", step cache {req.step_cache:g} (outputs drift)" if req.step_cache is not None else "")
         + (", offload" if opts.offload else "")
     )
     if plan is not None:

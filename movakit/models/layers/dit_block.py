@@ -74,6 +74,12 @@ class DiTBlock(nn.Module):
         return torch.addcmul(x, gate_mlp, self.ffn(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
 
 
+    def modulated_input(self, x: torch.Tensor, t_mod: torch.Tensor) -> torch.Tensor:
+        """The self-attention's input, LN1(x) * (1 + scale_msa) + shift_msa (the step cache's signal)."""
+        mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
+        return norm_modulate(self.norm1, x, mod[:, 0:1], mod[:, 1:2])
+
+
 class Head(nn.Module):
     """Output head; keys head.head.{weight,bias} and head.modulation (1, 2, D)."""
 
