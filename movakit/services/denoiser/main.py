@@ -17,7 +17,7 @@ from movakit.services.denoiser.settings import DenoiserSettings
 def main(argv: list[str] | None = None) -> int:
     settings = DenoiserSettings.from_command_line(sys.argv[1:] if argv is None else argv)
     reservation = reserve_listen_port(settings.listen)
-    from movakit.execution import cfg_batch_for
+    from movakit.execution import cfg_batch_for, compile_denoiser
     from movakit.lora.cache import AdapterCache
     from movakit.lora.registry import AdapterRegistry
     from movakit.model_rules import ModelRules
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def handler(store):
         models = load_models(settings, COMPONENTS)
+        if settings.compile:
+            compile_denoiser(models)
         return DenoiseHandler(models, store, rules=rules, checkpoint_every=settings.latent_checkpoint_every,
                               cfg_batch=cfg_batch_for(settings.device),
                               adapters=AdapterCache(models, AdapterRegistry(store), settings.lora_cache_size))

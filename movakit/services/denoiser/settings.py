@@ -18,6 +18,7 @@ class DenoiserSettings(StageSettings):
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"  # gRPC listen address
     latent_checkpoint_every: int = 5  # write latents + step to jobs/<job>/denoise/checkpoint-<step> every K steps (0: never)
     lora_cache_size: int = 4  # LoRA adapters kept in memory (least recently used dropped first; 0: read per task)
+    compile: bool = False  # torch.compile the DiT and bridge blocks (movakit.execution.compile_denoiser)
 
     def validate(self) -> None:
         super().validate()

@@ -86,3 +86,18 @@ def test_request_field_is_checked_named_and_carried_through_proto():
     assert contract.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "0.1"])).step_cache == 0.1
     with pytest.raises(contract.InvalidArgument, match="--step-cache"):
         contract.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "2"]))
+
+
+def test_compile_denoiser_wraps_every_block_in_place_and_keeps_the_keys(models):  # noqa: F811
+    from movakit.execution import compile_denoiser
+
+    blocks = lambda m: [*m.video_dit.blocks, *m.video_dit_2.blocks, *m.audio_dit.blocks,  # noqa: E731
+                        *m.bridge.audio_to_video_conditioners.values(), *m.bridge.video_to_audio_conditioners.values()]
+    keys = list(models.video_dit.state_dict())
+    try:
+        compile_denoiser(models)  # compiles lazily: nothing runs here (the first forward would take minutes)
+        assert all(block._compiled_call_impl is not None for block in blocks(models))
+        assert list(models.video_dit.state_dict()) == keys
+    finally:
+        for block in blocks(models):
+            block._compiled_call_impl = None  # the module-scoped models stay eager for the other tests
