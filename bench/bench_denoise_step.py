@@ -14,7 +14,7 @@ residuals, RoPE tables and text keys and values at every forward; re-created her
 alternating jobs with the current one, and prints the ratio of the step times and the largest difference of the
 final latents.
 
-    .venv/bin/python bench/bench_denoise_step.py --threads 2 --compare          # default small config
+    .venv/bin/python bench/bench_denoise_step.py --threads 2 --compare --pairs 8   # default small config
     .venv/bin/python bench/bench_denoise_step.py --tiny --steps 2 --compare     # smoke run (the tiny test config)
 
 Prints ratios only; no assertion on speed anywhere.
@@ -253,6 +253,33 @@ def build_models(cfgs, dtype: torch.dtype) -> MovaModels:
     )
 
 
+@torch.no_grad()
+def forward_pair_ratios(models: MovaModels, req: DenoiseRequest, pairs: int) -> list[float]:
+    """now / exact time of one B=1 dual-tower forward (the first step's inputs), measured in adjacent pairs whose
+    order alternates, so that a change of the machine's load hits both sides of a pair alike."""
+    from movakit.models.dual_tower import dual_tower_forward
+
+    latent = torch.randn(1, req.y.shape[1] - 4, *req.y.shape[2:])
+    t = torch.tensor([1000.0])
+    audio = torch.randn(1, models.audio_dit.config.in_dim, req.audio_latent_length)
+    kwargs = dict(video_x=torch.cat([latent, req.y], dim=1), audio_x=audio, context=req.context, t_video=t,
+                  t_audio=t, video_fps=req.fps)
+
+    def timed(path) -> float:
+        with path():
+            start = time.perf_counter()
+            dual_tower_forward(models.video_dit, models.audio_dit, models.bridge, **kwargs)
+            return time.perf_counter() - start
+
+    timed(contextlib.nullcontext)  # memoises the text keys and values and the tables, as a job's first step does
+    ratios = []
+    for k in range(pairs):
+        order = (contextlib.nullcontext, exact_path) if k % 2 == 0 else (exact_path, contextlib.nullcontext)
+        first, second = timed(order[0]), timed(order[1])
+        ratios.append(first / second if k % 2 == 0 else second / first)
+    return ratios
+
+
 def report(name: str, t: Timings, flops: float, executed: float, peaks: tuple[float, float]) -> float:
     """Print one variant's figures; returns its median steady step time."""
     steady = t.steady or t.first
@@ -277,6 +304,8 @@ def main() -> int:
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--cfg-batch", action="store_true", help="one B=2 forward per step instead of two B=1")
     ap.add_argument("--compare", action="store_true", help="also time the exact (official) path, alternating")
+    ap.add_argument("--pairs", type=int, default=0, help="with --compare: also time this many pairs of single "
+                    "forwards (now, exact; the order alternates) and print the median of the pair ratios")
     ap.add_argument("--peak-size", type=int, default=2048, help="n of the n×n×n matmul that measures the peak")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
@@ -318,6 +347,10 @@ def main() -> int:
         for label, a, b in zip(("video", "audio"), now.latents, exact.latents):
             rel = ((a - b).abs().max() / b.abs().max()).item()
             print(f"final {label} latents, now vs exact: max relative difference {rel:.2e}")
+        if args.pairs:
+            ratios = forward_pair_ratios(models, req, args.pairs)
+            print(f"forward pairs: now / exact median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
+                  f"max {max(ratios):.3f} ({len(ratios)} pairs)")
     return 0
 
 

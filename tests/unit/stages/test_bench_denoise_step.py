@@ -49,11 +49,12 @@ def test_matmul_flops_match_torch_flop_counter():
 
 def test_smoke_run_compares_with_the_exact_path(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench", "--tiny", "--steps", "2", "--repeats", "1", "--compare", "--height", "32",
-                                      "--width", "48", "--num-frames", "5", "--peak-size", "256"])
+                                      "--width", "48", "--num-frames", "5", "--peak-size", "256", "--pairs", "2"])
     assert bench.main() == 0
     out = capsys.readouterr().out
     assert "seconds per denoise step" in out and "fraction of matmul peak:" in out
     assert "ratio now / exact" in out and "max relative difference" in out
+    assert "forward pairs: now / exact median" in out and "(2 pairs)" in out
 
 
 @torch.no_grad()
