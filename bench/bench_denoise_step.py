@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from movakit.execution import compile_denoiser
 from movakit.loading import MovaModels
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO
 from movakit.loading.demo import tiny_config
@@ -308,6 +309,8 @@ def main() -> int:
                     "forwards (now, exact; the order alternates) and print the median of the pair ratios")
     ap.add_argument("--peak-size", type=int, default=2048, help="n of the n×n×n matmul that measures the peak")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the blocks first (compile_denoiser; the "
+                    "first step of each path then includes the compilation)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -318,9 +321,11 @@ def main() -> int:
     cfgs = CONFIGS["tiny" if args.tiny else "small"]
     v_cfg, a_cfg, _ = cfgs
     models = build_models(cfgs, dtype)
+    if args.compile:
+        compile_denoiser(models)
     req, tokens = denoise_request(v_cfg, args.height, args.width, args.num_frames, args.fps, args.steps)
     print(f"config: {'tiny' if args.tiny else 'small'}, {args.dtype}, threads {torch.get_num_threads()}, "
-          f"cfg_batch {args.cfg_batch}; random weights (outputs are noise)")
+          f"cfg_batch {args.cfg_batch}, compiled blocks {args.compile}; random weights (outputs are noise)")
     print(f"tokens: video {tokens.video}, audio {tokens.audio}, text {TEXT_LEN}")
     variants = {"now": contextlib.nullcontext, **({"exact": exact_path} if args.compare else {})}
     timings = {name: Timings([], []) for name in variants}
