@@ -73,7 +73,6 @@ class DiTBlock(nn.Module):
         # 4. feed-forward, gated
         return torch.addcmul(x, gate_mlp, self.ffn(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
 
-
     def modulated_input(self, x: torch.Tensor, t_mod: torch.Tensor) -> torch.Tensor:
         """The self-attention's input, LN1(x) * (1 + scale_msa) + shift_msa (the step cache's signal)."""
         mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
