@@ -1,5 +1,5 @@
 """Seconds per denoise step, achieved FLOP/s as a fraction of this machine's matmul peak, and (with --compare)
-the ratio to the previous path, all measured in one run.
+the ratio to the exact (official) path, all measured in one run.
 
 Builds a MOVA-shaped model (random weights: the outputs are noise; head_dim 128 like the release, fewer and
 narrower layers) from configs and runs `movakit.stages.denoise.denoise` with CFG. The default clip (256x256,
@@ -9,11 +9,12 @@ the median and the min. The matmul FLOPs of one step are counted analytically fr
 count, and what still runs once the text keys and values are memoised), and a square-matmul peak is measured in
 the same process, same dtype and threads, before and after the timed runs.
 
---compare also runs the previous path (tokens left as the feature-major view of the patch convolution, text keys
-and values recomputed every step; re-created here by patching), alternating runs with the current one, and prints
-the ratio of the step times and the largest difference of the final latents.
+--compare also runs the exact path: the official step's kernels (float64 RoPE, nn.RMSNorm, unfused modulation and
+residuals, RoPE tables and text keys and values at every forward; re-created here by patching, see exact_path),
+alternating jobs with the current one, and prints the ratio of the step times and the largest difference of the
+final latents.
 
-    .venv/bin/python bench/bench_denoise_step.py --threads 2 --compare          # default small config
+    .venv/bin/python bench/bench_denoise_step.py --threads 2 --compare --pairs 8   # default small config
     .venv/bin/python bench/bench_denoise_step.py --tiny --steps 2 --compare     # smoke run (the tiny test config)
 
 Prints ratios only; no assertion on speed anywhere.
@@ -30,12 +31,18 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from movakit.execution import compile_denoiser
 from movakit.loading import MovaModels
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO
 from movakit.loading.demo import tiny_config
 from movakit.loading.release_configs import release_config
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig
-from movakit.models.bridge import BridgeConfig, DualTowerBridge
+from movakit.models.bridge import BridgeAttention, BridgeConfig, DualTowerBridge
+from movakit.models.layers import dit_block
+from movakit.models.layers.attention import SelfAttention, TextCrossAttention, multi_head_attention
+from movakit.models.layers.dit_block import DiTBlock, DiTTower, Head
+from movakit.models.layers.pointwise import opmath_dtype
+from movakit.models.layers.rope import apply_rope_interleaved
 from movakit.models.layers.text_memo import TextMemo
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
@@ -120,25 +127,85 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
+def _exact_modulate(x, shift, scale):
+    return x * (1 + scale) + shift if x.dtype == opmath_dtype(x.dtype) else dit_block.modulate(x, shift, scale)
+
+
+def _exact_rotate_half(x, cos, sin, num_heads):
+    b, n, d = x.shape
+    wide = opmath_dtype(x.dtype)
+    xh = x.reshape(b, n, num_heads, d // num_heads).to(wide)
+    x1, x2 = xh.chunk(2, dim=-1)
+    c, s = cos.to(x.dtype).to(wide)[None, :, None], sin.to(x.dtype).to(wide)[None, :, None]
+    return (xh * c + torch.cat([-x2, x1], dim=-1) * s).reshape(b, n, d).to(x.dtype)
+
+
+def _exact_self_attn(self, x, freqs):
+    q, k, v = self.norm_q(self.q(x)), self.norm_k(self.k(x)), self.v(x)
+    q, k = apply_rope_interleaved(q, freqs, self.num_heads), apply_rope_interleaved(k, freqs, self.num_heads)
+    return self.o(multi_head_attention(q, k, v, self.num_heads, self.kv_stream))
+
+
+def _exact_cross_attn(self, x, context_kv):
+    k, v = context_kv
+    return self.o(multi_head_attention(self.norm_q(self.q(x)), k, v, self.num_heads))
+
+
+def _exact_bridge_attn(self, x, y, x_rope, y_rope):
+    q = _exact_rotate_half(self.norm_q(self.q(x)), *x_rope, self.num_heads)
+    k = _exact_rotate_half(self.norm_k(self.k(y)), *y_rope, self.num_heads)
+    return self.o(multi_head_attention(q, k, self.v(y), self.num_heads, self.kv_stream))
+
+
+def _exact_block(self, x, context_kv, t_mod, freqs):
+    mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)
+    x = x + gate_msa * self.self_attn(_exact_modulate(self.norm1(x), shift_msa, scale_msa), freqs)
+    x = x + self.cross_attn(self.norm3(x), context_kv)
+    return x + gate_mlp * self.ffn(_exact_modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+def _exact_head(self, x, t_emb):
+    shift, scale = (self.modulation.to(x.dtype) + t_emb.to(x.dtype)[:, None, :]).chunk(2, dim=1)
+    return self.head(self.norm(x) * (1 + scale) + shift)
+
+
+def _exact_bridge(self, layer_idx, video_x, audio_x, *, video_rope, audio_rope, a2v_condition_scale=1.0,
+                  v2a_condition_scale=1.0):
+    key = str(layer_idx)
+    a2v = self.audio_to_video_conditioners[key](video_x, audio_x, video_rope, audio_rope)
+    v2a = self.video_to_audio_conditioners[key](audio_x, video_x, audio_rope, video_rope)
+    return video_x + a2v * a2v_condition_scale, audio_x + v2a * v2a_condition_scale
+
+
+_EXACT = (  # (owner, attribute, the official formulation)
+    (SelfAttention, "forward", _exact_self_attn),
+    (TextCrossAttention, "forward", _exact_cross_attn),
+    (TextCrossAttention, "context_kv", lambda self, c: (self.norm_k(self.k(c)), self.v(c))),
+    (BridgeAttention, "forward", _exact_bridge_attn),
+    (DiTBlock, "forward", _exact_block),
+    (Head, "forward", _exact_head),
+    (DualTowerBridge, "forward", _exact_bridge),
+    (DiTTower, "rope_table", lambda self, grid: self.rope_freqs(grid)),  # complex128: the float64 product
+    (DualTowerBridge, "aligned_rope", DualTowerBridge.build_aligned_rope),  # every forward
+    (TextMemo, "get", lambda self, context, weights, compute, modules=(): compute()),  # text k, v every forward
+)
+
+
 @contextlib.contextmanager
-def previous_path():
-    """The step as it was before the layout fix and the text memo: patchify leaves the tokens as the feature-major
-    view of the convolution output (every residual stream inherits that layout) and the text keys and values are
-    computed at every forward."""
-    saved = VideoDiT.patchify, AudioDiT.patchify, TextMemo.get
-
-    def feature_major(patchify):
-        def wrapped(self, x):
-            tokens, grid = patchify(self, x)
-            return tokens.mT.contiguous().mT, grid  # same values, (B, L, D) with strides (L*D, 1, L)
-        return wrapped
-
-    VideoDiT.patchify, AudioDiT.patchify = feature_major(saved[0]), feature_major(saved[1])
-    TextMemo.get = lambda self, context, weights, compute, modules=(): compute()
+def exact_path():
+    """The official step's kernels, re-created by patching (what movakit ran before this module's fast kernels,
+    bit-identical to the official code on the CPU in float32): float64 interleaved RoPE from a complex128 table,
+    nn.RMSNorm, separate multiplies and adds for the modulation, gates and the bridge RoPE, RoPE tables and the
+    text keys and values computed at every forward."""
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in _EXACT]
+    for owner, name, fn in _EXACT:
+        setattr(owner, name, fn)
     try:
         yield
     finally:
-        VideoDiT.patchify, AudioDiT.patchify, TextMemo.get = saved
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
 
 
 @dataclass
@@ -160,6 +227,21 @@ def timed_job(models: MovaModels, req: DenoiseRequest, cfg_batch: bool, into: Ti
     into.latents = (out.video_latents, out.audio_latents)
 
 
+def denoise_request(v_cfg: dict, height: int, width: int, num_frames: int, fps: float,
+                    steps: int) -> tuple[DenoiseRequest, Tokens]:
+    """A CFG request of random contexts and first-frame latents for a clip, and its token counts."""
+    t_lat, h_lat, w_lat = (num_frames - 1) // 4 + 1, height // 8, width // 8
+    a_len = audio_latent_length(SAMPLE_RATE, HOP, num_frames, fps)
+    req = DenoiseRequest(
+        context=torch.randn(1, TEXT_LEN, v_cfg["text_dim"]),
+        negative_context=torch.randn(1, TEXT_LEN, v_cfg["text_dim"]),
+        y=torch.randn(1, 20, t_lat, h_lat, w_lat),
+        height=height, width=width, num_frames=num_frames, fps=fps,
+        num_inference_steps=steps, guidance_scale=5.0, seed=0, audio_latent_length=a_len,
+    )
+    return req, Tokens(video=t_lat * (h_lat // 2) * (w_lat // 2), audio=a_len)
+
+
 def build_models(cfgs, dtype: torch.dtype) -> MovaModels:
     v_cfg, a_cfg, b_cfg = cfgs
     return MovaModels(
@@ -170,6 +252,33 @@ def build_models(cfgs, dtype: torch.dtype) -> MovaModels:
         scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
         boundary_ratio=DEFAULT_BOUNDARY_RATIO,
     )
+
+
+@torch.no_grad()
+def forward_pair_ratios(models: MovaModels, req: DenoiseRequest, pairs: int) -> list[float]:
+    """now / exact time of one B=1 dual-tower forward (the first step's inputs), measured in adjacent pairs whose
+    order alternates, so that a change of the machine's load hits both sides of a pair alike."""
+    from movakit.models.dual_tower import dual_tower_forward
+
+    latent = torch.randn(1, req.y.shape[1] - 4, *req.y.shape[2:])
+    t = torch.tensor([1000.0])
+    audio = torch.randn(1, models.audio_dit.config.in_dim, req.audio_latent_length)
+    kwargs = dict(video_x=torch.cat([latent, req.y], dim=1), audio_x=audio, context=req.context, t_video=t,
+                  t_audio=t, video_fps=req.fps)
+
+    def timed(path) -> float:
+        with path():
+            start = time.perf_counter()
+            dual_tower_forward(models.video_dit, models.audio_dit, models.bridge, **kwargs)
+            return time.perf_counter() - start
+
+    timed(contextlib.nullcontext)  # memoises the text keys and values and the tables, as a job's first step does
+    ratios = []
+    for k in range(pairs):
+        order = (contextlib.nullcontext, exact_path) if k % 2 == 0 else (exact_path, contextlib.nullcontext)
+        first, second = timed(order[0]), timed(order[1])
+        ratios.append(first / second if k % 2 == 0 else second / first)
+    return ratios
 
 
 def report(name: str, t: Timings, flops: float, executed: float, peaks: tuple[float, float]) -> float:
@@ -195,9 +304,13 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=24.0)
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--cfg-batch", action="store_true", help="one B=2 forward per step instead of two B=1")
-    ap.add_argument("--compare", action="store_true", help="also time the previous path, alternating")
+    ap.add_argument("--compare", action="store_true", help="also time the exact (official) path, alternating")
+    ap.add_argument("--pairs", type=int, default=0, help="with --compare: also time this many pairs of single "
+                    "forwards (now, exact; the order alternates) and print the median of the pair ratios")
     ap.add_argument("--peak-size", type=int, default=2048, help="n of the n×n×n matmul that measures the peak")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the blocks first (compile_denoiser; the "
+                    "first step of each path then includes the compilation)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,20 +321,13 @@ def main() -> int:
     cfgs = CONFIGS["tiny" if args.tiny else "small"]
     v_cfg, a_cfg, _ = cfgs
     models = build_models(cfgs, dtype)
-    t_lat, h_lat, w_lat = (args.num_frames - 1) // 4 + 1, args.height // 8, args.width // 8
-    a_len = audio_latent_length(SAMPLE_RATE, HOP, args.num_frames, args.fps)
-    tokens = Tokens(video=t_lat * (h_lat // 2) * (w_lat // 2), audio=a_len)
-    req = DenoiseRequest(
-        context=torch.randn(1, TEXT_LEN, v_cfg["text_dim"]),
-        negative_context=torch.randn(1, TEXT_LEN, v_cfg["text_dim"]),
-        y=torch.randn(1, 20, t_lat, h_lat, w_lat),
-        height=args.height, width=args.width, num_frames=args.num_frames, fps=args.fps,
-        num_inference_steps=args.steps, guidance_scale=5.0, seed=0, audio_latent_length=a_len,
-    )
+    if args.compile:
+        compile_denoiser(models)
+    req, tokens = denoise_request(v_cfg, args.height, args.width, args.num_frames, args.fps, args.steps)
     print(f"config: {'tiny' if args.tiny else 'small'}, {args.dtype}, threads {torch.get_num_threads()}, "
-          f"cfg_batch {args.cfg_batch}; random weights (outputs are noise)")
+          f"cfg_batch {args.cfg_batch}, compiled blocks {args.compile}; random weights (outputs are noise)")
     print(f"tokens: video {tokens.video}, audio {tokens.audio}, text {TEXT_LEN}")
-    variants = {"now": contextlib.nullcontext, **({"previous": previous_path} if args.compare else {})}
+    variants = {"now": contextlib.nullcontext, **({"exact": exact_path} if args.compare else {})}
     timings = {name: Timings([], []) for name in variants}
     peak_before = matmul_peak(dtype, n=args.peak_size)
     for _ in range(args.repeats):
@@ -236,16 +342,20 @@ def main() -> int:
           f"GFLOP (text keys and values memoised)")
     print(f"matmul peak ({args.peak_size}^3, same run): before {peak_before / 1e9:.2f} GFLOP/s, "
           f"after {peak_after / 1e9:.2f} GFLOP/s")
-    # the previous path recomputes the text keys and values at every forward: it executes the official count
-    ran = {"now": executed, "previous": flops}
+    # the exact path recomputes the text keys and values at every forward: it executes the official count
+    ran = {"now": executed, "exact": flops}
     med = {name: report(name, t, flops, ran[name], (peak_before, peak_after)) for name, t in timings.items()}
     if args.compare:
-        now, prev = timings["now"], timings["previous"]
-        print(f"ratio now / previous: median step {med['now'] / med['previous']:.3f}, "
-              f"min step {min(now.steady) / min(prev.steady):.3f}")
-        for label, a, b in zip(("video", "audio"), now.latents, prev.latents):
+        now, exact = timings["now"], timings["exact"]
+        print(f"ratio now / exact: median step {med['now'] / med['exact']:.3f}, "
+              f"min step {min(now.steady) / min(exact.steady):.3f}")
+        for label, a, b in zip(("video", "audio"), now.latents, exact.latents):
             rel = ((a - b).abs().max() / b.abs().max()).item()
-            print(f"final {label} latents, now vs previous: max relative difference {rel:.2e}")
+            print(f"final {label} latents, now vs exact: max relative difference {rel:.2e}")
+        if args.pairs:
+            ratios = forward_pair_ratios(models, req, args.pairs)
+            print(f"forward pairs: now / exact median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
+                  f"max {max(ratios):.3f} ({len(ratios)} pairs)")
     return 0
 
 

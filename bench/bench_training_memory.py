@@ -44,7 +44,7 @@ from movakit.loading import MovaModels  # noqa: E402
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO  # noqa: E402
 from movakit.loading.release_configs import release_config  # noqa: E402
 from movakit.lora.adapter import applied  # noqa: E402
-from movakit.lora.targets import components_of, target_layers  # noqa: E402
+from movakit.lora.targets import target_layers  # noqa: E402
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig  # noqa: E402
 from movakit.models.bridge import BridgeConfig, DualTowerBridge  # noqa: E402
 from movakit.models.video_dit import VideoDiT, VideoDiTConfig  # noqa: E402

@@ -197,7 +197,8 @@ def make_clip(
     with _visiting(offload, device, models.audio_dit, models.bridge, also_back=(models.video_dit, models.video_dit_2)):
         latents = denoise(models, denoise_request(req, enc, rules), on_step=on_step, cfg_batch=cfg_batch,
                           offload=offload)
-    latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu())
+    latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu(),
+                            reused_forwards=latents.reused_forwards)
     t3 = time.perf_counter()
 
     # --- decode ---

@@ -46,6 +46,7 @@ SYNC_GUIDANCE = (0.0, 20.0)  # dual guidance's scale on the audio-video bridge (
 SEED = (0, 2**63 - 1)
 PRIORITY = (0, 9)
 DURATION = (0.0, 60.0)  # seconds of a long video (docs/long-videos.md); 0 = one clip of num_frames
+STEP_CACHE = (0.0, 1.0)  # step-cache threshold in (0, 1] (movakit/models/step_cache.py); unset = off
 LORA_SCALE_MAX = 2.0  # scale in (0, LORA_SCALE_MAX]
 # An adapter name (params.lora.name, and adapters/<tenant>/<name>/ in the registry): never "." or "..".
 LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -113,11 +114,12 @@ class GenerationRequest:
     audio_guidance_scale: float | None = None  # the text scale on the audio velocity; None = guidance_scale
     audio_sync_guidance_scale: float | None = None  # the bridge scale on the audio velocity; None = sync's
     shots: tuple[str, ...] = ()  # prompts of segments 1, 2, ... of a long video (the last repeats); () = prompt
+    step_cache: float | None = None  # None = off (the sampler's outputs); no default to fill: unset is a choice
 
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
         for f in dataclasses.fields(self):
-            optional = (f.name in ("sync_guidance_scale", "audio_sync_guidance_scale")
+            optional = (f.name in ("sync_guidance_scale", "audio_sync_guidance_scale", "step_cache")
                         or (f.name == "lora_scale" and not self.lora_name))
             if getattr(self, f.name) is None and not optional:
                 raise ValueError(f"{f.name}: not resolved (movakit.request.resolve fills every default)")
@@ -182,6 +184,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("shots", "--shot", str, "a long video's shot list: give once per segment after the first, in order "
            "(segment 0 uses --prompt; later segments repeat the last shot); each like --prompt, used verbatim",
            repeated=True),
+    Option("step_cache", "--step-cache", float, f"step caching: skip the denoiser's blocks at a step whose input "
+           f"changed less than this threshold (accumulated relative change) and reuse their last residual, in "
+           f"({STEP_CACHE[0]:g}, {STEP_CACHE[1]:g}]; faster, and the outputs drift from the sampler's "
+           "(docs/performance.md#step-caching); unset (default) = off"),
 )
 _ERROR_NAMES = {"lora_name": "lora.name", "lora_scale": "lora.scale"}  # field -> its name in GenerationParams
 FLAGS = {_ERROR_NAMES.get(o.field, o.field): o.flag for o in OPTIONS}  # name in errors -> option
@@ -322,6 +328,9 @@ def check_field(req: GenerationRequest, name: str) -> None:
                 check_field(dataclasses.replace(req, prompt=shot), "prompt")
             except InvalidArgument as exc:
                 raise InvalidArgument(name, f"shot {i}: {exc.reason}") from None
+    elif name == "step_cache":
+        if not STEP_CACHE[0] < value <= STEP_CACHE[1]:
+            raise InvalidArgument(name, f"{value:g} is outside ({STEP_CACHE[0]:g}, {STEP_CACHE[1]:g}]")
     elif name == "lora_name":
         if value and not LORA_NAME.match(value):
             raise InvalidArgument("lora.name", f"{value!r} must be {LORA_NAME_RULE}")
@@ -410,6 +419,7 @@ def from_proto(params) -> GenerationRequest:
         audio_sync_guidance_scale=(params.audio_sync_guidance_scale if params.HasField("audio_sync_guidance_scale")
                                    else None),
         shots=tuple(params.shots),
+        step_cache=params.step_cache if params.HasField("step_cache") else None,
     )
 
 
@@ -425,7 +435,7 @@ def to_proto(req: GenerationRequest):
     )
     if req.seed is not None:
         params.seed = req.seed
-    for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale"):
+    for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "step_cache"):
         if getattr(req, name) is not None:
             setattr(params, name, getattr(req, name))
     if req.lora_name or req.lora_scale is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from movakit import request as contract
 from movakit.cli import UsageError
 from movakit.cli.jobs import DEFAULT_GATEWAY, DEFAULT_STATE_DIR, TOKEN_ENV
-from movakit.execution import cfg_batch_for, default_dtype
+from movakit.execution import cfg_batch_for, compile_denoiser, default_dtype
 
 DEFAULT_OUTPUT = "out/mova.mp4"
 # The adapter name a request carries when --lora names a folder or file on disk (it is read from there).
@@ -52,6 +52,7 @@ class GenerateArgs:
     offload: bool
     cfg_batch: bool
     context_parallel: int  # processes splitting each forward (docs/parallel.md); 1 = this process alone
+    compile: bool  # torch.compile the denoiser's blocks (movakit.execution.compile_denoiser)
     lora_path: Path | None  # --lora named an adapter on disk; else request.lora_name is a registry name
     merge_lora: bool
     lora_gateway: str
@@ -77,6 +78,9 @@ def register(subparsers) -> None:
                    help="run the two guidance branches as one batch-2 forward; default: on for CUDA, off on the "
                         "CPU, as the denoiser service decides (docs/stack.md: it changes speed and memory, and "
                         "the latents by kernel rounding only)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser's blocks (default off; the first step of a new size compiles, "
+                        "minutes on a CPU; values change by rounding only: docs/performance.md)")
     p.add_argument("--context-parallel", type=int, default=1, metavar="N",
                    help="split every denoise forward over N processes, one per device (docs/parallel.md); launch "
                         "them with torchrun: torchrun --nproc-per-node N .venv/bin/mova generate --context-parallel N ...")
@@ -160,7 +164,7 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         request=req, image=image, checkpoint=checkpoint, device=device, dtype=dtype, output=output,
         save_latents=save_latents, offload=args.offload,
         cfg_batch=args.cfg_batch if args.cfg_batch is not None else cfg_batch_for(device),
-        context_parallel=parallel,
+        context_parallel=parallel, compile=args.compile,
         lora_path=lora_path, merge_lora=args.merge_lora, lora_gateway=args.lora_gateway,
     )
 
@@ -267,7 +271,8 @@ def _run(opts: GenerateArgs) -> int:
     _say(
         f"mova generate: {req.width}x{req.height}, {req.num_frames} frames at {req.fps:g} fps, {steps} steps, "
         f"{contract.guidance_summary(req)}, seed {req.seed}, device {opts.device}, {opts.dtype}"
-        + (", offload" if opts.offload else "")
+        + (f", step cache {req.step_cache:g} (outputs drift)" if req.step_cache is not None else "")
+        + (", offload" if opts.offload else "") + (", compiled blocks" if opts.compile else "")
     )
     if plan is not None:
         _say(f"long video: {plan.count} segments of {plan.clip_frames} frames (seeds {req.seed}.."
@@ -296,6 +301,8 @@ def _run(opts: GenerateArgs) -> int:
         models = ckpt.load(device=load_device, dtype=getattr(torch, opts.dtype))
     except (CheckpointError, NotImplementedError) as exc:  # missing/mis-shaped tensors, unsupported config values
         raise UsageError(f"--checkpoint: {exc}") from None
+    if opts.compile:
+        compile_denoiser(models)
     lora = _lora(opts, req, adapter, models)
 
     common = dict(rules=rules, image=image, enhancer=enhancer, cfg_batch=opts.cfg_batch, offload=opts.offload,

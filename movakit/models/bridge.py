@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from movakit.models.layers.attention import QKNormAttention, multi_head_attention
+from movakit.models.layers.attention import QKNormAttention, multi_head_attention, rms_norm
 from movakit.config import JsonConfig, normalise_fields, reject_flag, require_positive
-from movakit.models.layers.rope import apply_rope_rotate_half, bridge_positions, rotate_half_cos_sin
+from movakit.models.layers.rope import LastTable, apply_rope_rotate_half, bridge_positions, rotate_half_cos_sin
 
 _COMPONENT = "dual_tower_bridge"
 BRIDGE_EPS = 1e-6  # fixed in the official blocks (not a config key)
@@ -75,8 +75,8 @@ class BridgeAttention(QKNormAttention):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, x_rope: CosSin, y_rope: CosSin) -> torch.Tensor:
         # x (B, Lx, dim) raw query stream; y (B, Ly, kv_dim) layer-normed conditioning stream
-        q = apply_rope_rotate_half(self.norm_q(self.q(x)), *x_rope, self.num_heads)  # (B, Lx, dim)
-        k = apply_rope_rotate_half(self.norm_k(self.k(y)), *y_rope, self.num_heads)  # (B, Ly, dim)
+        q = apply_rope_rotate_half(rms_norm(self.norm_q, self.q(x)), *x_rope, self.num_heads)  # (B, Lx, dim)
+        k = apply_rope_rotate_half(rms_norm(self.norm_k, self.k(y)), *y_rope, self.num_heads)  # (B, Ly, dim)
         v = self.v(y)
         return self.o(multi_head_attention(q, k, v, self.num_heads, self.kv_stream))
 
@@ -105,6 +105,7 @@ class DualTowerBridge(nn.Module):
         self.audio_to_video_conditioners = nn.ModuleDict({str(i): BridgeBlock(v_dim, a_dim, v_dim // hd, "audio") for i in layers})
         # 2. video -> audio: query = audio stream, key/value = video stream
         self.video_to_audio_conditioners = nn.ModuleDict({str(i): BridgeBlock(a_dim, v_dim, a_dim // hd, "video") for i in layers})
+        self._rope_tables = LastTable()
 
     @property
     def num_interaction_layers(self) -> int:
@@ -121,6 +122,13 @@ class DualTowerBridge(nn.Module):
         hd = self.config.head_dim
         return rotate_half_cos_sin(video_pos, hd, dtype), rotate_half_cos_sin(audio_pos, hd, dtype)
 
+    def aligned_rope(self, grid: tuple[int, int, int], audio_len: int, *, video_fps: float,
+                     device: torch.device | str, dtype: torch.dtype) -> tuple[CosSin, CosSin]:
+        """build_aligned_rope, computed once while the arguments repeat (the steps of a job)."""
+        key = (tuple(grid), audio_len, float(video_fps), torch.device(device), dtype)
+        return self._rope_tables.get(key, lambda: self.build_aligned_rope(grid, audio_len, video_fps=video_fps,
+                                                                           device=device, dtype=dtype))
+
     def forward(self, layer_idx: int, video_x: torch.Tensor, audio_x: torch.Tensor, *, video_rope: CosSin,
                 audio_rope: CosSin, a2v_condition_scale: float = 1.0,
                 v2a_condition_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,4 +138,4 @@ class DualTowerBridge(nn.Module):
         key = str(layer_idx)
         a2v = self.audio_to_video_conditioners[key](video_x, audio_x, video_rope, audio_rope)
         v2a = self.video_to_audio_conditioners[key](audio_x, video_x, audio_rope, video_rope)
-        return video_x + a2v * a2v_condition_scale, audio_x + v2a * v2a_condition_scale
+        return torch.add(video_x, a2v, alpha=a2v_condition_scale), torch.add(audio_x, v2a, alpha=v2a_condition_scale)

@@ -6,10 +6,13 @@ step 5.2 of docs/sampler.md#steps):
 2. text context embedded by each tower's own text MLP, and every block's cross-attention keys and values from it
    (memoised: the steps of a job pass the same context, so only the first step computes them); latents cast to the
    model dtype and patchified;
-3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps);
+3. RoPE tables: 3-D interleaved (video), 1-D interleaved (audio), aligned rotate-half (bridge, from video_fps),
+   computed once while the token grid repeats (the steps of a job);
 4. for i < min(video layers, audio layers): bridge update i (both directions from pre-update states), video block i,
    audio block i; then the remaining video blocks without bridge;
 5. heads (time_embedding output, not t_mod), unpatchify, float32.
+With a step cache (models/step_cache.py, off by default) step 4 may be replaced by adding the residuals it made at
+an earlier step.
 Under movakit.parallel.sequence_parallel the token streams are split over the ranks after step 3 and gathered
 after the heads (docs/parallel.md).
 Every sample of the batch is independent (with cfg_batch the sampler runs the CFG branches as one B=2 batch).
@@ -24,6 +27,7 @@ from torch.utils.checkpoint import checkpoint
 
 from movakit.models.audio_dit import AudioDiT
 from movakit.models.bridge import DualTowerBridge
+from movakit.models.step_cache import StepCache
 from movakit.models.video_dit import VideoDiT
 from movakit.parallel import active_sequence_parallel
 
@@ -64,16 +68,17 @@ def _checkpointed(module: torch.nn.Module, *args, **kwargs):
 def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge, *,
                        video_x: torch.Tensor, audio_x: torch.Tensor, context: torch.Tensor,
                        t_video: torch.Tensor, t_audio: torch.Tensor, video_fps: float,
-                       a2v_condition_scale: float = 1.0,
-                       v2a_condition_scale: float = 1.0,
-                       gradient_checkpointing: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                       a2v_condition_scale: float = 1.0, v2a_condition_scale: float = 1.0,
+                       gradient_checkpointing: bool = False,
+                       step_cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One joint prediction.
 
     video_x (B, 36, F, H, W) = noisy latent + mask + image latent; audio_x (B, 128, L); context (B, 512, text_dim);
     t_video, t_audio (B,) raw timesteps in [0, 1000]; video_fps the real output frame rate (it sets the bridge's time
     alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
     direction off). gradient_checkpointing (training only) recomputes each block's activations in the backward pass
-instead of keeping them; the values are the same. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
+    instead of keeping them; the values are the same. step_cache: this guidance branch's StepCache, None (default) =
+    the blocks always run. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
     """
     check_compatible(video_dit, audio_dit, bridge)
     b = video_x.shape[0]
@@ -98,9 +103,11 @@ instead of keeping them; the values are the same. Returns (video_velocity (B, ou
     a, a_grid = audio_dit.patchify(audio_x.to(device))  # (B, L, Da)
 
     # 3. RoPE tables
-    v_freqs = video_dit.rope_freqs(grid)  # complex128 (f*h*w, 1, head_dim/2)
-    a_freqs = audio_dit.rope_freqs(a_grid)  # complex128 (L, 1, head_dim/2)
-    v_rope, a_rope = bridge.build_aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
+    v_freqs = video_dit.rope_table(grid)  # complex (f*h*w, 1, head_dim/2), once per job (DiTTower.rope_table)
+    a_freqs = audio_dit.rope_table(a_grid)  # complex (L, 1, head_dim/2)
+    v_rope, a_rope = bridge.aligned_rope(grid, a_grid[0], video_fps=video_fps, device=device, dtype=dtype)
+    # the step cache's signal from the whole token stream (every rank computes the same, so all decide alike)
+    reuse = step_cache is not None and step_cache.reusable(video_dit.blocks[0].modulated_input(v, v_mod), video_dit)
     split = active_sequence_parallel()
     if split is not None:  # context parallel: this rank's tokens and their rows of every per-token table
         v, a = split.shard(v, "video"), split.shard(a, "audio")
@@ -109,15 +116,22 @@ instead of keeping them; the values are the same. Returns (video_velocity (B, ou
         a_rope = tuple(split.shard_table(t, "audio") for t in a_rope)
 
     # 4. interleaved towers with the bridge before each shared layer, then the remaining video blocks
-    run = _checkpointed if gradient_checkpointing else _call
-    shared = min(len(video_dit.blocks), len(audio_dit.blocks))
-    for i in range(shared):
-        v, a = run(bridge, i, v, a, video_rope=v_rope, audio_rope=a_rope,
-                   a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
-        v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
-        a = run(audio_dit.blocks[i], a, a_kv[i], a_mod, a_freqs)
-    for i in range(shared, len(video_dit.blocks)):
-        v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
+    if reuse:
+        v_res, a_res = step_cache.residual()
+        v, a = v + v_res, a + a_res
+    else:
+        v_in, a_in = v, a
+        run = _checkpointed if gradient_checkpointing else _call
+        shared = min(len(video_dit.blocks), len(audio_dit.blocks))
+        for i in range(shared):
+            v, a = run(bridge, i, v, a, video_rope=v_rope, audio_rope=a_rope,
+                       a2v_condition_scale=a2v_condition_scale, v2a_condition_scale=v2a_condition_scale)
+            v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
+            a = run(audio_dit.blocks[i], a, a_kv[i], a_mod, a_freqs)
+        for i in range(shared, len(video_dit.blocks)):
+            v = run(video_dit.blocks[i], v, v_kv[i], v_mod, v_freqs)
+        if step_cache is not None:
+            step_cache.store(video_dit, v - v_in, a - a_in)
 
     # 5. heads (per token), then every rank's tokens back together, and unpatchify
     v, a = video_dit.head(v, v_emb), audio_dit.head(a, a_emb)

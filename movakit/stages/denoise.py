@@ -9,7 +9,8 @@ The loop is written out in `denoise` below, step by step:
   3. x_in = cat(latent, y) (36 ch); run the dual-tower forward for each guidance branch (stages/guidance.py): the
      positive and, when guidance_scale != 1, the negative prompt (image conditioning `y` kept in the negative
      branch); with sync guidance also the bridge-off branches. Branches with the same bridge setting run as one
-     batch (cfg_batch) or one forward each;
+     batch (cfg_batch) or one forward each; with step caching on (req.step_cache, off by default) a forward may
+     reuse its blocks' last residual instead of running them (movakit/models/step_cache.py; never the last step);
   4. guidance in float32: v = v_neg + s·(v_pos − v_neg) (or the dual form of stages/guidance.py), video and audio
      alike;
   5. Euler update in float32 with the scheduler (σ(t_next) − σ(t_cur)), the last step to σ = 0;
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from movakit.model_rules import ModelRules
+from movakit.models.step_cache import StepCache
 from movakit.request import GenerationRequest
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler
 from movakit.stages.encode import EncodeResult
@@ -73,6 +75,9 @@ class DenoiseRequest:
     video_noise: torch.Tensor | None = None  # (1, z_dim, T_lat, H/8, W/8); the latents at start_step when resuming
     audio_noise: torch.Tensor | None = None  # (1, audio_channels, L_a); the latents at start_step when resuming
     start_step: int = 0  # steps already done (resume): then both tensors above are required
+    # Step caching (movakit/models/step_cache.py): the threshold of the accumulated change of the blocks' input
+    # below which a step reuses the blocks' last residual; None = off (the sampler's outputs).
+    step_cache: float | None = None
 
 
     def scales(self) -> tuple[guidance.Scales, guidance.Scales]:
@@ -89,6 +94,7 @@ class DenoiseRequest:
 class DenoiseResult:
     video_latents: torch.Tensor  # (1, z_dim, T_lat, H/8, W/8) float32, normalised (as the sampler ends it)
     audio_latents: torch.Tensor  # (1, audio_channels, L_a) float32, raw DAC latent
+    reused_forwards: int = 0  # forwards whose blocks the step cache skipped (0 without it)
 
 
 @dataclass(frozen=True)
@@ -129,7 +135,7 @@ def denoise_request(req: GenerationRequest, encoded: EncodeResult, rules: ModelR
         audio_guidance_scale=req.audio_guidance_scale, audio_sync_guidance_scale=req.audio_sync_guidance_scale,
         audio_latent_length=audio_latent_length(rules.audio_sample_rate, rules.audio_hop_length, req.num_frames,
                                                 req.fps),
-        video_noise=video_noise, audio_noise=audio_noise, start_step=start_step,
+        video_noise=video_noise, audio_noise=audio_noise, start_step=start_step, step_cache=req.step_cache,
     )
 
 
@@ -171,6 +177,8 @@ def _validate(models: DenoiserModels, req: DenoiseRequest) -> None:
                          f"{req.audio_sync_guidance_scale}")
     if req.fps <= 0:
         raise ValueError(f"fps must be > 0, got {req.fps}")
+    if req.step_cache is not None and not req.step_cache > 0:
+        raise ValueError(f"step_cache must be > 0 (or None: off), got {req.step_cache}")
     if req.audio_latent_length < 1:
         raise ValueError(f"audio_latent_length must be >= 1, got {req.audio_latent_length}")
     if req.y.ndim != 5 or req.y.shape[0] != 1 or req.y.shape[1] <= MASK_CHANNELS:
@@ -238,6 +246,12 @@ def denoise(
     plan = guidance.branches(video_scales, audio_scales)
     groups = [tuple(b for b in plan if b.bridge == on) for on in (True, False)]
     groups = [(g, torch.cat([negative if b.negative else context for b in g], dim=0)) for g in groups if g]
+    # one B=1 context per branch, made once: the towers memoise the text keys and values per context tensor object
+    # (models/layers/text_memo.py), so a slice made anew at every step would recompute them every step
+    singles = {branch: ctx[k : k + 1] for group, ctx in groups for k, branch in enumerate(group)}
+    # step caching: one state per forward of a step (a batch of branches, or one branch), for this call's steps
+    caches = {} if req.step_cache is None else {key: StepCache(req.step_cache) for key in (
+        [g for g, _ in groups] if cfg_batch else list(singles))}
 
     pairs = scheduler.pairs(total)  # (n, 2) float32: (t_video, t_audio)
     boundary = models.boundary_ratio * scheduler.config.num_train_timesteps
@@ -246,9 +260,12 @@ def denoise(
     if offload:
         _place_experts(models, expert_name, device)
 
-    def run(expert: nn.Module, ctx: torch.Tensor, t_v: torch.Tensor, t_a: torch.Tensor, bridge: bool):
+    def run(expert: nn.Module, ctx: torch.Tensor, t_v: torch.Tensor, t_a: torch.Tensor, bridge: bool,
+            cache: StepCache | None):
         b = ctx.shape[0]
         off = {} if bridge else {"a2v_condition_scale": 0.0, "v2a_condition_scale": 0.0}  # bridge residuals off
+        if cache is not None:
+            off["step_cache"] = cache
         x_in = torch.cat([video, y], dim=1).to(model_dtype).expand(b, -1, -1, -1, -1)  # (B, 36, T, H/8, W/8)
         a_in = audio.to(model_dtype).expand(b, -1, -1)  # (B, C_a, L_a)
         v, a = forward(
@@ -277,18 +294,20 @@ def denoise(
                 _place_experts(models, expert_name, device)
         expert = models.video_dit_2 if switched else models.video_dit
 
-        # --- 3. forward(s) and 4. guidance in float32 ---
+        # --- 3. forward(s) and 4. guidance in float32 (the last step always runs the blocks) ---
+        step_caches = {} if i + 1 == total else caches
         v_out: dict[guidance.Branch, torch.Tensor] = {}
         a_out: dict[guidance.Branch, torch.Tensor] = {}
         for group, group_ctx in groups:
             bridge = group[0].bridge
             if cfg_batch:
-                v_g, a_g = run(expert, group_ctx, t_v, t_a, bridge)
+                v_g, a_g = run(expert, group_ctx, t_v, t_a, bridge, step_caches.get(group))
                 for k, branch in enumerate(group):
                     v_out[branch], a_out[branch] = v_g[k : k + 1], a_g[k : k + 1]
             else:
-                for k, branch in enumerate(group):
-                    v_out[branch], a_out[branch] = run(expert, group_ctx[k : k + 1], t_v, t_a, bridge)
+                for branch in group:
+                    v_out[branch], a_out[branch] = run(expert, singles[branch], t_v, t_a, bridge,
+                                                       step_caches.get(branch))
         v_pred = guidance.combine(v_out, video_scales)
         a_pred = guidance.combine(a_out, audio_scales)
 
@@ -312,7 +331,8 @@ def denoise(
                     audio_latents=audio,
                 )
             )
-    return DenoiseResult(video_latents=video, audio_latents=audio)
+    return DenoiseResult(video_latents=video, audio_latents=audio,
+                         reused_forwards=sum(c.reused for c in caches.values()))
 
 
 def _place_experts(models: DenoiserModels, active: str, device: torch.device) -> None:

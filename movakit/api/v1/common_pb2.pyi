@@ -49,7 +49,7 @@ class LoraAdapter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
-    __slots__ = ("prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "enhance_prompt", "lora", "priority", "sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "duration_s", "shots")
+    __slots__ = ("prompt", "negative_prompt", "height", "width", "num_frames", "fps", "num_inference_steps", "guidance_scale", "seed", "enhance_prompt", "lora", "priority", "sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "duration_s", "shots", "step_cache")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,7 @@ class GenerationParams(_message.Message):
     AUDIO_SYNC_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     SHOTS_FIELD_NUMBER: _ClassVar[int]
+    STEP_CACHE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     negative_prompt: str
     height: int
@@ -84,7 +85,8 @@ class GenerationParams(_message.Message):
     audio_sync_guidance_scale: float
     duration_s: float
     shots: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., enhance_prompt: _Optional[bool] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., priority: _Optional[int] = ..., sync_guidance_scale: _Optional[float] = ..., audio_guidance_scale: _Optional[float] = ..., audio_sync_guidance_scale: _Optional[float] = ..., duration_s: _Optional[float] = ..., shots: _Optional[_Iterable[str]] = ...) -> None: ...
+    step_cache: float
+    def __init__(self, prompt: _Optional[str] = ..., negative_prompt: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., num_frames: _Optional[int] = ..., fps: _Optional[float] = ..., num_inference_steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., enhance_prompt: _Optional[bool] = ..., lora: _Optional[_Union[LoraAdapter, _Mapping]] = ..., priority: _Optional[int] = ..., sync_guidance_scale: _Optional[float] = ..., audio_guidance_scale: _Optional[float] = ..., audio_sync_guidance_scale: _Optional[float] = ..., duration_s: _Optional[float] = ..., shots: _Optional[_Iterable[str]] = ..., step_cache: _Optional[float] = ...) -> None: ...
 
 class TensorRef(_message.Message):
     __slots__ = ("bucket", "key", "sha256", "tensors", "size_bytes")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from movakit.models.layers.pointwise import opmath_dtype
 from movakit.models.layers.rope import apply_rope_interleaved
 from movakit.parallel import active_sequence_parallel
 
@@ -67,6 +68,17 @@ def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_
     return out.transpose(1, 2).reshape(b, lq, d)
 
 
+def rms_norm(norm: nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """norm(x). For float32/float64 activations the sum of squares is one reduction (vector_norm, accumulated in
+    double on the CPU) followed by two products, where nn.RMSNorm's CPU kernel makes four passes over x; the values
+    agree within float32 rounding. bf16/fp16 go through the module (its float32 math, rounded once)."""
+    if x.dtype != opmath_dtype(x.dtype):
+        return norm(x)
+    eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps
+    inv_rms = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).square() / x.shape[-1] + eps)
+    return x * inv_rms * norm.weight
+
+
 class QKNormAttention(nn.Module):
     """Projections shared by every MOVA attention: q from the query stream (dim), k/v from the key stream (kv_dim),
     all linears with bias, q and k RMS-normalised over the whole hidden size, output projection. Subclasses say
@@ -93,10 +105,10 @@ class SelfAttention(QKNormAttention):
 
     def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
         # 1. projections + 2. qk-norm
-        q = self.norm_q(self.q(x))  # (B, L, D)
-        k = self.norm_k(self.k(x))
+        q = rms_norm(self.norm_q, self.q(x))  # (B, L, D)
+        k = rms_norm(self.norm_k, self.k(x))
         v = self.v(x)
-        # RoPE (complex128 freqs (L, 1, head_dim/2)), then unmasked attention
+        # RoPE (complex freqs (L, 1, head_dim/2): complex64 from the forward, rope.interleaved_table), then attention
         q = apply_rope_interleaved(q, freqs, self.num_heads)
         k = apply_rope_interleaved(k, freqs, self.num_heads)
         return self.o(multi_head_attention(q, k, v, self.num_heads, self.kv_stream))
@@ -110,10 +122,10 @@ class TextCrossAttention(QKNormAttention):
 
     def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """context (B, L_text, D) embedded -> (k, v), each (B, L_text, D); k RMS-normalised."""
-        return self.norm_k(self.k(context)), self.v(context)
+        return rms_norm(self.norm_k, self.k(context)), self.v(context)
 
     def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         # x (B, L, D), context_kv from context_kv(): no RoPE, no mask (pad positions of the text are attended to)
         k, v = context_kv
-        q = self.norm_q(self.q(x))
+        q = rms_norm(self.norm_q, self.q(x))
         return self.o(multi_head_attention(q, k, v, self.num_heads))

@@ -15,22 +15,32 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from movakit.models.layers.attention import SelfAttention, TextCrossAttention
 from movakit.models.layers.pointwise import map_token_chunks, opmath_dtype
+from movakit.models.layers.rope import LastTable, interleaved_table
 from movakit.models.layers.text_memo import TextMemo
 from movakit.models.layers.timestep_embedding import mlp_fp32, sinusoidal_timestep_embedding
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """x * (1 + scale) + shift. For bf16/fp16, formed in float32 and rounded once (as the official compiled kernel
-    does); in float32/float64 the plain formula. x (B, L, D), shift/scale (B, 1, D)."""
+    does); in float32/float64 one fused multiply-add. x (B, L, D), shift/scale (B, 1, D)."""
     wide = opmath_dtype(x.dtype)
     if wide == x.dtype:
-        return x * (1 + scale) + shift
+        return torch.addcmul(shift, x, 1 + scale)
     one_plus_scale, shift_w = 1 + scale.to(wide), shift.to(wide)
     return map_token_chunks(x, lambda xs, _s, _e: (xs.to(wide) * one_plus_scale + shift_w).to(x.dtype))
+
+
+def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """modulate(norm(x), shift, scale) for a LayerNorm without affine. A float32/float64 batch of one is a single
+    layer_norm call with (1 + scale, shift) as its affine parameters (the same values within float32 rounding)."""
+    if x.shape[0] == 1 and x.dtype == opmath_dtype(x.dtype):
+        return F.layer_norm(x, norm.normalized_shape, (1 + scale).reshape(-1), shift.reshape(-1), norm.eps)
+    return modulate(norm(x), shift, scale)
 
 
 class DiTBlock(nn.Module):
@@ -53,15 +63,20 @@ class DiTBlock(nn.Module):
     def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor], t_mod: torch.Tensor,
                 freqs: torch.Tensor) -> torch.Tensor:
         # x (B, L, D); context_kv = cross_attn.context_kv(embedded context); t_mod (B, 6, D);
-        # freqs complex128 (L, 1, head_dim/2)
+        # freqs complex (L, 1, head_dim/2) (DiTTower.rope_table)
         mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=1)  # each (B, 1, D)
-        # 1. self-attention, gated
-        x = x + gate_msa * self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa), freqs)
+        # 1. self-attention, gated (x + gate * y as one fused multiply-add)
+        x = torch.addcmul(x, gate_msa, self.self_attn(norm_modulate(self.norm1, x, shift_msa, scale_msa), freqs))
         # 2. text cross-attention, ungated
         x = x + self.cross_attn(self.norm3(x), context_kv)
         # 4. feed-forward, gated
-        return x + gate_mlp * self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return torch.addcmul(x, gate_mlp, self.ffn(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
+
+    def modulated_input(self, x: torch.Tensor, t_mod: torch.Tensor) -> torch.Tensor:
+        """The self-attention's input, LN1(x) * (1 + scale_msa) + shift_msa (the step cache's signal)."""
+        mod = self.modulation.to(x.dtype) + t_mod.to(x.dtype)  # (B, 6, D)
+        return norm_modulate(self.norm1, x, mod[:, 0:1], mod[:, 1:2])
 
 
 class Head(nn.Module):
@@ -77,7 +92,9 @@ class Head(nn.Module):
         # x (B, L, D); t_emb (B, D) = time_embedding output (not t_mod)
         mod = self.modulation.to(x.dtype) + t_emb.to(x.dtype)[:, None, :]  # (B, 2, D)
         shift, scale = mod.chunk(2, dim=1)  # each (B, 1, D)
-        return self.head(self.norm(x) * (1 + scale) + shift)  # (B, L, out_features)
+        if x.dtype == opmath_dtype(x.dtype):
+            return self.head(norm_modulate(self.norm, x, shift, scale))  # (B, L, out_features)
+        return self.head(self.norm(x) * (1 + scale) + shift)
 
 
 class DiTTower(nn.Module):
@@ -108,6 +125,7 @@ class DiTTower(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(dim, num_heads, ffn_dim, eps, stream) for _ in range(config.num_layers)])
         self.head = Head(dim, config.out_dim * math.prod(patch), eps)
         self._text_memo = TextMemo()
+        self._rope_table = LastTable()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -146,6 +164,12 @@ class DiTTower(nn.Module):
         modules = [*self.text_embedding.modules(), *(m for block in self.blocks for m in block.cross_attn.modules())]
         return self._text_memo.get(context, weights, compute, modules)
 
+    def rope_table(self, grid: tuple[int, ...]) -> torch.Tensor:
+        """rope_freqs(grid) on the model's device in the complex type the rotation is formed in
+        (rope.interleaved_table), computed once while the grid repeats (the steps of a job)."""
+        key = (tuple(grid), self.device, self.dtype)
+        return self._rope_table.get(key, lambda: interleaved_table(self.rope_freqs(grid), self.dtype))
+
     def run_blocks(self, x: torch.Tensor, text_kv: list[tuple[torch.Tensor, torch.Tensor]], t_mod: torch.Tensor,
                    freqs: torch.Tensor) -> torch.Tensor:
         for block, kv in zip(self.blocks, text_kv, strict=True):
@@ -166,7 +190,7 @@ class DiTTower(nn.Module):
         # 2. text (keys and values of every block), 3. patches + RoPE table
         text_kv = self.text_kv(context)
         tokens, grid = self.patchify(x)
-        freqs = self.rope_freqs(grid)
+        freqs = self.rope_table(grid)
         # 4. blocks, 5. head
         tokens = self.run_blocks(tokens, text_kv, t_mod, freqs)
         return self.unpatchify(self.head(tokens, t_emb), grid).float()

@@ -2,10 +2,12 @@
 docs/model.md#bridge).
 
 1. DiT self-attention (both towers): Wan's *interleaved complex-pair* RoPE. Channel pairs (2j, 2j+1) of each head are
-   one complex number, multiplied by exp(i * pos * 10000^(-2j/d)). Tables are float64 complex (complex128) and the
-   product is taken in float64, then cast back. Video: the head is split into temporal / height / width parts
+   one complex number, multiplied by exp(i * pos * 10000^(-2j/d)). Tables are float64 complex (complex128); the official
+   code takes the product in float64, then casts back. Video: the head is split into temporal / height / width parts
    (h = w = head_dim // 3, t = the rest: 44/42/42 for head_dim 128), each with its own frequencies, integer latent-grid
-   positions, concatenated [t, h, w]. Audio: one 1-D table over the whole head.
+   positions, concatenated [t, h, w]. Audio: one 1-D table over the whole head. The forward passes the table
+   rounded to complex64 (interleaved_table) for float32/bf16 models: the product is then formed in float32, within
+   float32 rounding of the float64 one and without a float64 copy of q and k.
 2. Bridge cross-attention: HF-style *rotate-half* RoPE (first half / second half of the head), cos/sin built in
    float32 from fractional positions on a shared time axis (audio latent frames), then cast to the model dtype.
 """
@@ -67,18 +69,43 @@ def audio_rope_freqs(head_dim: int, length: int, device: torch.device | str | No
     return rope_table_1d(head_dim, length).to(device).reshape(length, 1, -1)
 
 
+def interleaved_table(freqs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A complex128 table (video_rope_freqs / audio_rope_freqs) in the complex type that the rotation of ``dtype``
+    activations is formed in: complex64 (the float64 table rounded to float32) unless ``dtype`` is float64."""
+    return freqs.to(torch.complex128 if dtype == torch.float64 else torch.complex64)
+
+
 def apply_rope_interleaved(x: torch.Tensor, freqs: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x (B, L, heads*head_dim) by freqs (L, 1, head_dim//2), in float64."""
+    """Rotate interleaved channel pairs of x (B, L, heads*head_dim) by freqs (L, 1, head_dim//2), in the precision of
+    the table: a complex128 table forms the official float64 product; a complex64 one (interleaved_table) forms it in
+    float32 in one pass over x, within float32 rounding of the float64 product (no float64 copy of x)."""
     b, n, d = x.shape
     if freqs.shape[0] != n:
         raise ValueError(f"RoPE table has {freqs.shape[0]} positions for {n} tokens")
+    wide = torch.float64 if freqs.dtype == torch.complex128 else torch.float32
 
     def rotate(xs: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        pairs = xs.to(torch.float64).reshape(b, end - start, num_heads, d // num_heads // 2, 2)
+        pairs = xs.to(wide).reshape(b, end - start, num_heads, d // num_heads // 2, 2)
         rotated = torch.view_as_real(torch.view_as_complex(pairs) * freqs[start:end])  # broadcast over B, heads
         return rotated.flatten(2).to(x.dtype)  # (B, n, D)
 
     return map_token_chunks(x, rotate)
+
+
+class LastTable:
+    """The table computed for the last key, reused while the key repeats: the steps of a job share one token grid,
+    so its RoPE tables are computed once per job. The key should name everything the table depends on (grid,
+    device, dtype); whether inference mode is on is added here (an inference tensor cannot serve autograd)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value = None
+
+    def get(self, key: tuple, compute):
+        key = (*key, torch.is_inference_mode_enabled())
+        if key != self._key:
+            self._key, self._value = key, compute()
+        return self._value
 
 
 # ---------------------------------------------------------------- 2. rotate-half RoPE (bridge cross-attention)
@@ -110,22 +137,25 @@ def rotate_half_cos_sin(positions: torch.Tensor, head_dim: int, dtype: torch.dty
 def apply_rope_rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
     """x * cos + rotate_half(x) * sin per head; x (B, L, heads*head_dim), cos/sin (L, head_dim) in x's dtype.
 
-    For bf16/fp16 the product is formed in float32 and rounded once (the official code runs this under
-    torch.compile, which fuses it the same way); in float32/float64 it is the plain formula.
+    With x = [x1 | x2] per head: [x1 * cos1 - x2 * sin1 | x2 * cos2 + x1 * sin2], one product and two fused
+    multiply-adds into it (no rotated copy of x). For bf16/fp16 it is formed in float32 and rounded once (the
+    official code runs this under torch.compile, which fuses it the same way).
     """
     b, n, d = x.shape
     if cos.shape[0] != n:
         raise ValueError(f"RoPE table has {cos.shape[0]} positions for {n} tokens")
     wide = opmath_dtype(x.dtype)
-    c_all = cos.to(x.dtype).to(wide)
-    s_all = sin.to(x.dtype).to(wide)
+    head_dim = d // num_heads
+    half = head_dim // 2
+    c_all = cos.to(x.dtype).to(wide)[:, None, :]  # (L, 1, head_dim)
+    s_all = sin.to(x.dtype).to(wide)[:, None, :]
 
     def rotate(xs: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        xh = xs.reshape(b, end - start, num_heads, d // num_heads).to(wide)  # (B, n, heads, head_dim)
-        x1, x2 = xh.chunk(2, dim=-1)
-        rotated = torch.cat([-x2, x1], dim=-1)
-        c = c_all[start:end][None, :, None, :]  # (1, n, 1, head_dim)
-        s = s_all[start:end][None, :, None, :]
-        return (xh * c + rotated * s).reshape(b, end - start, d).to(x.dtype)
+        xh = xs.reshape(b, end - start, num_heads, head_dim).to(wide)  # (B, n, heads, head_dim)
+        s = s_all[start:end]
+        out = xh * c_all[start:end]
+        out[..., :half].addcmul_(xh[..., half:], s[..., :half], value=-1)
+        out[..., half:].addcmul_(xh[..., :half], s[..., half:])
+        return out.reshape(b, end - start, d).to(x.dtype)
 
     return map_token_chunks(x, rotate)

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_follower(settings)
     reservation = reserve_listen_port(settings.listen)
-    from movakit.execution import cfg_batch_for
+    from movakit.execution import cfg_batch_for, compile_denoiser
     from movakit.lora.cache import AdapterCache
     from movakit.lora.registry import AdapterRegistry
     from movakit.model_rules import ModelRules
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             ranks.append(start_lead(settings))
             own, lead = ranks[0].settings, ranks[0].lead
         models = load_models(own, COMPONENTS)
+        if settings.compile:
+            compile_denoiser(models)
         return DenoiseHandler(models, store, rules=rules, checkpoint_every=settings.latent_checkpoint_every,
                               cfg_batch=cfg_batch_for(own.device),
                               adapters=AdapterCache(models, AdapterRegistry(store), settings.lora_cache_size),

@@ -20,6 +20,7 @@ class DenoiserSettings(StageSettings):
     lora_cache_size: int = 4  # LoRA adapters kept in memory (least recently used dropped first; 0: read per task)
     # ranks of this replica, one device each, splitting every forward (docs/parallel.md); 1: this process alone
     context_parallel: int = 1
+    compile: bool = False  # torch.compile the DiT and bridge blocks (movakit.execution.compile_denoiser)
 
     def validate(self) -> None:
         super().validate()

@@ -83,6 +83,7 @@ class VideoCreate(BaseModel):
     sync_guidance_scale: float | None = None  # dual guidance (docs/dual-guidance.md); unset = single text CFG
     audio_guidance_scale: float | None = None  # per-modality: the audio's text scale; unset = guidance_scale
     audio_sync_guidance_scale: float | None = None  # per-modality: the audio's bridge scale; unset = sync's
+    step_cache: float | None = None  # step caching (docs/performance.md#step-caching); unset = off
     num_inference_steps: int | None = None
     enhance_prompt: bool = False
     lora: str | None = None  # adapter name
@@ -98,7 +99,7 @@ def _params(body: VideoCreate) -> common_pb2.GenerationParams:
         "prompt": body.prompt, "negative_prompt": body.negative_prompt, "fps": body.fps, "seed": body.seed,
         "guidance_scale": body.guidance_scale, "sync_guidance_scale": body.sync_guidance_scale,
         "audio_guidance_scale": body.audio_guidance_scale, "audio_sync_guidance_scale": body.audio_sync_guidance_scale,
-        "num_inference_steps": body.num_inference_steps,
+        "num_inference_steps": body.num_inference_steps, "step_cache": body.step_cache,
         "enhance_prompt": body.enhance_prompt, "priority": body.priority, "duration_s": body.duration_s,
     }
     if body.size is not None:
@@ -151,7 +152,7 @@ def video_object(job: common_pb2.Job) -> dict[str, object]:
         "prompt": p.prompt, "effective_prompt": job.effective_prompt, "seed": p.seed, "fps": p.fps,
         "num_frames": p.num_frames, "num_inference_steps": p.num_inference_steps, "guidance_scale": p.guidance_scale,
         **{name: getattr(p, name) if p.HasField(name) else None
-           for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale")},
+           for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "step_cache")},
         "stage": common_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower(), "step": job.step,
         "total_steps": job.total_steps, "eta_s": job.eta_s, "cancel_requested": job.cancel_requested,
         "duration_s": p.duration_s, "shots": list(p.shots), "segment": job.segment, "segment_count": job.segment_count,

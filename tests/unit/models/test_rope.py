@@ -157,3 +157,28 @@ def test_long_sequences_are_processed_in_token_slices_with_identical_values():
     out = map_token_chunks(torch.zeros(1, 10, 1), lambda xs, s, e: seen.append((s, e)) or xs + s, chunk=4)
     assert seen == [(0, 4), (4, 8), (8, 10)]
     assert out[0, :, 0].tolist() == [0, 0, 0, 0, 4, 4, 4, 4, 8, 8]
+
+
+def test_complex64_table_forms_the_rotation_in_float32_within_its_rounding_of_the_float64_product():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 300, 3 * 128, generator=gen)  # the release head_dim, 3 heads, positions up to 299
+    freqs = rope.video_rope_freqs(128, (3, 10, 10))
+    table = rope.interleaved_table(freqs, torch.float32)
+    assert table.dtype == torch.complex64 and rope.interleaved_table(freqs, torch.float64).dtype == torch.complex128
+    exact = rope.apply_rope_interleaved(x, freqs, num_heads=3)  # complex128: the official float64 product
+    fast = rope.apply_rope_interleaved(x, table, num_heads=3)
+    assert fast.dtype == torch.float32
+    assert ((fast - exact).abs().max() / exact.abs().max()).item() < 1e-6
+
+
+def test_rms_norm_matches_the_module_within_float32_rounding():
+    from movakit.models.layers.attention import rms_norm
+
+    gen = torch.Generator().manual_seed(6)
+    norm = torch.nn.RMSNorm(256, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(256, generator=gen))
+    x = 3 * torch.randn(2, 50, 256, generator=gen)
+    expect = norm(x)
+    assert ((rms_norm(norm, x) - expect).abs().max() / expect.abs().max()).item() < 1e-6
+    assert torch.equal(rms_norm(norm, x.bfloat16()), norm(x.bfloat16()))  # bf16: the module itself

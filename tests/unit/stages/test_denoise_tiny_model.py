@@ -66,6 +66,24 @@ def test_batched_cfg_equals_two_forwards_on_the_real_model(models):
     assert (c.audio_latents - a.audio_latents).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("cfg_batch", [False, True], ids=["two_forwards", "batched"])
+def test_text_keys_and_values_are_computed_once_per_job_per_tower(models, cfg_batch):
+    """4 steps, 2 per expert: each tower embeds each context once (the memo hits at every later step), also when
+    the two CFG branches run as B=1 forwards."""
+    runs = {}
+    towers = {"video_dit": models.video_dit, "video_dit_2": models.video_dit_2, "audio_dit": models.audio_dit}
+    handles = [tower.text_embedding.register_forward_hook(
+        lambda _m, args, _out, name=name: runs.setdefault(name, []).append(args[0].shape[0]))
+        for name, tower in towers.items()]
+    try:
+        denoise(models, _req(models), cfg_batch=cfg_batch)
+    finally:
+        for h in handles:
+            h.remove()
+    once = [2] if cfg_batch else [1, 1]  # one B=2 context, or the positive and the negative one
+    assert runs == {"video_dit": once, "video_dit_2": once, "audio_dit": once}
+
+
 def test_resume_equals_uninterrupted_on_the_real_model(models):
     saved = {}
     full = denoise(models, _req(models), on_step=lambda i: saved.setdefault(i.step, i))
