@@ -119,7 +119,9 @@ class GenerationRequest:
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
         for f in dataclasses.fields(self):
-            optional = (f.name in ("sync_guidance_scale", "audio_sync_guidance_scale", "step_cache")
+            # unset is a choice for these (single CFG, no step cache), or means the video's scale (audio_*)
+            optional = (f.name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale",
+                                   "step_cache")
                         or (f.name == "lora_scale" and not self.lora_name))
             if getattr(self, f.name) is None and not optional:
                 raise ValueError(f"{f.name}: not resolved (movakit.request.resolve fills every default)")
