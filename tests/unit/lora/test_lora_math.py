@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import small_request
+from tests.unit.lora.conftest import small_request
 from official_writers import random_lora, write_accelerate_fsdp, write_low_resource
 
 from movakit.lora.adapter import LoraAdapter, applied, merge_into, trainable
