@@ -9,51 +9,28 @@ from __future__ import annotations
 
 import signal
 import uuid
-import time
 from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.grpc_server import check_health
 from movakit.runtime.localstack import free_port, start_tansu
 from movakit.runtime.object_store import ObjectStore, cancel_marker_key
-from movakit.runtime.topics import TOPIC_EVENTS, TOPIC_JOB_STATE, ensure_topics
+from movakit.runtime.topics import TOPIC_JOB_STATE, ensure_topics
 from movakit.services.gateway import retention
 from movakit.services.gateway.follower import replay_job_state
 from movakit.services.gateway.job_store import JobStore
 from movakit.services.gateway.main import start_gateway
+from tests.integration.gateway_helpers import TINY, state_of, until, worker_event
 
 pytestmark = pytest.mark.integration
-
-TINY = dict(prompt="a red ball bounces", height=32, width=48, num_frames=5, fps=24, num_inference_steps=2)
 
 
 def submit(stub) -> str:
     return stub.Submit(gateway_pb2.SubmitRequest(params=common_pb2.GenerationParams(**TINY)), timeout=30).job_id
-
-
-def worker_event(producer, job_id: str, **kind) -> None:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    mkafka.publish(producer, TOPIC_EVENTS, job_id, events_pb2.JobEvent(job_id=job_id, time=ts, source="test", **kind))
-
-
-def until(condition, what: str, attempts: int = 600):
-    """Polls `condition` every 0.1 s until it returns something truthy; returns that."""
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
-
-
-def state_of(stub, job_id: str) -> common_pb2.Job:
-    return stub.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
 
 def test_stalled_jobs_fail_naming_the_stage_and_the_setting(gateway_config, producer, object_store, tenant_channel):

@@ -5,40 +5,17 @@ finishes the dispatched job, which frees the slot. The module's gateways use a b
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
 from movakit.runtime.localstack import free_port, start_tansu
-from movakit.runtime.topics import TOPIC_ENHANCE, TOPIC_EVENTS, ensure_topics
+from movakit.runtime.topics import TOPIC_ENHANCE, ensure_topics
 from movakit.services.gateway.main import start_gateway
+from tests.integration.gateway_helpers import TINY, state_of, until, worker_event
 
 pytestmark = pytest.mark.integration
-
-TINY = dict(prompt="a red ball bounces", height=32, width=48, num_frames=5, fps=24, num_inference_steps=2)
-
-
-def worker_event(producer, job_id: str, **kind) -> None:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    mkafka.publish(producer, TOPIC_EVENTS, job_id, events_pb2.JobEvent(job_id=job_id, time=ts, source="test", **kind))
-
-
-def until(condition, what: str, attempts: int = 600):
-    """Polls `condition` every 0.1 s until it returns something truthy; returns that."""
-    for _ in range(attempts):
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
-
-
-def state_of(stub, job_id: str) -> common_pb2.Job:
-    return stub.Get(gateway_pb2.GetJobRequest(job_id=job_id), timeout=10)
 
 
 @pytest.fixture(scope="module")
