@@ -88,6 +88,14 @@ def free_port() -> int:
     raise LocalStackError("no free TCP port found in 20000..32767")
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different free_port() ports, in ascending order."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)

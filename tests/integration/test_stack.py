@@ -35,7 +35,7 @@ from movakit.runtime import kafka as mkafka
 from movakit.runtime import stack
 from movakit.runtime.auth import with_token
 from movakit.runtime.grpc_server import check_health
-from movakit.runtime.localstack import free_port, port_open
+from movakit.runtime.localstack import free_ports, port_open
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPICS
 
@@ -83,9 +83,7 @@ def collector():
 @pytest.fixture(scope="module")
 def local_stack(tmp_path_factory, collector):
     _, otlp = collector
-    ports = [free_port() for _ in range(10)]
-    while len(set(ports)) < 10:
-        ports = [free_port() for _ in range(10)]
+    ports = free_ports(10)
     cfg = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), kafka_port=ports[0], s3_port=ports[1], gateway_port=ports[2],
         http_port=ports[7], stage_ports=tuple(ports[3:7]),  # no S3 keys: `up` generates them

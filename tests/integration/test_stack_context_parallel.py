@@ -24,7 +24,7 @@ from movakit.model_rules import ModelRules
 from movakit.request import from_proto
 from movakit.runtime import stack
 from movakit.runtime.auth import with_token
-from movakit.runtime.localstack import free_port
+from movakit.runtime.localstack import free_ports
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.parallel_denoise import REPLICA_DOWN_EXIT
 from movakit.services.denoiser.servicer import COMPONENTS
@@ -41,10 +41,7 @@ STEPS = 16  # of the job whose rank 1 is killed (enough that the kill lands mid-
 
 @pytest.fixture(scope="module")
 def cp_stack(tmp_path_factory):
-    ports = set()
-    while len(ports) < 8:
-        ports.add(free_port())
-    kafka, s3, gateway, http, *stages = sorted(ports)
+    kafka, s3, gateway, http, *stages = free_ports(8)
     cfg = stack.StackConfig(
         state_dir=tmp_path_factory.mktemp("cp-stack"), kafka_port=kafka, s3_port=s3, gateway_port=gateway,
         http_port=http, stage_ports=tuple(stages), trainer=False, metrics_ports=False, denoiser_context_parallel=2,

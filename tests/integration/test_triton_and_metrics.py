@@ -28,7 +28,7 @@ from movakit.loading import MovaCheckpoint
 from movakit.loading.demo import default_demo_checkpoint
 from movakit.runtime import stack
 from movakit.runtime.auth import with_token
-from movakit.runtime.localstack import free_port
+from movakit.runtime.localstack import free_port, free_ports
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
 from movakit.runtime.triton_server import TEXT_ENCODER_MODEL
@@ -45,10 +45,7 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def triton_stack(tmp_path_factory):
-    ports = set()
-    while len(ports) < 8:
-        ports.add(free_port())
-    kafka, s3, gateway, triton, *stages = sorted(ports)
+    kafka, s3, gateway, triton, *stages = free_ports(8)
     cfg = stack.StackConfig(state_dir=tmp_path_factory.mktemp("triton-stack"), kafka_port=kafka, s3_port=s3,
                             gateway_port=gateway, stage_ports=tuple(stages), metrics_ports=False, triton=True, trainer=False,
                             triton_port=triton)
