@@ -184,14 +184,14 @@ def test_job_end_to_end_mp4_and_trace(local_stack, collector):
 # long case is a 2-segment video (clips of 5 frames at 8 fps, 1 s = 9 frames) with a shot list.
 EVERY_FIELD = dict(negative_prompt="blurry, static", height=32, width=48, num_frames=9, fps=12.0,
                    num_inference_steps=3, guidance_scale=3.5, seed=1234, sync_guidance_scale=2.0,
-                   audio_guidance_scale=2.5, audio_sync_guidance_scale=1.0)
+                   audio_guidance_scale=2.5, audio_sync_guidance_scale=1.0, step_cache=0.5)
 LONG = dict(height=32, width=32, num_frames=5, fps=8.0, num_inference_steps=2, duration_s=1.0,
             shots=["The lighthouse goes dark. Only the waves are heard."])
 _OPTION = {"negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
            "num_frames": "--num-frames", "fps": "--fps", "num_inference_steps": "--steps",
            "guidance_scale": "--guidance-scale", "seed": "--seed", "sync_guidance_scale": "--sync-guidance-scale",
            "audio_guidance_scale": "--audio-guidance-scale", "audio_sync_guidance_scale": "--audio-sync-guidance-scale",
-           "duration_s": "--duration"}
+           "step_cache": "--step-cache", "duration_s": "--duration"}
 
 
 @pytest.mark.parametrize("case", ["defaults", "every-field", "long-with-shots"])
