@@ -12,11 +12,16 @@ as ratios to the plan without checkpointing or offload. Time is not reported (se
 
 On a CPU-only machine the device IS host RAM: offload moves tensors between two names for the same memory, so
 its effect on device memory cannot be measured here (the numbers show that it costs no extra host memory);
-gradient checkpointing's effect can.
+gradient checkpointing's effect can. For offload "blocks" the run also prints what the streamer counted: the
+most block weights it held copied in at once, against all the DiT and bridge block weights.
 
 Estimated: the release model's parameter counts (built on the meta device from the release configs: no weights
 needed) times the bytes of each dtype, the LoRA parameters with float32 masters, gradients and AdamW state, and
-the block inputs gradient checkpointing keeps for the official 352x640, 193-frame clip, per plan.
+the block inputs gradient checkpointing keeps for the official 352x640, 193-frame clip, per plan. The memory of
+one video block's forward and backward (the recompute under checkpointing) is traced, not guessed: the release
+block with its rank-16 LoRA runs on the meta device at the clip's token count, attention through the flash
+kernel's operator (as on a GPU: O(L) statistics, no L x L matrix), and every tensor it creates is counted while
+alive; the peak is that block's share.
 
     .venv/bin/python bench/bench_training_memory.py                  # small config, 33 frames of 256x256
     .venv/bin/python bench/bench_training_memory.py --tiny           # smoke run
@@ -33,7 +38,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dataclasses
+import weakref
+from types import SimpleNamespace
+
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.checkpoint import checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,7 +55,7 @@ from movakit.api.v1 import training_pb2  # noqa: E402
 from movakit.loading import MovaModels  # noqa: E402
 from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO  # noqa: E402
 from movakit.loading.release_configs import release_config  # noqa: E402
-from movakit.lora.adapter import applied  # noqa: E402
+from movakit.lora.adapter import applied, trainable  # noqa: E402
 from movakit.lora.targets import target_layers  # noqa: E402
 from movakit.models.audio_dit import AudioDiT, AudioDiTConfig  # noqa: E402
 from movakit.models.bridge import BridgeConfig, DualTowerBridge  # noqa: E402
@@ -51,13 +63,14 @@ from movakit.models.video_dit import VideoDiT, VideoDiTConfig  # noqa: E402
 from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler  # noqa: E402
 from movakit.stages.denoise import audio_latent_length  # noqa: E402
 from movakit.training import spec  # noqa: E402
-from movakit.training.memory import MemoryPlan  # noqa: E402
+from movakit.training.memory import EXPERTS, TRAINED, MemoryPlan, Placement, stream_units  # noqa: E402
 from movakit.training.objective import EncodedClip, TrainingTimesteps, flow_matching_loss  # noqa: E402
 from movakit.training.runner import trainable_adapter  # noqa: E402
 
 PLANS = {"baseline": MemoryPlan(False, "none"), "checkpointing": MemoryPlan(True, "none"),
          "checkpointing+model": MemoryPlan(True, "model"),
-         "checkpointing+model-and-activations": MemoryPlan(True, "model-and-activations")}
+         "checkpointing+model-and-activations": MemoryPlan(True, "model-and-activations"),
+         "checkpointing+blocks": MemoryPlan(True, "blocks")}
 GB = 1e9
 # The official recipe's clip (MOVA-TRAINING.md §1-2 in the project's shared notes; docs/training.md "Data")
 RELEASE_FRAMES, RELEASE_HEIGHT, RELEASE_WIDTH = 193, 352, 640
@@ -108,13 +121,15 @@ def child(args) -> None:
         for _a, b in adapter.layers.values():
             b.normal_(std=0.01)
     timesteps = TrainingTimesteps(models.scheduler, models.boundary_ratio)
+    placement = Placement(models, "cpu", components=EXPERTS + TRAINED)
 
     def micro_batches() -> list[float]:
         losses = []
         for micro_step in (0, 1):
+            placement.place(plan.step(timesteps.expert(micro_step)), stream=plan.streams_blocks)
             with plan.saved_tensors(torch.device("cpu")):
                 out = flow_matching_loss(models, clip, timesteps, micro_step, seed=3,
-                                         gradient_checkpointing=plan.gradient_checkpointing)
+                                         run_block=plan.block_runner(placement))
             out.loss.backward()
             losses.append(float(out.loss.detach()))
         return losses
@@ -126,7 +141,10 @@ def child(args) -> None:
         before = _rss_kb("VmRSS")
         losses = micro_batches()
     peak = _rss_kb("VmHWM") - before
-    print(json.dumps({"peak_bytes": peak * 1024, "loss": losses}))
+    blocks = sum(unit.nbytes for name in EXPERTS + TRAINED
+                 for unit in placement.units(name)) if plan.streams_blocks else 0
+    print(json.dumps({"peak_bytes": peak * 1024, "loss": losses, "block_bytes": blocks,
+                      "streamed_peak_bytes": placement.streamer.stats.peak_bytes}))
 
 
 def measure(args) -> None:
@@ -146,10 +164,67 @@ def measure(args) -> None:
         print(f"{name:40s} {r['peak_bytes'] / 1e6:9.1f} {r['peak_bytes'] / base['peak_bytes']:11.3f}")
     same = all(r["loss"] == base["loss"] for r in results.values())
     print(f"losses identical under every plan: {same}")
+    streamed = results["checkpointing+blocks"]
+    print(f"offload blocks: at most {streamed['streamed_peak_bytes'] / 1e6:.1f} MB of block weights copied in at "
+          f"once, of {streamed['block_bytes'] / 1e6:.1f} MB in all DiT and bridge blocks "
+          f"({streamed['streamed_peak_bytes'] / streamed['block_bytes']:.3f})")
 
 
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of every tensor storage an operator creates on `device` while it is alive; `peak` is the
+    most at once."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device, self.live, self.now, self.peak = device, {}, 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == self.device:
+                storage = tensor.untyped_storage()
+                key = storage._cdata
+                if key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+
+def _flash_attention(q, k, v, **_kwargs):
+    """The flash kernel's operator (its meta function gives the shapes of what it keeps: output and log-sum-exp)."""
+    return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[0]
+
+
+def traced_block_bytes(config: VideoDiTConfig, tokens: int, text_len: int = TEXT_LEN, rank: int = 16) -> int:
+    """Peak bytes a release video block's forward and backward create (bf16, its rank-`rank` LoRA on every
+    accelerate target, `tokens` tokens, the input's gradient), traced on the meta device."""
+    with torch.device("meta"):
+        tower = VideoDiT(dataclasses.replace(config, num_layers=1)).to(torch.bfloat16).requires_grad_(False)
+    adapter = trainable({"video_dit": tower}, "accelerate", rank, float(rank), device="meta")
+    block = tower.blocks[0]
+    dim = config.dim
+    x = torch.empty(1, tokens, dim, dtype=torch.bfloat16, device="meta", requires_grad=True)
+    kv = tuple(torch.empty(1, text_len, dim, dtype=torch.bfloat16, device="meta") for _ in range(2))
+    t_mod = torch.empty(1, 6, dim, dtype=torch.bfloat16, device="meta")
+    freqs = torch.empty(tokens, 1, config.dim // config.num_heads // 2, dtype=torch.complex64, device="meta")
+    grad = torch.empty_like(x)
+    sdpa, F.scaled_dot_product_attention = F.scaled_dot_product_attention, _flash_attention
+    try:
+        with applied(SimpleNamespace(video_dit=tower, video_dit_2=None, audio_dit=None, bridge=None), adapter), \
+                _LiveBytes("meta") as counter:
+            block(x, kv, t_mod, freqs).backward(grad)
+    finally:
+        F.scaled_dot_product_attention = sdpa
+    return counter.peak
 
 
 def estimate() -> None:
@@ -180,33 +255,42 @@ def estimate() -> None:
     shared = min(vc.num_layers, ac.num_layers)
     # checkpointing keeps each call's inputs: bridge i (video + audio), video block i, audio block i
     kept = shared * (2 * v_input + 2 * a_input) + (vc.num_layers - shared) * v_input
-    # one video block recomputed for its backward: about 14 tensors of L x D (norms, q, k, v, attention out,
-    # projections, residuals) and 2 of L x ffn_dim (FFN hidden before and after GELU), bf16; flash attention keeps
-    # O(L) statistics, not L x L
-    block = v_tokens * (14 * vc.dim + 2 * vc.ffn_dim) * 2
+    block = traced_block_bytes(vc, v_tokens)  # one video block's forward + backward (the recompute)
     weights_bf16 = {name: n * (4 if "float32" in name else 2) for name, n in counts.items()}
     lora_bytes = lora * 16  # float32 param + grad + AdamW exp_avg + exp_avg_sq
     trained = weights_bf16["audio_dit"] + weights_bf16["bridge"]
     expert_bytes = weights_bf16["video expert (each)"]
     encoders = weights_bf16["text encoder"] + weights_bf16["video VAE"] + weights_bf16["audio VAE (float32)"]
+    # offload "blocks": on the device only what lies outside the streamed blocks, plus the largest call's blocks
+    # (a video block, or one layer's two bridge blocks), that call's inputs back from host RAM and its output's
+    # gradient; the text keys and values of every block live through the forward
+    units = {name: [_count(m) * 2 for _n, m in stream_units(name, module)]
+             for name, module in (("video_dit", expert), ("audio_dit", audio), ("bridge", bridge))}
+    outside = expert_bytes - sum(units["video_dit"]) + weights_bf16["audio_dit"] - sum(units["audio_dit"])
+    largest_call = max(max(units["video_dit"]), 2 * max(units["bridge"]))
+    text_kv = (vc.num_layers * vc.dim + ac.num_layers * ac.dim) * 2 * TEXT_LEN * 2
+    streamed = outside + largest_call + lora_bytes + block + 2 * v_input + text_kv
     print("\nrelease-size estimate (bf16 weights; parameters counted from the release configs on the meta device)")
     for name, n in counts.items():
         print(f"  {name:22s} {n / 1e9:7.3f} B params  {weights_bf16[name] / GB:6.1f} GB")
     print(f"  LoRA r16 (accelerate) {lora / 1e6:7.1f} M params  {lora_bytes / GB:6.1f} GB with fp32 grads and AdamW")
     print(f"  clip {RELEASE_FRAMES}x{RELEASE_HEIGHT}x{RELEASE_WIDTH}: {v_tokens} video tokens, {a_tokens} audio; "
           f"block input {v_input / GB:.2f} GB; inputs kept by checkpointing {kept / GB:.1f} GB; "
-          f"one video block's recompute ~{block / GB:.1f} GB")
+          f"one video block's forward + backward {block / GB:.2f} GB (traced)")
+    print(f"  offload blocks: outside the blocks {outside / GB:.2f} GB; largest call's blocks "
+          f"{largest_call / GB:.2f} GB; every block's text keys and values {text_kv / GB:.2f} GB")
     plans = {
         "none, no checkpointing": (2 * expert_bytes + trained + encoders + lora_bytes + vc.num_layers * block, 0),
         "none (checkpointing)": (2 * expert_bytes + trained + encoders + lora_bytes + kept + block, 0),
         "model": (expert_bytes + trained + lora_bytes + kept + block, expert_bytes + encoders),
         "model-and-activations": (expert_bytes + trained + lora_bytes + block, expert_bytes + encoders + kept),
+        "blocks": (streamed, 2 * expert_bytes + trained + encoders + kept),
     }
     print(f"  {'offload plan':28s} {'GPU GB':>7s} {'host GB':>8s}  fits {BUDGET_GB:.0f} GB?")
     for name, (gpu, host) in plans.items():
         print(f"  {name:28s} {gpu / GB:7.1f} {host / GB:8.1f}  {'yes' if gpu / GB <= BUDGET_GB else 'no'}")
-    print(f"  one video expert alone is {expert_bytes / GB:.1f} GB in bf16: {BUDGET_GB:.0f} GB needs the expert's "
-          "blocks streamed from host RAM (or FP8 weights, as the official low-resource trainer), not built here")
+    print("  (what PyTorch allocates; the CUDA context and the caching allocator's slack come on top, ~1-3 GB)")
+    print(f"  encoding the clips (before the steps, encoders only): {encoders / GB:.1f} GB of weights")
 
 
 def main() -> None:

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
     p.add_argument("--offload", choices=tuple(OFFLOADS), default=None,
                    help="frozen parts kept in host RAM: none, model (text encoder, VAEs and the video expert "
                         "not training this micro-batch), model-and-activations (also the block inputs kept for "
-                        "the backward pass) (default none)")
+                        "the backward pass), blocks (also every DiT and bridge block's weights, copied in only "
+                        "while the block runs: the release model in one 24 GB GPU) (default none)")
     p.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="exit 0 only when the job succeeded")

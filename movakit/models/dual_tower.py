@@ -16,11 +16,16 @@ an earlier step.
 Under movakit.parallel.sequence_parallel the token streams are split over the ranks after step 3 and gathered
 after the heads (docs/parallel.md).
 Every sample of the batch is independent (with cfg_batch the sampler runs the CFG branches as one B=2 batch).
-Fine-tuning passes gradient_checkpointing=True: each bridge update, video block and audio block of step 4 then runs
-in non-reentrant torch.utils.checkpoint (its activations recomputed in the backward pass), as the official trainer.
+Fine-tuning passes a block runner: each bridge update, video block and audio block of step 4 (and each block's
+text keys and values of step 2) is then called through it. `checkpointed` runs them in non-reentrant
+torch.utils.checkpoint (activations recomputed in the backward pass), as the official trainer;
+movakit.training.streaming's runner also copies each block's weights in from host RAM for the call.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -57,27 +62,32 @@ def check_compatible(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTower
         raise ValueError(f"the three modules must be on one device, got {devices}")
 
 
-def _call(module: torch.nn.Module, *args, **kwargs):
-    return module(*args, **kwargs)
+# run(fn, *args, **kwargs) -> fn(*args, **kwargs), however it chooses to run it
+BlockRunner = Callable[..., Any]
 
 
-def _checkpointed(module: torch.nn.Module, *args, **kwargs):
-    return checkpoint(module, *args, use_reentrant=False, **kwargs)
+def _call(fn: Callable, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def checkpointed(fn: Callable, *args, **kwargs):
+    """A BlockRunner: fn in non-reentrant torch.utils.checkpoint (gradient checkpointing)."""
+    return checkpoint(fn, *args, use_reentrant=False, **kwargs)
 
 
 def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTowerBridge, *,
                        video_x: torch.Tensor, audio_x: torch.Tensor, context: torch.Tensor,
                        t_video: torch.Tensor, t_audio: torch.Tensor, video_fps: float,
                        a2v_condition_scale: float = 1.0, v2a_condition_scale: float = 1.0,
-                       gradient_checkpointing: bool = False,
+                       run_block: BlockRunner | None = None,
                        step_cache: StepCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One joint prediction.
 
     video_x (B, 36, F, H, W) = noisy latent + mask + image latent; audio_x (B, 128, L); context (B, 512, text_dim);
     t_video, t_audio (B,) raw timesteps in [0, 1000]; video_fps the real output frame rate (it sets the bridge's time
     alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
-    direction off). gradient_checkpointing (training only) recomputes each block's activations in the backward pass
-    instead of keeping them; the values are the same. step_cache: this guidance branch's StepCache, None (default) =
+    direction off). run_block (training only; None = call directly) calls each block, e.g. `checkpointed`, which
+    recomputes its activations in the backward pass instead of keeping them; the values are the same. step_cache: this guidance branch's StepCache, None (default) =
     the blocks always run. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
     """
     check_compatible(video_dit, audio_dit, bridge)
@@ -97,8 +107,9 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     v_emb, v_mod, a_emb, a_mod = (t.to(dtype) for t in (v_emb, v_mod, a_emb, a_mod))
 
     # 2. text context per tower (every block's cross-attention k, v); patches
-    v_kv = video_dit.text_kv(context)  # per block ((B, L_text, Dv), (B, L_text, Dv))
-    a_kv = audio_dit.text_kv(context)
+    run = run_block or _call
+    v_kv = video_dit.text_kv(context, run)  # per block ((B, L_text, Dv), (B, L_text, Dv))
+    a_kv = audio_dit.text_kv(context, run)
     v, grid = video_dit.patchify(video_x.to(device))  # (B, f*h*w, Dv)
     a, a_grid = audio_dit.patchify(audio_x.to(device))  # (B, L, Da)
 
@@ -121,7 +132,6 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
         v, a = v + v_res, a + a_res
     else:
         v_in, a_in = v, a
-        run = _checkpointed if gradient_checkpointing else _call
         shared = min(len(video_dit.blocks), len(audio_dit.blocks))
         for i in range(shared):
             v, a = run(bridge, i, v, a, video_rope=v_rope, audio_rope=a_rope,

@@ -96,7 +96,7 @@ def train(models, trainable: Sequence[torch.nn.Parameter], clips: Sequence[Encod
     """Run updates state.step..config.steps-1; returns the final state (also passed to on_checkpoint).
 
     With a `placement`, each micro-batch first places the components config.memory.step names for its expert
-    (without one, the models stay where they are).
+    (without one, the models stay where they are; offload "blocks" needs one).
 
     on_checkpoint is called every `checkpoint_every` updates and after the last; should_stop is asked after every
     update (a True ends the loop early, after a checkpoint).
@@ -123,11 +123,12 @@ def train(models, trainable: Sequence[torch.nn.Parameter], clips: Sequence[Encod
             epoch, position = divmod(state.micro_step, len(clips))
             clip = clips[clip_order(config.seed, epoch, len(clips))[position]]
             if placement is not None:
-                placement.place(config.memory.step(timesteps.expert(state.micro_step)))
+                placement.place(config.memory.step(timesteps.expert(state.micro_step)),
+                                stream=config.memory.streams_blocks)
             device = getattr(models, timesteps.expert(state.micro_step)).device
             with config.memory.saved_tensors(device):
                 out = flow_matching_loss(models, clip, timesteps, state.micro_step, config.seed,
-                                         gradient_checkpointing=config.memory.gradient_checkpointing)
+                                         run_block=config.memory.block_runner(placement))
             (out.loss / config.grad_accum).backward()
             totals[0] += out.video_loss / config.grad_accum
             totals[1] += out.audio_loss / config.grad_accum

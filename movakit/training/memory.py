@@ -14,7 +14,11 @@ A job's `MemoryPlan`:
     before the first step); during the steps the audio DiT, the bridge and the ONE video expert the micro-batch
     trains are on the device, the other expert in host RAM, moved in when the expert alternation switches to it;
   - offload "model-and-activations": as "model", and the tensors the backward pass needs (with checkpointing: the
-    block inputs) wait in host RAM (torch.autograd.graph.save_on_cpu) instead of on the device.
+    block inputs) wait in host RAM (torch.autograd.graph.save_on_cpu) instead of on the device;
+  - offload "blocks": as "model-and-activations", and of the components on the device only what lies outside
+    the DiT blocks and bridge blocks is copied in (embeddings, heads: 0.5 GB per video expert at release size);
+    each block's weights come in from host RAM for the one call that runs it and leave after it, in the forward
+    and again in the backward's recompute (movakit.training.streaming). Needs gradient checkpointing.
 Placement changes where tensors live, never their values: losses and gradients are the same under every plan.
 """
 
@@ -27,7 +31,9 @@ from dataclasses import dataclass
 import torch
 
 from movakit.api.v1 import training_pb2
+from movakit.models.dual_tower import BlockRunner, checkpointed
 from movakit.training.spec import DEFAULT_GRADIENT_CHECKPOINTING, DEFAULT_OFFLOAD, OFFLOADS
+from movakit.training.streaming import Streamer, Unit
 
 ENCODERS = ("text_encoder", "video_vae", "audio_vae")
 TRAINED = ("audio_dit", "bridge")  # on the device at every step; plus the micro-batch's video expert
@@ -43,6 +49,9 @@ class MemoryPlan:
     def __post_init__(self) -> None:
         if self.offload not in OFFLOADS:
             raise ValueError(f"offload: {self.offload!r} is not one of {', '.join(OFFLOADS)}")
+        if self.offload == "blocks" and not self.gradient_checkpointing:
+            raise ValueError("offload: 'blocks' needs gradient_checkpointing (a block's weights are copied in "
+                             "again for its recompute)")
 
     @classmethod
     def of(cls, request: training_pb2.FineTuneRequest) -> "MemoryPlan":
@@ -58,46 +67,95 @@ class MemoryPlan:
         """Components on the device during a micro-batch that trains `expert`."""
         return (expert, *TRAINED) if self.offload != "none" else COMPONENTS
 
+    @property
+    def streams_blocks(self) -> bool:
+        return self.offload == "blocks"
+
     def saved_tensors(self, device: torch.device) -> AbstractContextManager:
         """The context a micro-batch's forward runs in: tensors saved for backward go to host RAM or stay."""
-        if self.offload != "model-and-activations":
+        if self.offload not in ("model-and-activations", "blocks"):
             return nullcontext()
         return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
+
+    def block_runner(self, placement: "Placement | None") -> BlockRunner | None:
+        """How the forward calls each block (models.dual_tower): streamed, checkpointed, or directly (None)."""
+        if self.streams_blocks:
+            if placement is None:
+                raise ValueError("offload: 'blocks' needs a Placement to stream from")
+            return placement.streamer.run
+        return checkpointed if self.gradient_checkpointing else None
+
+
+def stream_units(name: str, module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The modules of component `name` that offload "blocks" streams: every DiT block, every bridge block."""
+    if name in EXPERTS or name == "audio_dit":
+        return [(f"{name}.blocks.{i}", block) for i, block in enumerate(module.blocks)]
+    if name == "bridge":
+        return [(f"bridge.{side}.{key}", block) for side in ("audio_to_video_conditioners",
+                                                             "video_to_audio_conditioners")
+                for key, block in getattr(module, side).items()]
+    return []
 
 
 class Placement:
     """The components of a loaded MovaModels (frozen here: requires_grad off), each either on `device` or at its
-    host master. Starts with every component at its master."""
+    host master, or streamed (its blocks' weights copied in per call by `streamer`). Starts with every component
+    at its master."""
 
-    def __init__(self, models, device: str | torch.device) -> None:
+    def __init__(self, models, device: str | torch.device, *, components: tuple[str, ...] = COMPONENTS) -> None:
+        """`components`: the ones placed (all by default; a benchmark without encoders names fewer)."""
         self.models = models
         self.device = torch.device(device)
+        self.components = components
+        self.streamer = Streamer(self.device)
         pin = self.device.type == "cuda"
-        self._tensors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        for name in COMPONENTS:
+        self._tensors: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # outside the streamed units
+        self._units: dict[str, list[Unit]] = {}
+        for name in components:
             module = getattr(models, name)
             if module is None:
                 raise ValueError(f"Placement: models.{name} is not loaded")
             module.requires_grad_(False)
-            pairs = []
+            pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
             for tensor in (*module.parameters(), *module.buffers()):
                 master = tensor.detach().cpu()
                 tensor.data = master.pin_memory() if pin else master
-                pairs.append((tensor, tensor.data))
-            self._tensors[name] = pairs
-        self.resident: frozenset[str] = frozenset()
+                pairs[id(tensor)] = (tensor, tensor.data)
+            units = []
+            for unit_name, unit_module in stream_units(name, module):
+                tensors = (*unit_module.parameters(), *unit_module.buffers())
+                units.append(Unit(unit_name, unit_module, [pairs.pop(id(t)) for t in tensors]))
+            self._units[name] = units
+            self._tensors[name] = list(pairs.values())
+        self._modes = dict.fromkeys(components, "host")  # host | device | streamed
 
-    def place(self, names: Iterable[str]) -> None:
-        """`names` on the device, every other component at its master; a component already where it belongs is
-        left alone."""
+    def units(self, name: str) -> tuple[Unit, ...]:
+        """The blocks of component `name` that offload "blocks" streams."""
+        return tuple(self._units[name])
+
+    @property
+    def resident(self) -> frozenset[str]:
+        """The components on the device, whole or streamed."""
+        return frozenset(name for name, mode in self._modes.items() if mode != "host")
+
+    def place(self, names: Iterable[str], *, stream: bool = False) -> None:
+        """`names` on the device (with `stream`, the DiTs' and bridge's blocks streamed), every other component at
+        its master; a component already where it belongs is left alone (names this placement does not hold too)."""
         wanted = frozenset(names)
         unknown = wanted - set(COMPONENTS)
         if unknown:
             raise ValueError(f"Placement: unknown components {sorted(unknown)}")
-        for name in self.resident - wanted:
-            for tensor, master in self._tensors[name]:
-                tensor.data = master
-        for name in wanted - self.resident:
-            for tensor, master in self._tensors[name]:
-                tensor.data = master.to(self.device, non_blocking=True)
-        self.resident = wanted
+        modes = {name: ("host" if name not in wanted else "streamed" if stream and self._units[name] else "device")
+                 for name in self.components}
+        self.streamer.stop()
+        for name, mode in modes.items():
+            before = self._modes[name]
+            if (before == "host") != (mode == "host"):
+                for tensor, master in self._tensors[name]:
+                    tensor.data = master if mode == "host" else master.to(self.device, non_blocking=True)
+            if before != mode and mode != "streamed":
+                for unit in self._units[name]:
+                    for tensor, master in unit.pairs:
+                        tensor.data = master if mode == "host" else master.to(self.device, non_blocking=True)
+        self.streamer.start([unit for name, mode in modes.items() if mode == "streamed" for unit in self._units[name]])
+        self._modes = modes

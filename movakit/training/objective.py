@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from movakit.models.dual_tower import dual_tower_forward
+from movakit.models.dual_tower import BlockRunner, dual_tower_forward
 from movakit.stages.encode import image_condition
 from movakit.training.data import TrainingClip
 
@@ -97,9 +97,9 @@ def micro_step_generator(seed: int, micro_step: int) -> torch.Generator:
 
 
 def flow_matching_loss(models, clip: EncodedClip, timesteps: TrainingTimesteps, micro_step: int, seed: int, *,
-                       gradient_checkpointing: bool = False) -> StepLoss:
+                       run_block: BlockRunner | None = None) -> StepLoss:
     """Steps 2-5 for one micro-batch; gradients flow into whatever parameters of the DiTs and bridge are trainable.
-    gradient_checkpointing recomputes each block in the backward pass (same values, less memory)."""
+    run_block calls each block (MemoryPlan.block_runner: checkpointed or streamed; same values, less memory)."""
     generator = micro_step_generator(seed, micro_step)
     _index, t = timesteps.draw(micro_step, generator)
     expert_name = timesteps.expert(micro_step)
@@ -116,7 +116,7 @@ def flow_matching_loss(models, clip: EncodedClip, timesteps: TrainingTimesteps, 
         expert, models.audio_dit, models.bridge,
         video_x=torch.cat([noisy_video, clip.y.to(device)], dim=1).to(dtype),
         audio_x=noisy_audio.to(dtype), context=clip.context.to(device=device, dtype=dtype),
-        t_video=t_batch, t_audio=t_batch, video_fps=clip.fps, gradient_checkpointing=gradient_checkpointing,
+        t_video=t_batch, t_audio=t_batch, video_fps=clip.fps, run_block=run_block,
     )
     video_loss = F.mse_loss(video_pred, video_noise.to(device) - x0_v)
     audio_loss = F.mse_loss(audio_pred, audio_noise.to(device) - x0_a)

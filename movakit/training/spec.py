@@ -22,7 +22,8 @@ DEFAULT_SEED = 42
 DEFAULT_GRADIENT_CHECKPOINTING = True
 # TrainingOffload values by the names `mova finetune --offload` and movakit.training.memory use
 OFFLOADS = {"none": training_pb2.TRAINING_OFFLOAD_NONE, "model": training_pb2.TRAINING_OFFLOAD_MODEL,
-            "model-and-activations": training_pb2.TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS}
+            "model-and-activations": training_pb2.TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS,
+            "blocks": training_pb2.TRAINING_OFFLOAD_BLOCKS}
 DEFAULT_OFFLOAD = "none"
 MAX_RANK = 256
 MAX_STEPS = 100_000
@@ -74,6 +75,9 @@ def validate(request: training_pb2.FineTuneRequest) -> None:
             raise InvalidArgument(field, f"{getattr(request, field):g} must be {bound}")
     if request.offload not in OFFLOADS.values():
         raise InvalidArgument("offload", f"{request.offload} is not a TrainingOffload value")
+    if request.offload == training_pb2.TRAINING_OFFLOAD_BLOCKS and not request.gradient_checkpointing:
+        raise InvalidArgument("gradient_checkpointing", "must be true with offload BLOCKS (each block's weights are "
+                              "copied in again for its recompute)")
     for component in request.components:
         if component not in COMPONENTS:
             raise InvalidArgument("components", f"{component[:64]!r} is not one of {', '.join(COMPONENTS)}")

@@ -17,10 +17,12 @@ class TrainingOffload(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRAINING_OFFLOAD_NONE: _ClassVar[TrainingOffload]
     TRAINING_OFFLOAD_MODEL: _ClassVar[TrainingOffload]
     TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS: _ClassVar[TrainingOffload]
+    TRAINING_OFFLOAD_BLOCKS: _ClassVar[TrainingOffload]
 TRAINING_OFFLOAD_UNSPECIFIED: TrainingOffload
 TRAINING_OFFLOAD_NONE: TrainingOffload
 TRAINING_OFFLOAD_MODEL: TrainingOffload
 TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS: TrainingOffload
+TRAINING_OFFLOAD_BLOCKS: TrainingOffload
 
 class DatasetChunk(_message.Message):
     __slots__ = ("dataset", "path", "data")

@@ -13,6 +13,7 @@ Head: LN(x) * (1 + scale) + shift with (shift, scale) = head.modulation (1, 2, D
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +98,10 @@ class Head(nn.Module):
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
+def _call(fn: Callable, *args):
+    return fn(*args)
+
+
 class DiTTower(nn.Module):
     """What the video and audio DiTs share: embeddings, blocks and head, built around a tower-specific patch embedding.
 
@@ -147,10 +152,11 @@ class DiTTower(nn.Module):
         """context (B, L_text, text_dim) -> (B, L_text, D) in the model dtype."""
         return self.text_embedding(context.to(device=self.device, dtype=self.dtype))
 
-    def text_kv(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def text_kv(self, context: torch.Tensor, run: Callable = _call) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """context (B, L_text, text_dim) -> every block's cross-attention (k, v), each (B, L_text, D).
 
         Memoised (layers/text_memo.py): the steps of a job pass the same context tensor, so only the first computes.
+        `run(fn, *args)` calls each block's computation (fine-tuning passes its block runner: models.dual_tower).
         """
         weights = [*self.text_embedding.parameters()]
         for block in self.blocks:
@@ -159,7 +165,7 @@ class DiTTower(nn.Module):
 
         def compute() -> list[tuple[torch.Tensor, torch.Tensor]]:
             ctx = self.embed_text(context)
-            return [block.cross_attn.context_kv(ctx) for block in self.blocks]
+            return [run(block.cross_attn.context_kv, ctx) for block in self.blocks]
 
         modules = [*self.text_embedding.modules(), *(m for block in self.blocks for m in block.cross_attn.modules())]
         return self._text_memo.get(context, weights, compute, modules)

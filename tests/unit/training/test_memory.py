@@ -51,23 +51,23 @@ def _loss_and_grads(models, adapter, clip, plan: MemoryPlan, placement: Placemen
 
     with applied(models, adapter):
         for micro_step in (0, 1):
-            placement.place(plan.step(timesteps.expert(micro_step)))
+            placement.place(plan.step(timesteps.expert(micro_step)), stream=plan.streams_blocks)
             device = getattr(models, timesteps.expert(micro_step)).device
             with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t), plan.saved_tensors(device):
                 out = flow_matching_loss(models, clip, timesteps, micro_step, seed=5,
-                                         gradient_checkpointing=plan.gradient_checkpointing)
+                                         run_block=plan.block_runner(placement))
             out.loss.backward()
             losses.append(float(out.loss.detach()))
     for key, (a, b) in adapter.layers.items():
         grads[key] = (a.grad.detach().cpu().clone(), b.grad.detach().cpu().clone())
-    return losses, grads, None if plan.offload == "model-and-activations" else kept[0]
+    return losses, grads, None if plan.offload in ("model-and-activations", "blocks") else kept[0]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_checkpointing_and_offload_keep_the_loss_and_the_gradients(tiny_models, clip, device):
     placement = Placement(tiny_models, device)
     plans = [MemoryPlan(False, "none"), MemoryPlan(True, "none"), MemoryPlan(True, "model"),
-             MemoryPlan(True, "model-and-activations")]
+             MemoryPlan(True, "model-and-activations"), MemoryPlan(True, "blocks")]
     results = []
     for plan in plans:
         results.append(_loss_and_grads(tiny_models, _adapter(tiny_models, device), clip, plan, placement))
@@ -75,7 +75,7 @@ def test_checkpointing_and_offload_keep_the_loss_and_the_gradients(tiny_models, 
     reference_losses, reference_grads, kept_without = results[0]
     assert all(float(g.abs().max()) > 0 for pair in reference_grads.values() for g in pair)
     assert results[1][2] < kept_without / 2  # checkpointing keeps the block inputs only
-    assert results[3][2] is None
+    assert results[3][2] is None and results[4][2] is None
     for plan, (losses, grads, _kept) in zip(plans[1:], results[1:]):
         assert losses == pytest.approx(reference_losses, rel=1e-6, abs=0), plan
         for key, (ga, gb) in grads.items():
@@ -135,3 +135,55 @@ def test_a_request_checkpoints_by_default_and_names_a_bad_offload():
     with pytest.raises(InvalidArgument) as info:
         spec.validate(spec.resolved(training_pb2.FineTuneRequest(name="n", dataset="datasets/t/d", offload=7)))
     assert info.value.field == "offload"
+
+
+def test_block_streaming_holds_one_call_of_block_weights_at_a_time(tiny_models, clip):
+    """offload "blocks": between calls every DiT and bridge block holds an empty placeholder; each streamed call
+    copies in the blocks it runs (one DiT block, or one layer's two bridge blocks) and drops them after, once in
+    the forward and once for the backward's recompute; outside a streamed call a block refuses to run."""
+    placement = Placement(tiny_models, "cpu")
+    plan = MemoryPlan(True, "blocks")
+    adapter = _adapter(tiny_models, "cpu")
+    units = [unit for name in ("video_dit", "video_dit_2", "audio_dit", "bridge")
+             for unit in placement.units(name)]
+    parked = []
+
+    def look(progress) -> None:  # after update k (micro-batch k-1): its expert streamed, the other at its master
+        streamed = {unit.name.split(".")[0] for unit in placement.streamer.units}
+        idle = LOW_NOISE if progress.step % 2 == 1 else HIGH_NOISE
+        parked.append((streamed, all(t.numel() == 0 for unit in placement.streamer.units for t, _m in unit.pairs),
+                       all(t.data_ptr() == m.data_ptr() for unit in placement.units(idle) for t, m in unit.pairs)))
+
+    params = [p for pair in adapter.layers.values() for p in pair]
+    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, grad_accum=1, checkpoint_every=0, memory=plan)
+    with applied(tiny_models, adapter):
+        train(tiny_models, params, [clip], config, TrainingTimesteps(tiny_models.scheduler,
+                                                                     tiny_models.boundary_ratio),
+              on_progress=look, placement=placement)
+        assert parked == [({HIGH_NOISE, "audio_dit", "bridge"}, True, True),
+                          ({LOW_NOISE, "audio_dit", "bridge"}, True, True)]
+        video, audio = tiny_models.video_dit.config.num_layers, tiny_models.audio_dit.config.num_layers
+        shared = min(video, audio)
+        # per micro-batch: text keys and values + block per DiT block, two bridge blocks per shared layer; twice
+        assert placement.streamer.stats.uploads == 2 * 2 * (2 * video + 2 * audio + 2 * shared)
+        assert placement.streamer.stats.peak_units == 2
+        biggest = max(unit.nbytes for unit in units)
+        assert 0 < placement.streamer.stats.peak_bytes <= 2 * biggest
+        with pytest.raises(RuntimeError, match=r"video_dit_2\.blocks\.0 ran outside a streamed call"):
+            block = tiny_models.video_dit_2.blocks[0]
+            block(torch.zeros(1, 4, tiny_models.video_dit_2.dim), None, None, None)
+    placement.place(())
+    assert all(t.numel() > 0 and t.data_ptr() == master.data_ptr() for unit in units for t, master in unit.pairs)
+
+
+def test_offload_blocks_needs_gradient_checkpointing():
+    from movakit.request import InvalidArgument
+    from movakit.training import spec
+
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        MemoryPlan(False, "blocks")
+    request = spec.resolved(training_pb2.FineTuneRequest(name="n", dataset="datasets/t/d", gradient_checkpointing=False,
+                                                         offload=training_pb2.TRAINING_OFFLOAD_BLOCKS))
+    with pytest.raises(InvalidArgument) as info:
+        spec.validate(request)
+    assert info.value.field == "gradient_checkpointing"
