@@ -67,10 +67,11 @@ from movakit.training.memory import EXPERTS, TRAINED, MemoryPlan, Placement, str
 from movakit.training.objective import EncodedClip, TrainingTimesteps, flow_matching_loss  # noqa: E402
 from movakit.training.runner import trainable_adapter  # noqa: E402
 
-PLANS = {"baseline": MemoryPlan(False, "none"), "checkpointing": MemoryPlan(True, "none"),
-         "checkpointing+model": MemoryPlan(True, "model"),
-         "checkpointing+model-and-activations": MemoryPlan(True, "model-and-activations"),
-         "checkpointing+blocks": MemoryPlan(True, "blocks")}
+PLANS = {"baseline": (MemoryPlan(False, "none"), "model"), "checkpointing": (MemoryPlan(True, "none"), "model"),
+         "checkpointing+model": (MemoryPlan(True, "model"), "model"),
+         "checkpointing+model-and-activations": (MemoryPlan(True, "model-and-activations"), "model"),
+         "checkpointing+blocks": (MemoryPlan(True, "blocks"), "model"),
+         "checkpointing+blocks, float8 host": (MemoryPlan(True, "blocks"), "float8")}  # (plan, host_weights)
 GB = 1e9
 # The official recipe's clip (MOVA-TRAINING.md §1-2 in the project's shared notes; docs/training.md "Data")
 RELEASE_FRAMES, RELEASE_HEIGHT, RELEASE_WIDTH = 193, 352, 640
@@ -108,9 +109,9 @@ def _clip(models: MovaModels, frames: int, height: int, width: int) -> EncodedCl
 
 
 def child(args) -> None:
-    """One plan in this process: print {"peak_bytes", "loss"} as JSON."""
+    """One plan in this process: print {"peak_bytes", "loss", ...} as JSON."""
     torch.set_num_threads(args.threads)
-    plan = PLANS[args.child]
+    plan, host_weights = PLANS[args.child]
     models = _models(args.config)
     for module in (models.video_dit, models.video_dit_2, models.audio_dit, models.bridge):
         module.requires_grad_(False)
@@ -121,7 +122,7 @@ def child(args) -> None:
         for _a, b in adapter.layers.values():
             b.normal_(std=0.01)
     timesteps = TrainingTimesteps(models.scheduler, models.boundary_ratio)
-    placement = Placement(models, "cpu", components=EXPERTS + TRAINED)
+    placement = Placement(models, "cpu", components=EXPERTS + TRAINED, host_weights=host_weights)
 
     def micro_batches() -> list[float]:
         losses = []
@@ -143,7 +144,7 @@ def child(args) -> None:
     peak = _rss_kb("VmHWM") - before
     blocks = sum(unit.nbytes for name in EXPERTS + TRAINED
                  for unit in placement.units(name)) if plan.streams_blocks else 0
-    print(json.dumps({"peak_bytes": peak * 1024, "loss": losses, "block_bytes": blocks,
+    print(json.dumps({"peak_bytes": peak * 1024, "before_bytes": before * 1024, "loss": losses, "block_bytes": blocks,
                       "streamed_peak_bytes": placement.streamer.stats.peak_bytes}))
 
 
@@ -159,11 +160,14 @@ def measure(args) -> None:
     base = results["baseline"]
     print(f"measured on the CPU: config {args.config}, {args.frames} frames of {args.height}x{args.width}, "
           f"2 micro-batches (both experts), float32, rank-16 adapter on every accelerate target")
-    print(f"{'plan':40s} {'peak MB':>9s} {'vs baseline':>11s}")
+    print(f"{'plan':40s} {'peak MB':>9s} {'vs baseline':>11s} {'process before the step MB':>26s}")
     for name, r in results.items():
-        print(f"{name:40s} {r['peak_bytes'] / 1e6:9.1f} {r['peak_bytes'] / base['peak_bytes']:11.3f}")
-    same = all(r["loss"] == base["loss"] for r in results.values())
-    print(f"losses identical under every plan: {same}")
+        print(f"{name:40s} {r['peak_bytes'] / 1e6:9.1f} {r['peak_bytes'] / base['peak_bytes']:11.3f} "
+              f"{r['before_bytes'] / 1e6:26.1f}")
+    same = all(r["loss"] == base["loss"] for name, (_plan, host) in PLANS.items() if host == "model"
+               for r in [results[name]])
+    print(f"losses identical under every plan with the model-dtype masters: {same}; with float8 host weights "
+          f"{results['checkpointing+blocks, float8 host']['loss']} against {base['loss']}")
     streamed = results["checkpointing+blocks"]
     print(f"offload blocks: at most {streamed['streamed_peak_bytes'] / 1e6:.1f} MB of block weights copied in at "
           f"once, of {streamed['block_bytes'] / 1e6:.1f} MB in all DiT and bridge blocks "
@@ -266,6 +270,10 @@ def estimate() -> None:
     # gradient; the text keys and values of every block live through the forward
     units = {name: [_count(m) * 2 for _n, m in stream_units(name, module)]
              for name, module in (("video_dit", expert), ("audio_dit", audio), ("bridge", bridge))}
+    # host_weights "float8": the blocks' matrices at 1 byte a parameter instead of 2
+    matrices = {name: sum(p.numel() for _n, m in stream_units(name, module) for p in m.parameters() if p.ndim >= 2)
+                for name, module in (("video_dit", expert), ("audio_dit", audio), ("bridge", bridge))}
+    float8_saving = 2 * matrices["video_dit"] + matrices["audio_dit"] + matrices["bridge"]
     outside = expert_bytes - sum(units["video_dit"]) + weights_bf16["audio_dit"] - sum(units["audio_dit"])
     largest_call = max(max(units["video_dit"]), 2 * max(units["bridge"]))
     text_kv = (vc.num_layers * vc.dim + ac.num_layers * ac.dim) * 2 * TEXT_LEN * 2
@@ -280,15 +288,15 @@ def estimate() -> None:
     print(f"  offload blocks: outside the blocks {outside / GB:.2f} GB; largest call's blocks "
           f"{largest_call / GB:.2f} GB; every block's text keys and values {text_kv / GB:.2f} GB")
     plans = {
-        "none, no checkpointing": (2 * expert_bytes + trained + encoders + lora_bytes + vc.num_layers * block, 0),
         "none (checkpointing)": (2 * expert_bytes + trained + encoders + lora_bytes + kept + block, 0),
         "model": (expert_bytes + trained + lora_bytes + kept + block, expert_bytes + encoders),
         "model-and-activations": (expert_bytes + trained + lora_bytes + block, expert_bytes + encoders + kept),
         "blocks": (streamed, 2 * expert_bytes + trained + encoders + kept),
+        "blocks, float8 host weights": (streamed, 2 * expert_bytes + trained + encoders + kept - float8_saving),
     }
-    print(f"  {'offload plan':28s} {'GPU GB':>7s} {'host GB':>8s}  fits {BUDGET_GB:.0f} GB?")
+    print(f"  {'offload plan':30s} {'GPU GB':>7s} {'host GB':>8s}  fits {BUDGET_GB:.0f} GB?")
     for name, (gpu, host) in plans.items():
-        print(f"  {name:28s} {gpu / GB:7.1f} {host / GB:8.1f}  {'yes' if gpu / GB <= BUDGET_GB else 'no'}")
+        print(f"  {name:30s} {gpu / GB:7.1f} {host / GB:8.1f}  {'yes' if gpu / GB <= BUDGET_GB else 'no'}")
     print("  (what PyTorch allocates; the CUDA context and the caching allocator's slack come on top, ~1-3 GB)")
     print(f"  encoding the clips (before the steps, encoders only): {encoders / GB:.1f} GB of weights")
 

@@ -33,12 +33,13 @@ import torch
 from movakit.api.v1 import training_pb2
 from movakit.models.dual_tower import BlockRunner, checkpointed
 from movakit.training.spec import DEFAULT_GRADIENT_CHECKPOINTING, DEFAULT_OFFLOAD, OFFLOADS
-from movakit.training.streaming import Streamer, Unit
+from movakit.training.streaming import Float8Master, Master, Streamer, Unit
 
 ENCODERS = ("text_encoder", "video_vae", "audio_vae")
 TRAINED = ("audio_dit", "bridge")  # on the device at every step; plus the micro-batch's video expert
 EXPERTS = ("video_dit", "video_dit_2")
 COMPONENTS = ENCODERS + EXPERTS + TRAINED
+HOST_WEIGHTS = ("model", "float8")  # how Placement keeps the DiT and bridge blocks' matrices in host RAM
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,22 @@ class MemoryPlan:
         return checkpointed if self.gradient_checkpointing else None
 
 
+def _float8(tensor: torch.Tensor, master: torch.Tensor, pin: bool) -> Master:
+    """The float8 master of a block matrix (1-D tensors, a sliver of the bytes, keep the model dtype); the tensor
+    is pointed at an empty placeholder so its original storage is freed."""
+    if not (master.is_floating_point() and master.ndim >= 2):
+        return master
+    out = Float8Master.of(master, pin=pin)
+    tensor.data = _at_host(out)
+    return out
+
+
+def _at_host(master: Master) -> torch.Tensor:
+    """What a tensor points at while its component is in host RAM: the master itself, or for a float8 master an
+    empty placeholder of the model dtype (the component does not run there)."""
+    return master if isinstance(master, torch.Tensor) else torch.empty(0, dtype=master.dtype)
+
+
 def stream_units(name: str, module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The modules of component `name` that offload "blocks" streams: every DiT block, every bridge block."""
     if name in EXPERTS or name == "audio_dit":
@@ -102,8 +119,14 @@ class Placement:
     host master, or streamed (its blocks' weights copied in per call by `streamer`). Starts with every component
     at its master."""
 
-    def __init__(self, models, device: str | torch.device, *, components: tuple[str, ...] = COMPONENTS) -> None:
-        """`components`: the ones placed (all by default; a benchmark without encoders names fewer)."""
+    def __init__(self, models, device: str | torch.device, *, components: tuple[str, ...] = COMPONENTS,
+                 host_weights: str = "model") -> None:
+        """`components`: the ones placed (all by default; a benchmark without encoders names fewer).
+        `host_weights` "float8": every matrix of the DiT and bridge blocks is kept in host RAM as float8 (streaming's
+        Float8Master; the original tensor is released, for good), and every device copy made from it is the
+        dequantised weight; "model": the masters keep the model dtype."""
+        if host_weights not in HOST_WEIGHTS:
+            raise ValueError(f"host_weights: {host_weights!r} is not one of {', '.join(HOST_WEIGHTS)}")
         self.models = models
         self.device = torch.device(device)
         self.components = components
@@ -124,7 +147,10 @@ class Placement:
             units = []
             for unit_name, unit_module in stream_units(name, module):
                 tensors = (*unit_module.parameters(), *unit_module.buffers())
-                units.append(Unit(unit_name, unit_module, [pairs.pop(id(t)) for t in tensors]))
+                unit_pairs = [pairs.pop(id(t)) for t in tensors]
+                if host_weights == "float8":
+                    unit_pairs = [(t, _float8(t, master, pin)) for t, master in unit_pairs]
+                units.append(Unit(unit_name, unit_module, unit_pairs))
             self._units[name] = units
             self._tensors[name] = list(pairs.values())
         self._modes = dict.fromkeys(components, "host")  # host | device | streamed
@@ -156,6 +182,6 @@ class Placement:
             if before != mode and mode != "streamed":
                 for unit in self._units[name]:
                     for tensor, master in unit.pairs:
-                        tensor.data = master if mode == "host" else master.to(self.device, non_blocking=True)
+                        tensor.data = _at_host(master) if mode == "host" else master.to(self.device, non_blocking=True)
         self.streamer.start([unit for name, mode in modes.items() if mode == "streamed" for unit in self._units[name]])
         self._modes = modes

@@ -104,10 +104,18 @@ def run_job(job_id: str, store: ObjectStore, *, placement: Placement, geometry: 
     records.write(job)
 
     plan = MemoryPlan.of(spec.resolved(request))  # a record written before the memory options has them unset
+    cuda = placement.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(placement.device)
     try:
         trained = _train(job, records, store, placement, plan, geometry, heartbeat)
     finally:
         placement.place(())  # every component back in host RAM; the device is free between jobs
+        if cuda:
+            log.info("peak device memory", extra={"fields": {
+                "job_id": job_id, "offload": plan.offload,
+                "max_memory_allocated_gb": round(torch.cuda.max_memory_allocated(placement.device) / 1e9, 2),
+                "max_memory_reserved_gb": round(torch.cuda.max_memory_reserved(placement.device) / 1e9, 2)}})
     if trained is None:
         return job
     adapter, final, config = trained

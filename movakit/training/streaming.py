@@ -29,6 +29,41 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
+FLOAT8 = torch.float8_e4m3fn
+FLOAT8_MAX = 448.0  # the largest finite float8_e4m3fn
+
+
+@dataclass(frozen=True)
+class Float8Master:
+    """A frozen matrix kept in host RAM as float8_e4m3fn with one float32 scale, as the official low-resource
+    trainer's FP8 offload stores weights (MOVA-TRAINING.md §7): scale = absmax / 448, the matrix divided by it in
+    float32 and clamped to ±448, then rounded; copied to the device as (float8 → float32) · scale → `dtype`.
+    Half the host bytes of bf16; the model then computes with FP8-rounded weights (docs/training.md, "Memory")."""
+
+    data: torch.Tensor  # float8_e4m3fn, host
+    scale: float  # a float32 value
+    dtype: torch.dtype  # the model dtype the device copy has
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor, *, pin: bool = False) -> "Float8Master":
+        absmax = float(tensor.detach().abs().max()) if tensor.numel() else 0.0
+        scale = float(torch.tensor(absmax / FLOAT8_MAX if absmax > 0 else 1.0, dtype=torch.float32))
+        data = (tensor.detach().cpu().float() / scale).clamp_(-FLOAT8_MAX, FLOAT8_MAX).to(FLOAT8)
+        return cls(data.pin_memory() if pin else data, scale, tensor.dtype)
+
+    def to(self, device: torch.device, *, non_blocking: bool = False, copy: bool = True) -> torch.Tensor:
+        """The weight as `dtype` on `device`: always a new tensor (`copy` is there for Tensor.to's signature)."""
+        del copy
+        data = self.data.to(device, non_blocking=non_blocking)
+        return (data.float() * torch.tensor(self.scale, dtype=torch.float32, device=device)).to(self.dtype)
+
+    def numel(self) -> int:
+        return self.data.numel()
+
+
+Master = torch.Tensor | Float8Master
+
+
 @dataclass
 class StreamStats:
     """What streaming has done so far: copies made, and the most units / bytes on the device at once."""
@@ -44,12 +79,12 @@ class Unit:
 
     name: str  # "video_dit.blocks.3", "bridge.audio_to_video_conditioners.0", ...
     module: torch.nn.Module
-    pairs: list[tuple[torch.Tensor, torch.Tensor]]  # (the module's parameter or buffer, its host master)
+    pairs: list[tuple[torch.Tensor, Master]]  # (the module's parameter or buffer, its host master)
     resident: bool = False
-    nbytes: int = field(init=False)
+    nbytes: int = field(init=False)  # of the device copies
 
     def __post_init__(self) -> None:
-        self.nbytes = sum(master.numel() * master.element_size() for _t, master in self.pairs)
+        self.nbytes = sum(master.numel() * master.dtype.itemsize for _t, master in self.pairs)
 
 
 class Streamer:

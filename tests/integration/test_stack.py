@@ -524,16 +524,17 @@ def test_lora_jobs_interleaved_equal_each_run_alone(local_stack, tmp_path, capsy
 
 
 def test_finetuned_adapter_serves_the_next_submit(local_stack, tmp_path, capsys):
-    """The issue's chain on the stack `mova stack up` runs: `mova finetune --wait` trains on a dataset the test
-    writes (test patterns with tones), the trainer registers the adapter, and the next `mova submit --lora NAME`
-    succeeds with latents other than the base job's with the same seed (random weights: a different noise)."""
+    """The issue's chain on the stack `mova stack up` runs: `mova finetune --offload blocks --wait` trains on a
+    dataset the test writes (test patterns with tones) with every block's weights streamed, the trainer registers
+    the adapter, and the next `mova submit --lora NAME` succeeds with latents other than the base job's with the
+    same seed (random weights: a different noise)."""
     from movakit.training.demo_data import write_demo_dataset
 
     cfg, addresses, stub = local_stack
     gateway = ["--gateway", addresses["gateway"], "--state-dir", str(cfg.state_dir)]
     data = write_demo_dataset(tmp_path / "data", clips=2)
     assert main(["finetune", "--data", str(data), "--name", "tuned", "--rank", "4", "--steps", "2",
-                 "--grad-accum", "1", "--lr", "0.003", "--wait", *gateway]) == 0
+                 "--grad-accum", "1", "--lr", "0.003", "--offload", "blocks", "--wait", *gateway]) == 0
     assert "adapter 'tuned' registered" in capsys.readouterr().err
     p = TINY_PARAMS
     options = ["--height", "32", "--width", "32", "--num-frames", "5", "--fps", str(p["fps"]), "--steps", "2",

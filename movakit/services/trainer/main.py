@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     store = make_store(settings)
     registry = AdapterRegistry(store)
     models = load_models(dataclasses.replace(settings, device="cpu", dtype=settings.model_dtype), ALL_COMPONENTS)
-    placement = Placement(models, settings.device)
+    placement = Placement(models, settings.device, host_weights=settings.host_weights)
     geometry = training_geometry(ModelRules.from_checkpoint(open_checkpoint(settings).path))
     app = make_app(settings.celery_broker, visibility_timeout_s=settings.visibility_timeout_s)
 

@@ -126,3 +126,11 @@ def test_the_trainer_needs_no_kafka_settings():
     assert not {"MOVA_TRAINER_KAFKA_SECRET", "MOVA_TRAINER_KAFKA_BOOTSTRAP"} & set(TrainerSettings.env_names())
     with pytest.raises(SettingsError, match="MOVA_TRAINER_S3_SECRET_KEY: must not be empty"):
         TrainerSettings.load([], {"MOVA_TRAINER_S3_ACCESS_KEY": "id"})
+
+
+def test_the_trainer_keeps_block_weights_in_float8_only_when_asked():
+    env = {"MOVA_TRAINER_S3_ACCESS_KEY": "id", "MOVA_TRAINER_S3_SECRET_KEY": "sk"}
+    assert TrainerSettings.load([], env).host_weights == "model"
+    assert TrainerSettings.load(["--host-weights", "float8"], env).host_weights == "float8"
+    with pytest.raises(SettingsError, match="MOVA_TRAINER_HOST_WEIGHTS: one of model, float8, got 'fp4'"):
+        TrainerSettings.load([], {**env, "MOVA_TRAINER_HOST_WEIGHTS": "fp4"})

@@ -137,13 +137,14 @@ def test_a_request_checkpoints_by_default_and_names_a_bad_offload():
     assert info.value.field == "offload"
 
 
-def test_block_streaming_holds_one_call_of_block_weights_at_a_time(tiny_models, clip):
+@pytest.mark.parametrize("device", DEVICES)
+def test_block_streaming_holds_one_call_of_block_weights_at_a_time(tiny_models, clip, device):
     """offload "blocks": between calls every DiT and bridge block holds an empty placeholder; each streamed call
     copies in the blocks it runs (one DiT block, or one layer's two bridge blocks) and drops them after, once in
     the forward and once for the backward's recompute; outside a streamed call a block refuses to run."""
-    placement = Placement(tiny_models, "cpu")
+    placement = Placement(tiny_models, device)
     plan = MemoryPlan(True, "blocks")
-    adapter = _adapter(tiny_models, "cpu")
+    adapter = _adapter(tiny_models, device)
     units = [unit for name in ("video_dit", "video_dit_2", "audio_dit", "bridge")
              for unit in placement.units(name)]
     parked = []
@@ -187,3 +188,62 @@ def test_offload_blocks_needs_gradient_checkpointing():
     with pytest.raises(InvalidArgument) as info:
         spec.validate(request)
     assert info.value.field == "gradient_checkpointing"
+
+
+def test_float8_master_is_the_official_fp8_round_trip():
+    """scale = absmax / 448 in float32; the matrix divided by it, clamped to ±448, rounded to float8_e4m3fn;
+    the device copy (float8 -> float32) * scale, cast to the model dtype. e4m3 keeps 3 mantissa bits: every
+    element within 1/16 of its magnitude (or of the smallest normal step, for the tiny ones)."""
+    from movakit.training.streaming import Float8Master
+
+    generator = torch.Generator().manual_seed(0)
+    weight = (torch.randn(64, 48, generator=generator) * torch.logspace(-3, 1, 48)).to(torch.bfloat16)
+    master = Float8Master.of(weight)
+    assert master.data.dtype == torch.float8_e4m3fn and master.dtype == torch.bfloat16
+    scale = torch.tensor(float(weight.float().abs().max()) / 448.0, dtype=torch.float32)
+    assert master.scale == float(scale)
+    expected = ((weight.float() / scale).clamp(-448, 448).to(torch.float8_e4m3fn).float() * scale).to(torch.bfloat16)
+    copy = master.to(torch.device("cpu"))
+    assert copy.dtype == torch.bfloat16 and torch.equal(copy, expected)
+    assert float((copy.float() - weight.float()).abs().max()) > 0  # it is a rounding, not the weight
+    bound = weight.float().abs() / 16 + float(scale) * 2.0 ** -6
+    assert bool(((copy.float() - weight.float()).abs() <= bound).all())
+    zero = Float8Master.of(torch.zeros(3, 3))
+    assert zero.scale == 1.0 and torch.equal(zero.to(torch.device("cpu")), torch.zeros(3, 3))
+
+
+def test_float8_host_weights_keep_block_matrices_in_float8_and_train(tiny_models, clip):
+    """host_weights "float8": every DiT and bridge block matrix is held as float8 (a quarter of its float32 bytes),
+    1-D tensors and everything outside the blocks keep the model dtype, a streamed step sees the dequantised
+    weights and trains (finite loss near the full-precision one, gradients on every LoRA tensor)."""
+    import copy
+
+    from movakit.training.streaming import Float8Master
+
+    models = copy.deepcopy(tiny_models)  # float8 masters release the originals for good
+    original = {name: p.detach().clone() for name, p in models.video_dit.named_parameters()}
+    placement = Placement(models, "cpu", host_weights="float8")
+    units = [u for name in ("video_dit", "video_dit_2", "audio_dit", "bridge") for u in placement.units(name)]
+    masters = [m for unit in units for _t, m in unit.pairs]
+    assert all(isinstance(m, Float8Master) == (m.ndim >= 2 if isinstance(m, torch.Tensor) else True)
+               for m in masters)
+    float8_bytes = sum(m.data.numel() for m in masters if isinstance(m, Float8Master))
+    assert float8_bytes * 4 == sum(unit.nbytes for unit in units) - sum(
+        m.numel() * 4 for m in masters if isinstance(m, torch.Tensor))
+    assert all(p.numel() == 0 for unit in placement.units("video_dit") for p, m in unit.pairs
+               if isinstance(m, Float8Master))  # the float32 originals are gone
+
+    placement.place(MemoryPlan(True, "none").step(HIGH_NOISE))  # whole: the device copies are dequantised
+    for name, p in models.video_dit.named_parameters():
+        if name.startswith("blocks.") and p.ndim >= 2:
+            assert not torch.equal(p, original[name]), name
+            assert bool(((p - original[name]).abs() <= original[name].abs() / 16 + 1e-4).all()), name
+        else:
+            assert torch.equal(p, original[name]), name
+
+    plan = MemoryPlan(True, "blocks")
+    losses, grads, _kept = _loss_and_grads(models, _adapter(models, "cpu"), clip, plan, placement)
+    reference, _g, _k = _loss_and_grads(tiny_models, _adapter(tiny_models, "cpu"), clip, MemoryPlan(True, "none"),
+                                        Placement(tiny_models, "cpu"))
+    assert losses == pytest.approx(reference, rel=0.05) and losses != reference
+    assert all(float(g.abs().max()) > 0 for pair in grads.values() for g in pair)
