@@ -25,6 +25,7 @@ from movakit.loading import MovaCheckpoint
 from movakit.loading.demo import default_demo_checkpoint
 from movakit.long_video import generate_long
 from movakit.model_rules import ModelRules
+from movakit.pipeline import RunOptions
 from movakit.segments import join_audio, join_stats, overlap_samples
 
 
@@ -43,7 +44,7 @@ def main() -> None:
                                      num_inference_steps=args.steps, seed=args.seed, duration_s=args.duration)
     req = contract.validate(contract.resolve(req, rules), rules)
     with tempfile.TemporaryDirectory() as tmp:
-        result = generate_long(models, req, Path(tmp) / "long.mp4", rules=rules)
+        result = generate_long(models, req, Path(tmp) / "long.mp4", RunOptions(rules=rules))
     plan, rate = result.plan, result.clip.sample_rate
     per_frame = overlap_samples(rate, plan.fps)
     length = plan.clip_frames * per_frame

@@ -27,14 +27,9 @@ from movakit.request import SEED, GenerationRequest
 from movakit.segments import SegmentPlan, join_audio, join_frames, overlap_samples, plan_segments
 
 if TYPE_CHECKING:
-    import torch
-
-    from movakit.enhance.enhancer import Enhancer
     from movakit.loading.checkpoint import MovaModels
-    from movakit.model_rules import ModelRules
+    from movakit.pipeline import RunOptions
     from movakit.stages.decode import DecodeResult
-    from movakit.stages.denoise import StepHook
-    from movakit.stages.first_frame import FirstFrameDraw
 
 
 def segment_plan(req: GenerationRequest) -> SegmentPlan | None:
@@ -103,26 +98,12 @@ class LongResult:
     denoise_s: float  # all segments
 
 
-def generate_long(
-    models: MovaModels,
-    req: GenerationRequest,
-    output: str | Path,
-    *,
-    rules: ModelRules,
-    image: bytes | None = None,
-    enhancer: Enhancer | None = None,
-    on_step: StepHook | None = None,
-    on_segment: Callable[[int, int], None] | None = None,
-    cfg_batch: bool | None = None,
-    offload: bool = False,
-    device: str | torch.device | None = None,
-    draw_first_frame: FirstFrameDraw | None = None,
-    on_stage: Callable[[str], None] | None = None,
-) -> LongResult:
+def generate_long(models: MovaModels, req: GenerationRequest, output: str | Path, options: RunOptions, *,
+                  on_segment: Callable[[int, int], None] | None = None) -> LongResult:
     """Make every segment of `req` (segment_plan must give a plan) and write the joined MP4, WAV and PNG.
 
-    The arguments are movakit.pipeline.generate's; `image` and `draw_first_frame` serve segment 0 only, and
-    `on_segment(k, count)` is called as segment k starts (k from 0).
+    `options` as movakit.pipeline.generate's; its `image`, `enhancer` and `draw_first_frame` serve segment 0 only,
+    and `on_segment(k, count)` is called as segment k starts (k from 0).
     """
     from movakit.pipeline import make_clip
 
@@ -134,19 +115,17 @@ def generate_long(
     for k in range(plan.count):
         if on_segment is not None:
             on_segment(k, plan.count)
+        segment_options = options
         if k > 0:
             image = frame_png(clips[-1].frames[-1])
             conditioning.append(image)
-        made = make_clip(models, segment_request(req, k, prompt), rules=rules, image=image,
-                         enhancer=enhancer if k == 0 else None, on_step=on_step, cfg_batch=cfg_batch,
-                         offload=offload, device=device, draw_first_frame=draw_first_frame if k == 0 else None,
-                         on_stage=on_stage)
+            segment_options = dataclasses.replace(options, image=image, enhancer=None, draw_first_frame=None)
+        made = make_clip(models, segment_request(req, k, prompt), segment_options)
         if k == 0:
             first, prompt = made, made.prompt_used
         clips.append(made.clip)
         denoise_s += made.times.denoise_s
-    if on_stage is not None:
-        on_stage("write")
+    options.stage("write")
     joined = join_segments(plan, clips)
     mp4, wav, png = write_outputs(joined, output)
     return LongResult(mp4=mp4, wav=wav, png=png, prompt_used=prompt, enhance_backend=first.enhance_backend,

@@ -98,44 +98,53 @@ class Clip:
     times: StageTimes  # write_s is 0: nothing was written
 
 
-@torch.no_grad()
-def generate(
-    models: MovaModels,
-    req: GenerationRequest,
-    output: str | Path,
-    *,
-    rules: ModelRules,
-    image: bytes | None = None,
-    enhancer: Enhancer | None = None,
-    on_step: StepHook | None = None,
-    cfg_batch: bool | None = None,
-    offload: bool = False,
-    device: str | torch.device | None = None,
-    draw_first_frame: FirstFrameDraw | None = None,
-    latents_path: str | Path | None = None,
-    on_stage: Callable[[str], None] | None = None,
-) -> GenerateResult:
-    """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
+@dataclass(frozen=True)
+class RunOptions:
+    """How the embedded pipeline runs a request: everything but the request, the models and where outputs go.
 
-    models: a movakit.loading.MovaModels with every component loaded; rules: its checkpoint's ModelRules.
-    req: a resolved request (movakit.request.resolve) for one clip (a long one, duration_s > 0: movakit/long_video.py);
-      image: its first-frame image file (PNG, JPEG or WebP bytes, as the gateway takes it; None: the frame
+    rules: the checkpoint's ModelRules.
+    image: the first-frame image file (PNG, JPEG or WebP bytes, as the gateway takes it; None: the frame
       `draw_first_frame` draws from the prompt used, when given and it draws one, else the white frame; the rule
       of movakit/stages/first_frame.py).
     enhancer: a movakit.stages.enhance Enhancer, or None to use the prompt as given.
-    offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
-      active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
-    latents_path: also save the final latents (see save_latents).
+    on_step: called after every denoise step.
     cfg_batch: batch the two guidance branches; None = movakit.execution.cfg_batch_for(device), as the denoiser
       service decides.
-    on_stage: called with "enhance" (only when enhancing), "encode", "denoise", "decode", "write" as each stage starts.
+    offload: models were loaded on the CPU; each component visits `device` only while it runs, and only the
+      active video expert is on `device` during denoising (component-wise offload, as the official `--offload cpu`).
+    device: where the models run (None: where the audio DiT is).
+    on_stage: called with "enhance" (only when enhancing), "encode", "denoise", "decode", "write" as each stage
+      starts (make_clip alone never says "write").
     """
-    made = make_clip(models, req, rules=rules, image=image, enhancer=enhancer, on_step=on_step, cfg_batch=cfg_batch,
-                     offload=offload, device=device, draw_first_frame=draw_first_frame, on_stage=on_stage)
+
+    rules: ModelRules
+    image: bytes | None = None
+    enhancer: Enhancer | None = None
+    on_step: StepHook | None = None
+    cfg_batch: bool | None = None
+    offload: bool = False
+    device: str | torch.device | None = None
+    draw_first_frame: FirstFrameDraw | None = None
+    on_stage: Callable[[str], None] | None = None
+
+    def stage(self, name: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name)
+
+
+@torch.no_grad()
+def generate(models: MovaModels, req: GenerationRequest, output: str | Path, options: RunOptions, *,
+             latents_path: str | Path | None = None) -> GenerateResult:
+    """Run the whole pipeline and write `output` (.mp4) plus the .wav and .png beside it.
+
+    models: a movakit.loading.MovaModels with every component loaded.
+    req: a resolved request (movakit.request.resolve) for one clip (a long one, duration_s > 0: movakit/long_video.py).
+    latents_path: also save the final latents (see save_latents).
+    """
+    made = make_clip(models, req, options)
     if latents_path is not None:
         save_latents(made.latents, latents_path)
-    if on_stage is not None:
-        on_stage("write")
+    options.stage("write")
     t0 = time.perf_counter()
     mp4, wav, png = write_outputs(made.clip, output)
     return GenerateResult(
@@ -151,39 +160,24 @@ def generate(
 
 
 @torch.no_grad()
-def make_clip(
-    models: MovaModels,
-    req: GenerationRequest,
-    *,
-    rules: ModelRules,
-    image: bytes | None = None,
-    enhancer: Enhancer | None = None,
-    on_step: StepHook | None = None,
-    cfg_batch: bool | None = None,
-    offload: bool = False,
-    device: str | torch.device | None = None,
-    draw_first_frame: FirstFrameDraw | None = None,
-    on_stage: Callable[[str], None] | None = None,
-) -> Clip:
-    """Enhance -> encode -> denoise -> decode one clip in memory (the arguments as `generate`'s; on_stage sees
-    every stage but "write")."""
+def make_clip(models: MovaModels, req: GenerationRequest, options: RunOptions) -> Clip:
+    """Enhance -> encode -> denoise -> decode one clip in memory."""
     req.require_resolved()
-    stage = on_stage if on_stage is not None else (lambda name: None)
-    device = torch.device(device) if device is not None else next(models.audio_dit.parameters()).device
-    if cfg_batch is None:
-        cfg_batch = cfg_batch_for(str(device))
+    stage, image, offload = options.stage, options.image, options.offload
+    device = torch.device(options.device) if options.device is not None else next(models.audio_dit.parameters()).device
+    cfg_batch = options.cfg_batch if options.cfg_batch is not None else cfg_batch_for(str(device))
 
     # --- enhance (optional) ---
     t0 = time.perf_counter()
     prompt, backend, events = req.prompt, "disabled", ()
-    if enhancer is not None:
+    if options.enhancer is not None:
         stage("enhance")
         from movakit.stages.enhance import EnhanceRequest, enhance
 
-        result = enhance(enhancer, EnhanceRequest(prompt=req.prompt, image=image, enabled=True))
+        result = enhance(options.enhancer, EnhanceRequest(prompt=req.prompt, image=image, enabled=True))
         prompt, backend, events = result.prompt, result.backend, result.events
-    if image is None and draw_first_frame is not None:
-        image = draw_first_frame(prompt, req.height, req.width)
+    if image is None and options.draw_first_frame is not None:
+        image = options.draw_first_frame(prompt, req.height, req.width)
     t1 = time.perf_counter()
 
     # --- encode ---
@@ -195,8 +189,8 @@ def make_clip(
     # --- denoise (the stage itself places the two video experts) ---
     stage("denoise")
     with _visiting(offload, device, models.audio_dit, models.bridge, also_back=(models.video_dit, models.video_dit_2)):
-        latents = denoise(models, denoise_request(req, enc, rules), on_step=on_step, cfg_batch=cfg_batch,
-                          offload=offload)
+        latents = denoise(models, denoise_request(req, enc, options.rules), on_step=options.on_step,
+                          cfg_batch=cfg_batch, offload=offload)
     latents = DenoiseResult(video_latents=latents.video_latents.cpu(), audio_latents=latents.audio_latents.cpu(),
                             reused_forwards=latents.reused_forwards)
     t3 = time.perf_counter()

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from movakit import request as contract
-from movakit.cli import UsageError
+from movakit.cli import UsageError, request_options
 from movakit.cli.jobs import DEFAULT_GATEWAY, DEFAULT_STATE_DIR, TOKEN_ENV
 from movakit.execution import cfg_batch_for, compile_denoiser, default_dtype
 
@@ -65,7 +65,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    contract.add_options(p)  # the request options, the same as `mova submit`'s
+    request_options.add_options(p)  # the request options, the same as `mova submit`'s
     p.add_argument("--checkpoint", help="MOVA checkpoint folder (model_index.json); default: the tiny demo one")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None,
@@ -101,7 +101,7 @@ def validate(args: argparse.Namespace, *, cuda_count: int | None = None) -> Gene
         lora_path = Path(args.lora_name)
         args = argparse.Namespace(**{**vars(args), "lora_name": LOCAL_ADAPTER})
     try:
-        req = contract.from_options(args)
+        req = request_options.from_options(args)
     except contract.InvalidArgument as exc:
         raise UsageError(str(exc)) from None
     if req.seed is None:
@@ -232,7 +232,7 @@ def _run(opts: GenerateArgs) -> int:
     from movakit.enhance.first_frame import draw_first_frame_or_none
     from movakit.model_rules import ModelRules, RulesError
     from movakit.long_video import generate_long, segment_plan, segment_seed
-    from movakit.pipeline import generate
+    from movakit.pipeline import RunOptions, generate
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
 
     try:  # a bad MOVA_ENHANCER_* / MOVA_FIRST_FRAME_* variable is reported before any model work
@@ -262,7 +262,7 @@ def _run(opts: GenerateArgs) -> int:
     try:
         req = contract.validate(contract.resolve(opts.request, rules), rules)
     except contract.InvalidArgument as exc:
-        raise UsageError(f"{contract.FLAGS[exc.field]}: {exc.reason}") from None
+        raise UsageError(f"{request_options.FLAGS[exc.field]}: {exc.reason}") from None
     steps = req.num_inference_steps
     plan = segment_plan(req)
     if plan is not None and opts.save_latents is not None:
@@ -305,8 +305,8 @@ def _run(opts: GenerateArgs) -> int:
         compile_denoiser(models)
     lora = _lora(opts, req, adapter, models)
 
-    common = dict(rules=rules, image=image, enhancer=enhancer, cfg_batch=opts.cfg_batch, offload=opts.offload,
-                  device=opts.device, draw_first_frame=draw)
+    common = RunOptions(rules=rules, image=image, enhancer=enhancer, cfg_batch=opts.cfg_batch, offload=opts.offload,
+                        device=opts.device, draw_first_frame=draw)
     from movakit.parallel import sequence_parallel
 
     with sequence_parallel() if opts.context_parallel > 1 else contextlib.nullcontext(), lora:
@@ -352,7 +352,8 @@ def _generate_clip(generate, models, req, output, steps, common, latents_path):
         bars[-1].set_postfix_str(info.expert)
 
     try:
-        return generate(models, req, output, on_step=on_step, latents_path=latents_path, on_stage=on_stage, **common)
+        return generate(models, req, output, dataclasses.replace(common, on_step=on_step, on_stage=on_stage),
+                        latents_path=latents_path)
     finally:
         for bar in bars:
             bar.close()
@@ -377,7 +378,7 @@ def _generate_long(generate_long, models, req, output, plan, steps, common):
         bar.set_postfix_str(info.expert)
 
     try:
-        return generate_long(models, req, output, on_step=on_step, on_segment=on_segment, on_stage=on_stage,
-                             **common)
+        return generate_long(models, req, output, dataclasses.replace(common, on_step=on_step, on_stage=on_stage),
+                             on_segment=on_segment)
     finally:
         bar.close()

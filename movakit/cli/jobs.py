@@ -25,7 +25,7 @@ from grpc_status import rpc_status
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit import request as contract
-from movakit.cli import UsageError
+from movakit.cli import UsageError, request_options
 from movakit.cli.stack import DEFAULT_STATE_DIR
 from movakit.runtime.auth import with_token
 from movakit.runtime.settings import SettingsError, check_address
@@ -43,7 +43,7 @@ MAX_RETRY_WAIT_S = 600.0
 def register(subparsers) -> None:
     submit = subparsers.add_parser("submit", help="submit a job to the gateway and follow it")
     _gateway_option(submit)
-    contract.add_options(submit)  # the request options, the same as `mova generate`'s
+    request_options.add_options(submit)  # the request options, the same as `mova generate`'s
     submit.add_argument("--idempotency-key", default="", help="the same key always returns the same job")
     submit.add_argument("--retries", type=int, default=5,
                         help="times to retry when the queue is full, after the delay the gateway names (default 5)")
@@ -166,7 +166,7 @@ def build_request(args) -> gateway_pb2.SubmitRequest:
     if args.retries < 0:
         raise UsageError(f"--retries: must not be negative, got {args.retries}")
     try:
-        req = contract.from_options(args)
+        req = request_options.from_options(args)
         image = b""
         if args.image is not None:
             path = Path(args.image)

@@ -6,8 +6,8 @@ crashes and restarts loses nothing: `restart_infra`), creates the topics and the
 tritonserver serving the text encoder (movakit.runtime.triton_server, the encoder then calls it), then one process
 per service (`python -m movakit.services.<name>.main`), each configured through its MOVA_<SERVICE>_* variables.
 All logs go to <state_dir>/logs/<name>.log; the processes (pid, start time, address, log, and for a service its
-command line and variables) are recorded in <state_dir>/stack.json so `status`, `restart` and `down` can find
-them from another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
+command line and variables: movakit/runtime/processes.py) are recorded in <state_dir>/stack.json so `status`,
+`restart` and `down` can find them from another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
 `restart` stops one service and starts it again with the recorded command line, then records the new process in
 place of the old one.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
@@ -26,11 +26,9 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -41,6 +39,7 @@ from movakit.runtime.grpc_server import check_health
 from movakit.runtime.kafka_auth import NO_AUTH, ClientAuth
 from movakit.runtime.metrics import METRICS_PORTS
 from movakit.runtime.object_store import ObjectStore
+from movakit.runtime.processes import ProcessEntry, is_alive, reap, start_ticks, stop_all
 from movakit.runtime.topics import ensure_topics
 from movakit.runtime.triton_server import start_tritonserver
 
@@ -102,39 +101,6 @@ class StackConfig:
             raise StackError(f"--denoiser-context-parallel: must be >= 1, got {self.denoiser_context_parallel}")
 
 
-@dataclass(frozen=True)
-class ProcessEntry:
-    name: str
-    pid: int
-    start_ticks: int  # /proc/<pid>/stat start time: guards against a recycled pid
-    address: str
-    log: str
-    kind: str  # "infra" | "service"
-    argv: tuple[str, ...] = ()  # a service's command line and its own variables, run again by `restart`
-    env: dict[str, str] = field(default_factory=dict)
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a process from /proc/<pid>/stat; None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # the fields after "(comm)": state is the 3rd field, starttime the 22nd
-    return fields[0], int(fields[19])
-
-
-def _start_ticks(pid: int) -> int:
-    stat = _proc_stat(pid)
-    return -1 if stat is None else stat[1]
-
-
-def is_alive(entry: ProcessEntry) -> bool:
-    """True while the recorded process (same pid AND same start time) is running and not a zombie."""
-    stat = _proc_stat(entry.pid)
-    return stat is not None and stat[0] != "Z" and stat[1] == entry.start_ticks
-
-
 def local_tenant() -> str:
     """The tenant name of the local user's token: the login name when it is a valid tenant name, else "local"."""
     name = getpass.getuser()
@@ -175,7 +141,7 @@ def _spawn_service(cfg: StackConfig, name: str, module: str, env: dict[str, str]
     argv = (sys.executable, "-m", module)
     env = {"PYTHONUNBUFFERED": "1", **env, **cfg.extra_env}
     proc = localstack.spawn(list(argv), log_path, env, cfg.state_dir)
-    return ProcessEntry(name, proc.pid, _start_ticks(proc.pid), address, str(log_path), "service", argv, env)
+    return ProcessEntry(name, proc.pid, start_ticks(proc.pid), address, str(log_path), "service", argv, env)
 
 
 def _metrics_address(cfg: StackConfig, service: str, replica: int) -> str:
@@ -234,7 +200,7 @@ def start_infra(cfg: StackConfig, name: str) -> ProcessEntry:
         )
     else:
         raise StackError(f"no infrastructure server named {name!r}")
-    return ProcessEntry(name, server.pid, _start_ticks(server.pid), server.address, str(server.log_path), "infra")
+    return ProcessEntry(name, server.pid, start_ticks(server.pid), server.address, str(server.log_path), "infra")
 
 
 def restart_infra(cfg: StackConfig, name: str) -> ProcessEntry:
@@ -247,7 +213,7 @@ def restart_infra(cfg: StackConfig, name: str) -> ProcessEntry:
     old = next(e for e in entries if e.name == name)
     if is_alive(old):
         raise StackError(f"{name} (pid {old.pid}) is still running")
-    _reap([old])
+    reap([old])
     new = start_infra(cfg, name)
     _write_state(cfg.state_dir, [new if e.name == name else e for e in entries], addresses)
     return new
@@ -296,7 +262,7 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
             triton = start_tritonserver(cfg.triton_port, localstack.free_port(), localstack.free_port(),
                                         cfg.state_dir / "data" / "triton",
                                         env={"MOVA_TRITON_CHECKPOINT": checkpoint})
-            entries.append(ProcessEntry("tritonserver", triton.pid, _start_ticks(triton.pid), triton.address,
+            entries.append(ProcessEntry("tritonserver", triton.pid, start_ticks(triton.pid), triton.address,
                                         str(triton.log_path), "infra"))
             _write_state(cfg.state_dir, entries, addresses)
             addresses["triton"] = triton.address
@@ -306,7 +272,7 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         broker = ""
         if cfg.trainer:
             redis = localstack.start_redis(cfg.redis_port, cfg.state_dir / "data" / "redis", secrets.token_urlsafe(24))
-            entries.append(ProcessEntry("redis", redis.pid, _start_ticks(redis.pid), redis.address,
+            entries.append(ProcessEntry("redis", redis.pid, start_ticks(redis.pid), redis.address,
                                         str(redis.log_path), "infra"))
             _write_state(cfg.state_dir, entries, addresses)
             broker = localstack.redis_url(cfg.redis_port, redis.password)
@@ -338,7 +304,7 @@ def up(cfg: StackConfig, *, log=print) -> dict[str, str]:
         _write_state(cfg.state_dir, entries, addresses)
         _wait_healthy([e for e in entries if e.kind == "service"], cfg.ready_timeout_s)
     except BaseException:
-        _stop_all(entries)
+        stop_all(entries)
         (cfg.state_dir / STATE_FILE).unlink(missing_ok=True)
         raise
     return addresses
@@ -397,41 +363,13 @@ def restart(state_dir: Path, name: str, *, ready_timeout_s: float = 120.0) -> Pr
     if not old.argv:
         raise StackError(f"{name}: no command line recorded (the stack was started by an older mova); "
                          "restart the whole stack")
-    _stop_all([old])
+    stop_all([old])
     proc = localstack.spawn(list(old.argv), Path(old.log), old.env, state_dir)
-    new = replace(old, pid=proc.pid, start_ticks=_start_ticks(proc.pid))
+    new = replace(old, pid=proc.pid, start_ticks=start_ticks(proc.pid))
     entries[index] = new
     _write_state(state_dir, entries, addresses)  # recorded before the wait: `down` stops it even if it never serves
     _wait_healthy([new], ready_timeout_s)
     return new
-
-
-def _stop_all(entries: list[ProcessEntry], timeout_s: float = 15.0) -> None:
-    """SIGTERM services first (they finish their task and flush), then the infra servers one by one, newest first
-    (Tansu before the SeaweedFS holding its storage); SIGKILL what is left."""
-    infra = [e for e in entries if e.kind == "infra"]
-    for group in [[e for e in entries if e.kind == "service"], *([e] for e in reversed(infra))]:
-        targets = [e for e in group if is_alive(e)]
-        for e in targets:
-            os.kill(e.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while any(is_alive(e) for e in targets) and time.monotonic() < deadline:
-            _reap(targets)
-            time.sleep(0.1)
-        for e in targets:
-            if is_alive(e):
-                os.kill(e.pid, signal.SIGKILL)
-        _reap(targets)
-
-
-def _reap(entries: list[ProcessEntry]) -> None:
-    """Collect these processes if they are children of this process (`up` and `down` in one process, e.g. tests);
-    a zombie would otherwise look alive."""
-    for e in entries:
-        try:
-            os.waitpid(e.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
 
 def read_s3_credentials(state_dir: Path) -> tuple[str, str]:
@@ -443,7 +381,7 @@ def read_s3_credentials(state_dir: Path) -> tuple[str, str]:
 def down(state_dir: Path) -> list[str]:
     """Stop every recorded process and remove the state, the credentials and the broker/S3 data; logs are kept."""
     _, entries = read_state(state_dir)
-    _stop_all(entries)
+    stop_all(entries)
     shutil.rmtree(Path(state_dir) / "data", ignore_errors=True)
     for name in (STATE_FILE, *_SECRET_FILES):
         (Path(state_dir) / name).unlink(missing_ok=True)

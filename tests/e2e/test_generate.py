@@ -81,7 +81,7 @@ def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkey
     from movakit.loading import MovaCheckpoint
     from movakit.loading.demo import default_demo_checkpoint
     from movakit.model_rules import ModelRules
-    from movakit.pipeline import generate
+    from movakit.pipeline import RunOptions, generate
     from movakit.request import GenerationRequest, resolve
     from movakit.stages.enhance import EnhancerSettings, build_enhancer
 
@@ -95,10 +95,9 @@ def test_pipeline_in_process_with_the_rules_enhancer(tmp_path, cache_dir, monkey
         stages, steps = [], []
         req = resolve(GenerationRequest(prompt="a dog barks", height=32, width=48, num_frames=5, fps=8.0,
                                         num_inference_steps=2, enhance_prompt=True), rules)
-        res = generate(
-            models, req, tmp_path / "o.mp4", rules=rules, enhancer=build_enhancer(EnhancerSettings()),
-            on_stage=stages.append, on_step=steps.append, latents_path=tmp_path / "l.safetensors",
-        )
+        options = RunOptions(rules=rules, enhancer=build_enhancer(EnhancerSettings()), on_stage=stages.append,
+                             on_step=steps.append)
+        res = generate(models, req, tmp_path / "o.mp4", options, latents_path=tmp_path / "l.safetensors")
     finally:
         torch.set_num_threads(threads)
     assert stages == ["enhance", "encode", "denoise", "decode", "write"]

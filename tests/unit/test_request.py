@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from movakit import request as r
+from movakit.cli import request_options
 from movakit.loading.release_configs import release_config
 from movakit.model_rules import TINY_MARKER, TRAINED_SIZES, ModelRules
 
@@ -97,27 +98,27 @@ def test_random_weight_checkpoints_take_any_size_on_the_size_step():
 
 def test_the_command_line_gets_the_same_reason_under_the_option_name():
     parser = argparse.ArgumentParser()
-    r.add_options(parser)
+    request_options.add_options(parser)
     for argv, fld in ((["--steps", "0"], "num_inference_steps"), (["--fps", "100"], "fps"),
                       (["--lora-scale", "1"], "lora.scale"), (["--prompt", "\u200b"], "prompt")):
         args = parser.parse_args(["--prompt", "hi", *argv])
         with pytest.raises(r.InvalidArgument) as cli:
-            r.from_options(args)
+            request_options.from_options(args)
         fields = {"num_inference_steps": args.num_inference_steps, "fps": args.fps, "prompt": args.prompt,
                   "lora_scale": args.lora_scale}
         with pytest.raises(r.InvalidArgument) as contract:
             r.validate(resolved(**{k: v for k, v in fields.items() if v is not None}), REAL)
-        assert cli.value.field == r.FLAGS[fld] and contract.value.field == fld
+        assert cli.value.field == request_options.FLAGS[fld] and contract.value.field == fld
         assert cli.value.reason == contract.value.reason
-    assert r.from_options(parser.parse_args(["--prompt", "hi", "--enhance"])).enhance_prompt is True
-    dual = r.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "2.5"]))
+    assert request_options.from_options(parser.parse_args(["--prompt", "hi", "--enhance"])).enhance_prompt is True
+    dual = request_options.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "2.5"]))
     assert dual.sync_guidance_scale == 2.5
     with pytest.raises(r.InvalidArgument, match="^--sync-guidance-scale: -1 is outside 0..20$"):
-        r.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "-1"]))
-    shots = r.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", "two"])).shots
-    assert shots == ("one", "two") and r.from_options(parser.parse_args(["--prompt", "hi"])).shots == ()
+        request_options.from_options(parser.parse_args(["--prompt", "hi", "--sync-guidance-scale", "-1"]))
+    shots = request_options.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", "two"])).shots
+    assert shots == ("one", "two") and request_options.from_options(parser.parse_args(["--prompt", "hi"])).shots == ()
     with pytest.raises(r.InvalidArgument, match="^--shot: shot 2: must contain visible text"):
-        r.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", " "]))
+        request_options.from_options(parser.parse_args(["--prompt", "hi", "--shot", "one", "--shot", " "]))
 
 
 def test_proto_round_trip_keeps_every_field_and_unset_means_default():

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from movakit import request as contract
+from movakit.cli import request_options
 from movakit.models.step_cache import StepCache
 from movakit.stages.denoise import denoise
 
@@ -82,10 +83,10 @@ def test_request_field_is_checked_named_and_carried_through_proto():
             contract.check_field(replace(req, step_cache=bad), "step_cache")
         assert err.value.field == "step_cache" and "outside (0, 1]" in err.value.reason
     parser = argparse.ArgumentParser()
-    contract.add_options(parser)
-    assert contract.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "0.1"])).step_cache == 0.1
+    request_options.add_options(parser)
+    assert request_options.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "0.1"])).step_cache == 0.1
     with pytest.raises(contract.InvalidArgument, match="--step-cache"):
-        contract.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "2"]))
+        request_options.from_options(parser.parse_args(["--prompt", "x", "--step-cache", "2"]))
 
 
 def test_compile_denoiser_wraps_every_block_in_place_and_keeps_the_keys(models):  # noqa: F811
