@@ -83,6 +83,15 @@ def test_checkpointing_and_offload_keep_the_loss_and_the_gradients(tiny_models, 
             torch.testing.assert_close(gb, reference_grads[key][1], rtol=1e-5, atol=1e-7, msg=f"{plan} {key}")
 
 
+def _two_updates(models, adapter, clip, plan: MemoryPlan, placement: Placement, look) -> None:
+    """Two updates of one micro-batch each (one per expert) under `plan`; look(progress) after each."""
+    params = [p for pair in adapter.layers.values() for p in pair]
+    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, grad_accum=1, checkpoint_every=0, memory=plan)
+    with applied(models, adapter):
+        train(models, params, [clip], config, TrainingTimesteps(models.scheduler, models.boundary_ratio),
+              on_progress=look, placement=placement)
+
+
 def _devices(module) -> set[str]:
     return {t.device.type for t in (*module.parameters(), *module.buffers())}
 
@@ -109,12 +118,7 @@ def test_offload_keeps_the_idle_expert_and_the_encoders_in_host_ram(tiny_models,
         if device == "cuda":
             assert all(t.is_pinned() for t in idle.parameters())
 
-    params = [p for pair in adapter.layers.values() for p in pair]
-    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, grad_accum=1, checkpoint_every=0, memory=plan)
-    with applied(tiny_models, adapter):
-        train(tiny_models, params, [clip], config, TrainingTimesteps(tiny_models.scheduler,
-                                                                     tiny_models.boundary_ratio),
-              on_progress=look, placement=placement)
+    _two_updates(tiny_models, adapter, clip, plan, placement, look)
     placement.place(())
     kind = torch.device(device).type
     assert seen == [({HIGH_NOISE, "audio_dit", "bridge"}, {kind}, {"cpu"}, set()),
@@ -155,24 +159,19 @@ def test_block_streaming_holds_one_call_of_block_weights_at_a_time(tiny_models, 
         parked.append((streamed, all(t.numel() == 0 for unit in placement.streamer.units for t, _m in unit.pairs),
                        all(t.data_ptr() == m.data_ptr() for unit in placement.units(idle) for t, m in unit.pairs)))
 
-    params = [p for pair in adapter.layers.values() for p in pair]
-    config = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, grad_accum=1, checkpoint_every=0, memory=plan)
-    with applied(tiny_models, adapter):
-        train(tiny_models, params, [clip], config, TrainingTimesteps(tiny_models.scheduler,
-                                                                     tiny_models.boundary_ratio),
-              on_progress=look, placement=placement)
-        assert parked == [({HIGH_NOISE, "audio_dit", "bridge"}, True, True),
-                          ({LOW_NOISE, "audio_dit", "bridge"}, True, True)]
-        video, audio = tiny_models.video_dit.config.num_layers, tiny_models.audio_dit.config.num_layers
-        shared = min(video, audio)
-        # per micro-batch: text keys and values + block per DiT block, two bridge blocks per shared layer; twice
-        assert placement.streamer.stats.uploads == 2 * 2 * (2 * video + 2 * audio + 2 * shared)
-        assert placement.streamer.stats.peak_units == 2
-        biggest = max(unit.nbytes for unit in units)
-        assert 0 < placement.streamer.stats.peak_bytes <= 2 * biggest
-        with pytest.raises(RuntimeError, match=r"video_dit_2\.blocks\.0 ran outside a streamed call"):
-            block = tiny_models.video_dit_2.blocks[0]
-            block(torch.zeros(1, 4, tiny_models.video_dit_2.dim), None, None, None)
+    _two_updates(tiny_models, adapter, clip, plan, placement, look)
+    assert parked == [({HIGH_NOISE, "audio_dit", "bridge"}, True, True),
+                      ({LOW_NOISE, "audio_dit", "bridge"}, True, True)]
+    video, audio = tiny_models.video_dit.config.num_layers, tiny_models.audio_dit.config.num_layers
+    shared = min(video, audio)
+    # per micro-batch: text keys and values + block per DiT block, two bridge blocks per shared layer; twice
+    assert placement.streamer.stats.uploads == 2 * 2 * (2 * video + 2 * audio + 2 * shared)
+    assert placement.streamer.stats.peak_units == 2
+    biggest = max(unit.nbytes for unit in units)
+    assert 0 < placement.streamer.stats.peak_bytes <= 2 * biggest
+    with pytest.raises(RuntimeError, match=r"video_dit_2\.blocks\.0 ran outside a streamed call"):
+        block = tiny_models.video_dit_2.blocks[0]
+        block(torch.zeros(1, 4, tiny_models.video_dit_2.dim), None, None, None)
     placement.place(())
     assert all(t.numel() > 0 and t.data_ptr() == master.data_ptr() for unit in units for t, master in unit.pairs)
 
