@@ -24,30 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_denoise_step import CONFIGS, HOP, SAMPLE_RATE, TEXT_LEN  # noqa: E402
+from bench_denoise_step import CONFIGS, HOP, SAMPLE_RATE, TEXT_LEN, build_models  # noqa: E402
 
 from movakit.loading import MovaModels  # noqa: E402
-from movakit.loading.checkpoint import DEFAULT_BOUNDARY_RATIO  # noqa: E402
-from movakit.loading.release_configs import release_config  # noqa: E402
 from movakit.lora.adapter import LoraAdapter, applied, merge_into  # noqa: E402
 from movakit.lora.targets import components_of, target_layers  # noqa: E402
-from movakit.models.audio_dit import AudioDiT, AudioDiTConfig  # noqa: E402
-from movakit.models.bridge import BridgeConfig, DualTowerBridge  # noqa: E402
-from movakit.models.video_dit import VideoDiT, VideoDiTConfig  # noqa: E402
-from movakit.schedulers.flow_match_pair import FlowMatchPairScheduler  # noqa: E402
 from movakit.stages.denoise import DenoiseRequest, audio_latent_length, denoise  # noqa: E402
-
-
-def build(cfgs, dtype: torch.dtype) -> MovaModels:
-    v_cfg, a_cfg, b_cfg = cfgs
-    return MovaModels(
-        video_dit=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
-        video_dit_2=VideoDiT(VideoDiTConfig.from_dict(v_cfg)).to(dtype).eval(),
-        audio_dit=AudioDiT(AudioDiTConfig.from_dict(a_cfg)).to(dtype).eval(),
-        bridge=DualTowerBridge(BridgeConfig.from_dict(b_cfg)).to(dtype).eval(),
-        scheduler=FlowMatchPairScheduler.from_config(release_config("scheduler")),
-        boundary_ratio=DEFAULT_BOUNDARY_RATIO,
-    )
 
 
 def random_adapter(models: MovaModels, rank: int, dtype: torch.dtype) -> LoraAdapter:
@@ -75,7 +57,7 @@ def main() -> int:
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     cfgs = CONFIGS["tiny" if args.tiny else "small"]
-    models = build(cfgs, dtype)
+    models = build_models(cfgs, dtype)
     adapter = random_adapter(models, args.rank, dtype)
     merged = copy.deepcopy(models)
     merge_into(merged, adapter)
