@@ -87,8 +87,8 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     t_video, t_audio (B,) raw timesteps in [0, 1000]; video_fps the real output frame rate (it sets the bridge's time
     alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
     direction off). run_block (training only; None = call directly) calls each block, e.g. `checkpointed`, which
-    recomputes its activations in the backward pass instead of keeping them; the values are the same. step_cache: this guidance branch's StepCache, None (default) =
-    the blocks always run. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
+    recomputes its activations in the backward pass instead of keeping them; the values are the same.
+    step_cache: this guidance branch's StepCache, None (default) = the blocks always run. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
     """
     check_compatible(video_dit, audio_dit, bridge)
     b = video_x.shape[0]

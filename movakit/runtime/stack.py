@@ -7,13 +7,14 @@ tritonserver serving the text encoder (movakit.runtime.triton_server, the encode
 per service (`python -m movakit.services.<name>.main`), each configured through its MOVA_<SERVICE>_* variables.
 All logs go to <state_dir>/logs/<name>.log; the processes (pid, start time, address, log, and for a service its
 command line and variables: movakit/runtime/processes.py) are recorded in <state_dir>/stack.json so `status`,
-`restart` and `down` can find them from another shell. Every process runs in its own session, so it outlives the `mova stack up` command.
-`restart` stops one service and starts it again with the recorded command line, then records the new process in
-place of the old one.
+`restart` and `down` can find them from another shell. Every process runs in its own session, so it outlives
+the `mova stack up` command. `restart` stops one service and starts it again with the recorded command line,
+then records the new process in place of the old one.
 The default addresses are those of docker-compose.yml; tests pass other ports so a user's stack is untouched.
 Every service, the gateway included, gets the same checkpoint folder: the gateway judges requests by its configs
-(movakit/model_rules.py), so on the tiny demo checkpoint tiny sizes such as 32x32 are accepted. `init_backends` (`mova stack init`) only creates topics and the bucket on servers
-that already run (docker-compose's one-shot init service).
+(movakit/model_rules.py), so on the tiny demo checkpoint tiny sizes such as 32x32 are accepted. `init_backends`
+(`mova stack init`) only creates topics and the bucket on servers that already run (docker-compose's one-shot
+init service).
 
 Credentials are made per stack by `up`: S3 keys (unless given), recorded in <state_dir>/s3-credentials; the
 Kafka secret every service shares (it seals every record), in <state_dir>/kafka-secret; and a job-API token for

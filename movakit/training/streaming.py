@@ -1,7 +1,7 @@
 """Block-wise weight streaming for fine-tuning: each DiT block's and bridge block's frozen weights on the device
 only while that block runs (docs/training.md, "Memory").
 
-A streamed call (`streamed_checkpoint`) is gradient checkpointing that also owns the weights' placement:
+A streamed call (`Streamer.run`) is gradient checkpointing that also owns the weights' placement:
   forward:  the unit's weights are copied in from their host masters, the function runs without keeping
             activations, the copies are dropped; the call's tensor inputs are saved for backward (in host RAM under
             torch.autograd.graph.save_on_cpu, as the trainer's activation offload runs it);
@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-
 FLOAT8 = torch.float8_e4m3fn
 FLOAT8_MAX = 448.0  # the largest finite float8_e4m3fn
 
@@ -36,9 +35,10 @@ FLOAT8_MAX = 448.0  # the largest finite float8_e4m3fn
 @dataclass(frozen=True)
 class Float8Master:
     """A frozen matrix kept in host RAM as float8_e4m3fn with one float32 scale, as the official low-resource
-    trainer's FP8 offload stores weights (MOVA-TRAINING.md §7): scale = absmax / 448, the matrix divided by it in
-    float32 and clamped to ±448, then rounded; copied to the device as (float8 → float32) · scale → `dtype`.
-    Half the host bytes of bf16; the model then computes with FP8-rounded weights (docs/training.md, "Memory")."""
+    trainer's FP8 offload stores weights (mova/engine/trainer/utils/fp8_cpu_offload.py in the official repository):
+    scale = absmax / 448, the matrix divided by it in float32 and clamped to ±448, then rounded; copied to the
+    device as (float8 → float32) · scale → `dtype`. Half the host bytes of bf16; the model then computes with
+    FP8-rounded weights (docs/training.md, "Memory")."""
 
     data: torch.Tensor  # float8_e4m3fn, host
     scale: float  # a float32 value
@@ -88,8 +88,9 @@ class Unit:
 
 
 class Streamer:
-    """Copies units in and out around streamed calls. `units`: every streamable unit of the components being
-    streamed; each unit's tensors must point at an empty placeholder (Streamer.park) while it is not resident."""
+    """Copies units in and out around streamed calls: `start(units)` streams the given units (movakit.training.memory
+    .Placement passes every block of the components it streams), each parked on an empty placeholder while no
+    call holds it; `run` is the streamed call."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
