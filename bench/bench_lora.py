@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_denoise_step import CONFIGS, HOP, SAMPLE_RATE, TEXT_LEN, build_models  # noqa: E402
+from bench_denoise_step import CONFIGS, build_models, denoise_request  # noqa: E402
 
 from movakit.loading import MovaModels  # noqa: E402
 from movakit.lora.adapter import LoraAdapter, applied, merge_into  # noqa: E402
 from movakit.lora.targets import components_of, target_layers  # noqa: E402
-from movakit.stages.denoise import DenoiseRequest, audio_latent_length, denoise  # noqa: E402
+from movakit.stages.denoise import denoise  # noqa: E402
 
 
 def random_adapter(models: MovaModels, rank: int, dtype: torch.dtype) -> LoraAdapter:
@@ -61,13 +61,7 @@ def main() -> int:
     adapter = random_adapter(models, args.rank, dtype)
     merged = copy.deepcopy(models)
     merge_into(merged, adapter)
-    t_lat, h_lat, w_lat = (args.num_frames - 1) // 4 + 1, args.height // 8, args.width // 8
-    a_len = audio_latent_length(SAMPLE_RATE, HOP, args.num_frames, 24.0)
-    text_dim = cfgs[0]["text_dim"]
-    req = DenoiseRequest(
-        context=torch.randn(1, TEXT_LEN, text_dim), negative_context=torch.randn(1, TEXT_LEN, text_dim),
-        y=torch.randn(1, 20, t_lat, h_lat, w_lat), height=args.height, width=args.width, num_frames=args.num_frames,
-        fps=24.0, num_inference_steps=args.steps, guidance_scale=5.0, seed=0, audio_latent_length=a_len)
+    req, _tokens = denoise_request(cfgs[0], args.height, args.width, args.num_frames, 24.0, args.steps)
 
     def per_step(run_models: MovaModels, lora: LoraAdapter | None) -> float:
         with applied(run_models, lora):

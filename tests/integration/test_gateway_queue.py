@@ -5,31 +5,20 @@ finishes the dispatched job, which frees the slot. The module's gateways use a b
 
 from __future__ import annotations
 
-
 import pytest
 
 from movakit.api.v1 import common_pb2, events_pb2, gateway_pb2, gateway_pb2_grpc
 from movakit.runtime import kafka as mkafka
-from movakit.runtime.localstack import free_port, start_tansu
-from movakit.runtime.topics import TOPIC_ENHANCE, ensure_topics
+from movakit.runtime.topics import TOPIC_ENHANCE
 from movakit.services.gateway.main import start_gateway
 from tests.integration.gateway_helpers import TINY, state_of, until, worker_event
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def queue_kafka(tmp_path_factory):
-    broker = start_tansu(free_port(), tmp_path_factory.mktemp("queue-tansu"))
-    ensure_topics(broker.address)
-    yield broker.address
-    broker.stop()
-
-
-def test_one_slot_dispatches_by_priority_then_age_across_a_restart(queue_kafka, gateway_config, sealer,
+def test_one_slot_dispatches_by_priority_then_age_across_a_restart(gateway_kafka, gateway_config, producer, sealer,
                                                                     tenant_channel):
-    settings = gateway_config(kafka_bootstrap=queue_kafka, dispatch_slots=1)
-    producer = mkafka.make_producer(queue_kafka, sealer)
+    settings = gateway_config(dispatch_slots=1)
     gateway = start_gateway(settings)
 
     def submit(stub, priority: int) -> str:
@@ -76,6 +65,5 @@ def test_one_slot_dispatches_by_priority_then_age_across_a_restart(queue_kafka, 
             until(lambda: state_of(stub, low[2]).state == common_pb2.JOB_STATE_SUCCEEDED, "the last job finishes")
     finally:
         restarted.stop()
-        producer.close()
-    tasks = [key for key, _, _ in mkafka.read_to_end(queue_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)]
+    tasks = [key for key, _, _ in mkafka.read_to_end(gateway_kafka, TOPIC_ENHANCE, events_pb2.EnhanceTask, sealer)]
     assert sorted(tasks) == sorted([first, high, *low])  # one task per job; none for the cancelled one
