@@ -11,9 +11,9 @@ A request is built with None for "the default"; `resolve` fills every default (t
 size, frames and steps; the official negative prompt for an empty one) and draws a seed when none is given.
 
 Adding a field: add it to GenerationRequest (None = the default) and to OPTIONS in movakit/cli/request_options.py
-(option name and help), fill
-its default in `resolve`, check it in `check_field`, and map it in `to_proto` / `from_proto` (a new field of
-GenerationParams in proto/movakit/api/v1/common.proto, whose comment says the same default and limits).
+(option name and help), fill its default in `resolve`, check it in `check_field`, and map it in `to_proto` /
+`from_proto` (a new field of GenerationParams in proto/movakit/api/v1/common.proto, whose comment says the same
+default and limits; an `optional` scalar there, whose unset means something, also goes into OPTIONAL_FIELDS).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ IMAGE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}  
 DEFAULT_FPS = 24.0
 DEFAULT_GUIDANCE = 5.0
 DEFAULT_LORA_SCALE = 1.0
+# GenerationParams' `optional` scalars: unset is None here and stays None when resolved (single text CFG, no step
+# cache) or means the video's value (audio_*)
+OPTIONAL_FIELDS = ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "step_cache")
 SEED_DRAW_BOUND = 2**31  # a drawn seed lies in [0, 2^31)
 GENERATE_SEED = 42  # `mova generate` without --seed: the same output every run (the gateway draws one instead)
 
@@ -119,10 +122,7 @@ class GenerationRequest:
     def require_resolved(self) -> GenerationRequest:
         """self, or ValueError naming the first field still None (stages run resolved requests only)."""
         for f in dataclasses.fields(self):
-            # unset is a choice for these (single CFG, no step cache), or means the video's scale (audio_*)
-            optional = (f.name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale",
-                                   "step_cache")
-                        or (f.name == "lora_scale" and not self.lora_name))
+            optional = f.name in OPTIONAL_FIELDS or (f.name == "lora_scale" and not self.lora_name)
             if getattr(self, f.name) is None and not optional:
                 raise ValueError(f"{f.name}: not resolved (movakit.request.resolve fills every default)")
         return self
@@ -315,14 +315,15 @@ def from_proto(params) -> GenerationRequest:
         lora_name=params.lora.name if has_lora else "",
         lora_scale=(params.lora.scale or None) if params.HasField("lora") else None,
         priority=params.priority,
-        sync_guidance_scale=params.sync_guidance_scale if params.HasField("sync_guidance_scale") else None,
         duration_s=params.duration_s,
-        audio_guidance_scale=params.audio_guidance_scale if params.HasField("audio_guidance_scale") else None,
-        audio_sync_guidance_scale=(params.audio_sync_guidance_scale if params.HasField("audio_sync_guidance_scale")
-                                   else None),
         shots=tuple(params.shots),
-        step_cache=params.step_cache if params.HasField("step_cache") else None,
+        **optional_fields(params),
     )
+
+
+def optional_fields(params) -> dict[str, float | None]:
+    """The OPTIONAL_FIELDS of a GenerationParams message, None where unset."""
+    return {name: getattr(params, name) if params.HasField(name) else None for name in OPTIONAL_FIELDS}
 
 
 def to_proto(req: GenerationRequest):
@@ -337,7 +338,7 @@ def to_proto(req: GenerationRequest):
     )
     if req.seed is not None:
         params.seed = req.seed
-    for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "step_cache"):
+    for name in OPTIONAL_FIELDS:
         if getattr(req, name) is not None:
             setattr(params, name, getattr(req, name))
     if req.lora_name or req.lora_scale is not None:

@@ -151,8 +151,7 @@ def video_object(job: common_pb2.Job) -> dict[str, object]:
         "size": f"{p.width}x{p.height}", "seconds": f"{(p.num_frames - 1) / p.fps:g}" if p.fps else None,
         "prompt": p.prompt, "effective_prompt": job.effective_prompt, "seed": p.seed, "fps": p.fps,
         "num_frames": p.num_frames, "num_inference_steps": p.num_inference_steps, "guidance_scale": p.guidance_scale,
-        **{name: getattr(p, name) if p.HasField(name) else None
-           for name in ("sync_guidance_scale", "audio_guidance_scale", "audio_sync_guidance_scale", "step_cache")},
+        **contract.optional_fields(p),
         "stage": common_pb2.Stage.Name(job.stage).removeprefix("STAGE_").lower(), "step": job.step,
         "total_steps": job.total_steps, "eta_s": job.eta_s, "cancel_requested": job.cancel_requested,
         "duration_s": p.duration_s, "shots": list(p.shots), "segment": job.segment, "segment_count": job.segment_count,
