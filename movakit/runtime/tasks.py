@@ -94,6 +94,14 @@ def task_segment(task: Message) -> events_pb2.Segment | None:
     return None
 
 
+def with_segment(next_task: Message, task: Message) -> Message:
+    """`next_task` carrying `task`'s long-video segment (when it has one): a segment's stages hand it on."""
+    segment = task_segment(task)
+    if segment is not None:
+        next_task.segment.CopyFrom(segment)
+    return next_task
+
+
 def stage_key(task: Message, stage_name: str, *parts: str) -> str:
     """Key of an object of `task`'s stage: jobs/<job>/<stage>/<parts> for a one-clip job, jobs/<job>/seg-<k>/<stage>/
     <parts> for segment k of a long video."""

@@ -28,7 +28,7 @@ from movakit.runtime.metrics import DENOISE_STEP_DURATION
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.parallel_denoise import Lead
 from movakit.runtime.topics import TOPIC_DECODE, TOPIC_DENOISE
-from movakit.runtime.tasks import TaskContext, read_blob, stage_key, write_blob
+from movakit.runtime.tasks import TaskContext, read_blob, stage_key, task_segment, with_segment, write_blob
 from movakit.long_video import segment_request
 from movakit.model_rules import ModelRules
 from movakit.request import from_proto
@@ -110,7 +110,7 @@ class DenoiseHandler:
         if not task.job_id:
             raise ValueError("job_id: must not be empty")
         req = from_proto(task.params)
-        segment = task.segment if task.HasField("segment") else None
+        segment = task_segment(task)
         if segment is not None:  # segment k of a long video: its own seed
             req = segment_request(req.require_resolved(), segment.index, segment.first_prompt)
         if req.lora_name and not task.tenant:  # adapters are per tenant: whose this name is must be known
@@ -166,8 +166,6 @@ class DenoiseHandler:
         return store.exists(output.video_latents) and store.exists(output.audio_latents)
 
     def follow_up(self, task, output, source):  # noqa: ARG002
-        next_task = events_pb2.DecodeTask(job_id=task.job_id, params=task.params, video_latents=output.video_latents,
-                                          audio_latents=output.audio_latents, tenant=task.tenant)
-        if task.HasField("segment"):
-            next_task.segment.CopyFrom(task.segment)
-        return next_task, []
+        return with_segment(events_pb2.DecodeTask(job_id=task.job_id, params=task.params,
+                                                  video_latents=output.video_latents,
+                                                  audio_latents=output.audio_latents, tenant=task.tenant), task), []

@@ -11,7 +11,7 @@ from __future__ import annotations
 from movakit.api.v1 import common_pb2, encoder_pb2, events_pb2
 from movakit.runtime.object_store import ObjectStore
 from movakit.runtime.topics import TOPIC_DENOISE, TOPIC_ENCODE
-from movakit.runtime.tasks import TaskContext, stage_key
+from movakit.runtime.tasks import TaskContext, stage_key, with_segment
 from movakit.request import from_proto
 from movakit.stages.encode import encode, encode_request
 from movakit.stages.first_frame import open_first_frame
@@ -54,8 +54,6 @@ class EncodeHandler:
         return all(store.exists(ref) for ref in (output.context, output.negative_context, output.y))
 
     def follow_up(self, task, output, source):  # noqa: ARG002
-        next_task = events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
-                                           negative_context=output.negative_context, y=output.y, tenant=task.tenant)
-        if task.HasField("segment"):
-            next_task.segment.CopyFrom(task.segment)
-        return next_task, []
+        return with_segment(events_pb2.DenoiseTask(job_id=task.job_id, params=task.params, context=output.context,
+                                                   negative_context=output.negative_context, y=output.y,
+                                                   tenant=task.tenant), task), []

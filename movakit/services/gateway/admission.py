@@ -1,7 +1,7 @@
 """Admission of new jobs: estimated cost, the queue and per-tenant limits, and the retry delay of a refusal.
 
-A job's cost is frames x height x width x steps (its pixel-steps; a long video's: times its segments), scaled to GPU-seconds by the deployment's
-`gpu_s_per_mpixel_step` setting (GPU-seconds per million pixel-steps). Submit is refused with RESOURCE_EXHAUSTED
+A job's cost is frames x height x width x steps (its pixel-steps; a long video's: times its segments), scaled to
+GPU-seconds by the deployment's `gpu_s_per_mpixel_step` setting (GPU-seconds per million pixel-steps). Submit is refused with RESOURCE_EXHAUSTED
 when, counting the new job, the unfinished jobs would exceed `max_active_jobs`, or their estimated GPU-seconds
 would exceed `max_queued_gpu_s` overall or `tenant_max_gpu_s` for the caller's tenant. The refusal carries a
 google.rpc.RetryInfo: the GPU-seconds of work that must finish before the job fits (for the job-count limit:
@@ -19,18 +19,16 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from movakit.api.v1 import common_pb2, gateway_pb2
-from movakit.long_video import segment_plan
-from movakit.request import from_proto
 
 MIN_RETRY_S = 1.0
 MAX_RETRY_S = 600.0
 
 
-def cost_gpu_s(params: common_pb2.GenerationParams, gpu_s_per_mpixel_step: float) -> float:
-    """Estimated GPU-seconds of a job whose params have their defaults filled in."""
-    plan = segment_plan(from_proto(params))
+def cost_gpu_s(params: common_pb2.GenerationParams, gpu_s_per_mpixel_step: float, segments: int = 0) -> float:
+    """Estimated GPU-seconds of a job whose params have their defaults filled in; `segments` those of a long
+    video (movakit.long_video.segment_plan), 0 for one clip."""
     pixel_steps = params.num_frames * params.height * params.width * params.num_inference_steps
-    pixel_steps *= plan.count if plan is not None else 1
+    pixel_steps *= max(segments, 1)
     return pixel_steps / 1e6 * gpu_s_per_mpixel_step
 
 

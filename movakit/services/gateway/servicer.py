@@ -95,7 +95,7 @@ class JobServicer(gateway_pb2_grpc.JobServiceServicer):
         digest = admission.request_sha256(request, params)
         plan = segment_plan(req)  # a long video: its segments run one after another (docs/stack.md#long-videos)
         segments = plan.count if plan is not None else 0
-        cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step)
+        cost = admission.cost_gpu_s(params, self._gpu_s_per_mpixel_step, segments)
         if cost > min(self._admission.tenant_max_gpu_s, self._admission.max_queued_gpu_s):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"params: the job's estimated {cost:.0f} GPU-s exceed what one tenant may queue "

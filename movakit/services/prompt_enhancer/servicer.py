@@ -78,7 +78,7 @@ class EnhanceHandler:
             next_task.image.CopyFrom(task.image)
         elif output.HasField("first_frame"):
             next_task.image.CopyFrom(output.first_frame)
-        plan = segment_plan(from_proto(task.params)) if task.params.duration_s else None
+        plan = segment_plan(from_proto(task.params))
         if plan is not None:  # a long video: segment 0 starts
             next_task.segment.CopyFrom(events_pb2.Segment(index=0, count=plan.count, first_prompt=output.prompt))
         return next_task, [make_event(task.job_id, source, prompt_enhanced=enhanced)]
