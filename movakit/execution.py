@@ -32,7 +32,8 @@ def default_dtype(device: str) -> str:
 def compile_denoiser(models) -> None:
     """torch.compile every DiT block of both video experts and the audio tower, and every bridge block, in place
     (nn.Module.compile: the module keeps its parameters and state-dict keys; the compiled forward is used on call)."""
-    bridge = models.bridge
-    for block in (*models.video_dit.blocks, *models.video_dit_2.blocks, *models.audio_dit.blocks,
-                  *bridge.audio_to_video_conditioners.values(), *bridge.video_to_audio_conditioners.values()):
-        block.compile()
+    from movakit.models.dual_tower import named_blocks
+
+    for name in ("video_dit", "video_dit_2", "audio_dit", "bridge"):
+        for _name, block in named_blocks(name, getattr(models, name)):
+            block.compile()

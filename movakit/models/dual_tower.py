@@ -32,6 +32,7 @@ from torch.utils.checkpoint import checkpoint
 
 from movakit.models.audio_dit import AudioDiT
 from movakit.models.bridge import DualTowerBridge
+from movakit.models.layers.dit_block import call_directly
 from movakit.models.step_cache import StepCache
 from movakit.models.video_dit import VideoDiT
 from movakit.parallel import active_sequence_parallel
@@ -62,12 +63,18 @@ def check_compatible(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTower
         raise ValueError(f"the three modules must be on one device, got {devices}")
 
 
+def named_blocks(name: str, module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every block of one component of the joint forward, named under `name` (its MovaModels field): a tower's DiT
+    blocks ("<name>.blocks.<i>"), or the bridge's blocks of both directions ("<name>.<direction>.<i>")."""
+    if isinstance(module, DualTowerBridge):
+        return [(f"{name}.{side}.{key}", block) for side in ("audio_to_video_conditioners",
+                                                             "video_to_audio_conditioners")
+                for key, block in getattr(module, side).items()]
+    return [(f"{name}.blocks.{i}", block) for i, block in enumerate(module.blocks)]
+
+
 # run(fn, *args, **kwargs) -> fn(*args, **kwargs), however it chooses to run it
 BlockRunner = Callable[..., Any]
-
-
-def _call(fn: Callable, *args, **kwargs):
-    return fn(*args, **kwargs)
 
 
 def checkpointed(fn: Callable, *args, **kwargs):
@@ -88,7 +95,8 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     alignment). a2v/v2a_condition_scale multiply the bridge residuals (1.0 in the released sampler; 0 turns a
     direction off). run_block (training only; None = call directly) calls each block, e.g. `checkpointed`, which
     recomputes its activations in the backward pass instead of keeping them; the values are the same.
-    step_cache: this guidance branch's StepCache, None (default) = the blocks always run. Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
+    step_cache: this guidance branch's StepCache, None (default) = the blocks always run.
+    Returns (video_velocity (B, out_dim, F, H, W), audio_velocity (B, out_dim, L)), float32.
     """
     check_compatible(video_dit, audio_dit, bridge)
     b = video_x.shape[0]
@@ -107,7 +115,7 @@ def dual_tower_forward(video_dit: VideoDiT, audio_dit: AudioDiT, bridge: DualTow
     v_emb, v_mod, a_emb, a_mod = (t.to(dtype) for t in (v_emb, v_mod, a_emb, a_mod))
 
     # 2. text context per tower (every block's cross-attention k, v); patches
-    run = run_block or _call
+    run = run_block or call_directly
     v_kv = video_dit.text_kv(context, run)  # per block ((B, L_text, Dv), (B, L_text, Dv))
     a_kv = audio_dit.text_kv(context, run)
     v, grid = video_dit.patchify(video_x.to(device))  # (B, f*h*w, Dv)

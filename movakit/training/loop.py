@@ -122,10 +122,10 @@ def train(models, trainable: Sequence[torch.nn.Parameter], clips: Sequence[Encod
         for _ in range(config.grad_accum):
             epoch, position = divmod(state.micro_step, len(clips))
             clip = clips[clip_order(config.seed, epoch, len(clips))[position]]
+            expert = timesteps.expert(state.micro_step)
             if placement is not None:
-                placement.place(config.memory.step(timesteps.expert(state.micro_step)),
-                                stream=config.memory.streams_blocks)
-            device = getattr(models, timesteps.expert(state.micro_step)).device
+                placement.place(config.memory.step(expert), stream=config.memory.streams_blocks)
+            device = getattr(models, expert).device
             with config.memory.saved_tensors(device):
                 out = flow_matching_loss(models, clip, timesteps, state.micro_step, config.seed,
                                          run_block=config.memory.block_runner(placement))

@@ -31,15 +31,14 @@ from dataclasses import dataclass
 import torch
 
 from movakit.api.v1 import training_pb2
-from movakit.models.dual_tower import BlockRunner, checkpointed
-from movakit.training.spec import DEFAULT_GRADIENT_CHECKPOINTING, DEFAULT_OFFLOAD, OFFLOADS
+from movakit.models.dual_tower import BlockRunner, checkpointed, named_blocks
+from movakit.training.spec import DEFAULT_GRADIENT_CHECKPOINTING, DEFAULT_OFFLOAD, HOST_WEIGHTS, OFFLOADS
 from movakit.training.streaming import Float8Master, Master, Streamer, Unit
 
 ENCODERS = ("text_encoder", "video_vae", "audio_vae")
 TRAINED = ("audio_dit", "bridge")  # on the device at every step; plus the micro-batch's video expert
 EXPERTS = ("video_dit", "video_dit_2")
 COMPONENTS = ENCODERS + EXPERTS + TRAINED
-HOST_WEIGHTS = ("model", "float8")  # how Placement keeps the DiT and bridge blocks' matrices in host RAM
 
 
 @dataclass(frozen=True)
@@ -104,14 +103,9 @@ def _at_host(master: Master) -> torch.Tensor:
 
 
 def stream_units(name: str, module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """The modules of component `name` that offload "blocks" streams: every DiT block, every bridge block."""
-    if name in EXPERTS or name == "audio_dit":
-        return [(f"{name}.blocks.{i}", block) for i, block in enumerate(module.blocks)]
-    if name == "bridge":
-        return [(f"bridge.{side}.{key}", block) for side in ("audio_to_video_conditioners",
-                                                             "video_to_audio_conditioners")
-                for key, block in getattr(module, side).items()]
-    return []
+    """The modules of component `name` that offload "blocks" streams: every DiT block, every bridge block (none of
+    the encoders)."""
+    return named_blocks(name, module) if name in EXPERTS + TRAINED else []
 
 
 class Placement:
@@ -175,13 +169,12 @@ class Placement:
                  for name in self.components}
         self.streamer.stop()
         for name, mode in modes.items():
-            before = self._modes[name]
-            if (before == "host") != (mode == "host"):
-                for tensor, master in self._tensors[name]:
-                    tensor.data = master if mode == "host" else master.to(self.device, non_blocking=True)
-            if before != mode and mode != "streamed":
-                for unit in self._units[name]:
-                    for tensor, master in unit.pairs:
-                        tensor.data = _at_host(master) if mode == "host" else master.to(self.device, non_blocking=True)
+            before, moving = self._modes[name], []
+            if (before == "host") != (mode == "host"):  # what lies outside the blocks
+                moving += self._tensors[name]
+            if before != mode and mode != "streamed":  # the blocks (the streamer parks streamed ones)
+                moving += [pair for unit in self._units[name] for pair in unit.pairs]
+            for tensor, master in moving:
+                tensor.data = _at_host(master) if mode == "host" else master.to(self.device, non_blocking=True)
         self.streamer.start([unit for name, mode in modes.items() if mode == "streamed" for unit in self._units[name]])
         self._modes = modes

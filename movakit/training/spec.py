@@ -25,6 +25,8 @@ OFFLOADS = {"none": training_pb2.TRAINING_OFFLOAD_NONE, "model": training_pb2.TR
             "model-and-activations": training_pb2.TRAINING_OFFLOAD_MODEL_AND_ACTIVATIONS,
             "blocks": training_pb2.TRAINING_OFFLOAD_BLOCKS}
 DEFAULT_OFFLOAD = "none"
+# how the trainer keeps the DiT and bridge blocks' matrices in host RAM (MOVA_TRAINER_HOST_WEIGHTS; training.memory)
+HOST_WEIGHTS = ("model", "float8")
 MAX_RANK = 256
 MAX_STEPS = 100_000
 MAX_LR = 0.1

@@ -98,8 +98,9 @@ class Head(nn.Module):
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
-def _call(fn: Callable, *args):
-    return fn(*args)
+def call_directly(fn: Callable, *args, **kwargs):
+    """The block runner that just calls (models.dual_tower.BlockRunner)."""
+    return fn(*args, **kwargs)
 
 
 class DiTTower(nn.Module):
@@ -152,7 +153,7 @@ class DiTTower(nn.Module):
         """context (B, L_text, text_dim) -> (B, L_text, D) in the model dtype."""
         return self.text_embedding(context.to(device=self.device, dtype=self.dtype))
 
-    def text_kv(self, context: torch.Tensor, run: Callable = _call) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def text_kv(self, context: torch.Tensor, run: Callable = call_directly) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """context (B, L_text, text_dim) -> every block's cross-attention (k, v), each (B, L_text, D).
 
         Memoised (layers/text_memo.py): the steps of a job pass the same context tensor, so only the first computes.

@@ -1,7 +1,8 @@
 """Trainer service entry point: `python -m movakit.services.trainer.main [--flag value ...]` (flags: settings.py).
 
 A Celery worker (solo pool: one fine-tuning job at a time on this process's device) with the whole checkpoint
-in host RAM (pinned on CUDA; each job moves to the device what its memory plan needs: movakit.training.memory), plus a gRPC server with health and reflection on `listen`. The task `mova.finetune(job_id)` runs
+in host RAM (pinned on CUDA; each job moves to the device what its memory plan needs: movakit.training.memory),
+plus a gRPC server with health and reflection on `listen`. The task `mova.finetune(job_id)` runs
 movakit.training.runner.run_job under the job's lease; a copy redelivered while another live worker holds the
 lease is retried later instead of running beside it.
 """

@@ -1,4 +1,5 @@
-"""Settings of the trainer service: `MOVA_TRAINER_*` variables or the matching flags (see ServiceSettings: the trainer takes its work from Celery, not Kafka)."""
+"""Settings of the trainer service: `MOVA_TRAINER_*` variables or the matching flags (see ServiceSettings: the
+trainer takes its work from Celery, not Kafka)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import ClassVar
 
 from movakit.runtime.settings import SettingsError
 from movakit.runtime.stage_settings import ServiceSettings
-
-HOST_WEIGHTS = ("model", "float8")  # movakit.training.memory.HOST_WEIGHTS (this module is torch-free)
+from movakit.training.spec import HOST_WEIGHTS
 
 
 @dataclass(frozen=True)
