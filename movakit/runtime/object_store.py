@@ -203,8 +203,7 @@ class ObjectStore:
 
     def list_keys(self, prefix: str) -> list[str]:
         """Keys of every object under `prefix`, sorted."""
-        with self._span("list_objects", prefix):
-            return sorted(o.object_name for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        return sorted(self.iter_keys(prefix))
 
     def iter_keys(self, prefix: str, start_after: str = "") -> Iterator[str]:
         """Keys under `prefix` in ascending order, after `start_after` when given, fetched page by page as read."""

@@ -79,7 +79,6 @@ class DenoiseRequest:
     # below which a step reuses the blocks' last residual; None = off (the sampler's outputs).
     step_cache: float | None = None
 
-
     def scales(self) -> tuple[guidance.Scales, guidance.Scales]:
         """The video's and the audio's guidance scales."""
         video = guidance.Scales(self.guidance_scale, self.sync_guidance_scale)

@@ -219,7 +219,6 @@ class JobStore:
             return [_copy(j) for j in jobs[:limit]]
 
 
-
 def page_of(jobs: list[common_pb2.Job], page_size: int) -> tuple[list[common_pb2.Job], str]:
     """The newest `page_size` of `jobs` (created_at, then job id) and the token of the next page ("" on the last
     one). The token is the position of the page's last job, so tokens stay valid while new jobs arrive."""
